@@ -1,0 +1,2 @@
+//! callhook: a durable receiver for Tencent TRTC / TUICallKit call callbacks.
+pub mod protocol;

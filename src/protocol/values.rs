@@ -1,0 +1,380 @@
+//! Lenient value handling shared by every callback family.
+//!
+//! Tencent's documentation disagrees with itself about spelling (`Audio` vs `audio`,
+//! `NormalEnd` vs `normal_end`) and about types (numbers that arrive as strings, user ids
+//! that arrive as 18-digit JSON numbers). The rule is: accept every spelling, keep unknown
+//! values, never pass an id through a float.
+
+use std::borrow::Cow;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// The latest instant any backend stores: 9999-12-31T23:59:59.999Z.
+const MAX_MILLIS: Millis = 253_402_300_799_999;
+
+/// Values at or above this are taken as milliseconds, below as seconds. 10^11 seconds is
+/// the year 5138; 10^11 milliseconds is March 1973, so no real timestamp is ambiguous.
+const MILLIS_THRESHOLD: i64 = 100_000_000_000;
+
+/// Turns a Unix timestamp in seconds or milliseconds into milliseconds.
+///
+/// `0` means "not applicable" in Tencent's bodies and becomes `None`, as does a value that
+/// no backend can store (negative, or after the year 9999): such a value is kept in the
+/// payload, not in the typed column.
+pub fn unix_time(value: Option<i64>) -> Option<Millis> {
+    let v = value?;
+    let ms = if v.unsigned_abs() >= MILLIS_THRESHOLD as u64 {
+        v
+    } else {
+        v.checked_mul(1000)?
+    };
+    (1..=MAX_MILLIS).contains(&ms).then_some(ms)
+}
+
+/// Lower snake case: `NormalEnd` → `normal_end`, `Not_answer` → `not_answer`,
+/// `Hang Up` → `hang_up`. Idempotent: normalising a normalised value changes nothing.
+pub fn normalize(raw: &str) -> String {
+    let raw = raw.trim();
+    let mut out = String::with_capacity(raw.len() + 4);
+    let chars: Vec<char> = raw.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' || c == '-' || c == '_' || c == '.' {
+            if !out.is_empty() && !out.ends_with('_') {
+                out.push('_');
+            }
+            continue;
+        }
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.is_empty() && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+/// Defines a vocabulary enum: known values as variants, anything else kept as
+/// `Other(normalised text)`. Matching is on the normalised spelling plus aliases.
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $($variant:ident => $text:literal $(| $alias:literal)*),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)+
+            /// A value callhook does not know, normalised to lower snake case and kept.
+            Other(Box<str>),
+        }
+
+        impl $name {
+            /// Parses any spelling; `None` for an empty value.
+            pub fn from_wire(raw: &str) -> Option<Self> {
+                // Fast path: the lower-case wire spelling needs no allocation.
+                match raw {
+                    "" => return None,
+                    $($text => return Some(Self::$variant),)+
+                    _ => {}
+                }
+                let norm = normalize(raw);
+                Some(match norm.as_str() {
+                    "" => return None,
+                    $($text $(| $alias)* => Self::$variant,)+
+                    _ => Self::Other(norm.into_boxed_str()),
+                })
+            }
+
+            /// A `deserialize_with` helper: any JSON string (or number) through
+            /// [`Self::from_wire`]; `null` and `""` are `None`.
+            pub fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+                Ok(lenient_text(d)?.as_deref().and_then(Self::from_wire))
+            }
+
+            /// The normalised spelling stored in SQL.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(s) => s,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// How a participant's call ended (status family `CallResult`, v4 `CallRecord.CallResult`).
+    pub enum CallResult {
+        NotAnswer => "not_answer",
+        Reject => "reject" | "rejected",
+        CallBusy => "call_busy" | "busy",
+        Cancel => "cancel" | "canceled" | "cancelled",
+        NormalEnd => "normal_end",
+        Interrupt => "interrupt" | "interrupted",
+        Offline => "offline",
+    }
+}
+
+vocabulary! {
+    /// `audio` or `video`.
+    pub enum MediaType {
+        Audio => "audio",
+        Video => "video",
+    }
+}
+
+vocabulary! {
+    /// `single` (1-to-1) or `group`; v4's `SingleCall`/`MultiCall` map onto these.
+    pub enum CallType {
+        Single => "single" | "single_call",
+        Group => "group" | "multi_call" | "group_call",
+    }
+}
+
+vocabulary! {
+    /// The participant's side of the call.
+    pub enum Role {
+        Caller => "caller",
+        Callee => "callee",
+    }
+}
+
+vocabulary! {
+    /// v4 member change `ActionType`, with both documented spellings of each action.
+    pub enum MemberAction {
+        Accept => "accept" | "answer",
+        Hangup => "hangup" | "hang_up",
+        Invite => "invite" | "invited",
+        CancelInvite => "cancel_invite" | "canncel_invite",
+        Reject => "reject",
+        NotAnswer => "not_answer",
+        Join => "join",
+        Offline => "offline",
+    }
+}
+
+impl CallResult {
+    /// The six call results that are also status-family command words.
+    pub fn from_status_command(command: &str) -> Option<Self> {
+        match Self::from_wire(command)? {
+            Self::Other(_) | Self::Offline => None,
+            known => Some(known),
+        }
+    }
+}
+
+/// A JSON value that should be text but may arrive as a number: the digits are kept
+/// exactly as they arrived (an 18-digit account never passes through a float).
+/// `null` and `""` are absent.
+pub fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw: &RawValue = Deserialize::deserialize(d)?;
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: Cow<'_, str> = serde_json::from_str(text).map_err(D::Error::custom)?;
+            Ok((!s.is_empty()).then(|| s.into_owned()))
+        }
+        Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_owned())),
+        Some(b'n') => Ok(None),
+        _ => Err(D::Error::custom(format!(
+            "expected a string or a number, found {}",
+            json_kind(text)
+        ))),
+    }
+}
+
+/// An integer that may arrive as a JSON number (integral or not) or a numeric string.
+/// `null` and `""` are absent.
+pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let raw: &RawValue = Deserialize::deserialize(d)?;
+    let text = raw.get();
+    let (digits, quoted) = match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: Cow<'_, str> = serde_json::from_str(text).map_err(D::Error::custom)?;
+            (Cow::Owned(s.trim().to_owned()), true)
+        }
+        Some(b'n') => return Ok(None),
+        Some(b'-' | b'0'..=b'9') => (Cow::Borrowed(text), false),
+        _ => {
+            return Err(D::Error::custom(format!(
+                "expected an integer or a numeric string, found {}",
+                json_kind(text)
+            )));
+        }
+    };
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    parse_integer(&digits).map(Some).ok_or_else(|| {
+        let shown: String = digits.chars().take(40).collect();
+        if quoted {
+            D::Error::custom(format!("expected an integer, found the string {shown:?}"))
+        } else {
+            D::Error::custom(format!("integer out of range: {shown}"))
+        }
+    })
+}
+
+/// Accepts `123`, `-5`, `1.7e9`, `12.0`; fractions are truncated toward zero.
+fn parse_integer(s: &str) -> Option<i64> {
+    if let Ok(v) = s.parse::<i64>() {
+        return Some(v);
+    }
+    let f: f64 = s.parse().ok()?;
+    // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+    (f.is_finite() && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+}
+
+fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        _ => "something else",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_spellings() {
+        for (raw, want) in [
+            ("NormalEnd", "normal_end"),
+            ("normal_end", "normal_end"),
+            ("Not_answer", "not_answer"),
+            ("NotAnswer", "not_answer"),
+            ("CallBusy", "call_busy"),
+            ("Hang Up", "hang_up"),
+            ("Canncel_Invite", "canncel_invite"),
+            ("SingleCall", "single_call"),
+            ("  Video ", "video"),
+            ("HTTPServer", "http_server"),
+            ("iOS", "i_os"),
+            ("", ""),
+            ("__", ""),
+        ] {
+            assert_eq!(normalize(raw), want, "normalize({raw:?})");
+        }
+    }
+
+    #[test]
+    fn vocabulary_aliases_and_unknowns() {
+        assert_eq!(
+            CallResult::from_wire("NormalEnd"),
+            Some(CallResult::NormalEnd)
+        );
+        assert_eq!(
+            CallResult::from_wire("Not_answer"),
+            Some(CallResult::NotAnswer)
+        );
+        assert_eq!(CallResult::from_wire(""), None);
+        assert_eq!(
+            CallResult::from_wire("SomethingNew").map(|r| r.as_str().to_owned()),
+            Some("something_new".to_owned())
+        );
+        assert_eq!(CallType::from_wire("MultiCall"), Some(CallType::Group));
+        assert_eq!(CallType::from_wire("Single"), Some(CallType::Single));
+        assert_eq!(MediaType::from_wire("Audio"), Some(MediaType::Audio));
+        assert_eq!(
+            MemberAction::from_wire("Hang Up"),
+            Some(MemberAction::Hangup)
+        );
+        assert_eq!(
+            MemberAction::from_wire("Answer"),
+            Some(MemberAction::Accept)
+        );
+        assert_eq!(
+            MemberAction::from_wire("Canncel_Invite"),
+            Some(MemberAction::CancelInvite)
+        );
+        assert_eq!(Role::from_wire("Caller"), Some(Role::Caller));
+        assert_eq!(CallResult::from_status_command("call_end"), None);
+        assert_eq!(
+            CallResult::from_status_command("call_busy"),
+            Some(CallResult::CallBusy)
+        );
+    }
+
+    #[test]
+    fn unix_time_units() {
+        assert_eq!(unix_time(None), None);
+        assert_eq!(unix_time(Some(0)), None);
+        assert_eq!(unix_time(Some(1_704_856_873)), Some(1_704_856_873_000));
+        assert_eq!(unix_time(Some(1_704_856_873_123)), Some(1_704_856_873_123));
+        assert_eq!(unix_time(Some(170_485_688)), Some(170_485_688_000));
+        assert_eq!(unix_time(Some(-5)), None);
+        assert_eq!(unix_time(Some(i64::MAX)), None);
+        assert_eq!(
+            unix_time(Some(99_999_999_999)),
+            Some(99_999_999_999_000),
+            "year 5138, in seconds"
+        );
+        assert_eq!(
+            unix_time(Some(100_000_000_000)),
+            Some(100_000_000_000),
+            "1973, in milliseconds"
+        );
+        assert_eq!(unix_time(Some(253_402_300_800_000)), None, "after 9999");
+    }
+
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default, deserialize_with = "lenient_i64")]
+        n: Option<i64>,
+        #[serde(default, deserialize_with = "lenient_text")]
+        t: Option<String>,
+    }
+
+    fn probe(json: &str) -> Result<Probe, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn lenient_numbers_and_text() -> Result<(), serde_json::Error> {
+        assert_eq!(probe(r#"{"n": 5}"#)?.n, Some(5));
+        assert_eq!(probe(r#"{"n": "17"}"#)?.n, Some(17));
+        assert_eq!(probe(r#"{"n": " 17 "}"#)?.n, Some(17));
+        assert_eq!(probe(r#"{"n": ""}"#)?.n, None);
+        assert_eq!(probe(r#"{"n": null}"#)?.n, None);
+        assert_eq!(probe(r#"{}"#)?.n, None);
+        assert_eq!(probe(r#"{"n": 1.7e9}"#)?.n, Some(1_700_000_000));
+        assert!(probe(r#"{"n": "abc"}"#).is_err());
+        assert!(probe(r#"{"n": true}"#).is_err());
+        assert!(probe(r#"{"n": 1e300}"#).is_err());
+        assert!(probe(r#"{"n": [1]}"#).is_err());
+        assert_eq!(
+            probe(r#"{"t": 123456789012345678901234}"#)?.t.as_deref(),
+            Some("123456789012345678901234")
+        );
+        assert_eq!(probe(r#"{"t": "a\"b"}"#)?.t.as_deref(), Some("a\"b"));
+        assert_eq!(probe(r#"{"t": ""}"#)?.t, None);
+        assert!(probe(r#"{"t": {}}"#).is_err());
+        Ok(())
+    }
+}
