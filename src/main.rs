@@ -1,1 +1,139 @@
-fn main() {}
+//! `callhook`: command-line entry point. Only wiring lives here.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use callhook::cli::{Cli, Command, LogFormat};
+use callhook::config::{ConfigError, FileConfig, Settings, database_url, validate_database_url};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match cli.config.as_deref().map(FileConfig::load).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => return config_error(&e),
+    };
+    let log_format = cli
+        .log_format
+        .or(file.log_format)
+        .unwrap_or(LogFormat::Pretty);
+    let _log_guard = init_logging(log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callhook: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let env = |k: &str| std::env::var(k).ok();
+                let settings = Settings::resolve(&args, file, cli.log_format, &env)?;
+                validate_database_url(settings.database.url.expose())?;
+                callhook::app::Application::build(settings)
+                    .await?
+                    .run_until(shutdown_signal())
+                    .await
+            }
+            Command::Migrate(args) => {
+                let url = database_url(&args, &file);
+                validate_database_url(&url)?;
+                let mut db = callhook::config::DatabaseSettings::new(url);
+                db.acquire_timeout = std::time::Duration::from_secs(10);
+                let store = callhook::store::Store::connect(&db).await?;
+                store.migrate().await?;
+                store.close().await;
+                println!("callhook: migrations applied to {}", db.url.redacted());
+                Ok(())
+            }
+            Command::Report(args) => callhook::report::run(&args, &file).await,
+            Command::Send(args) => callhook::send::run(args).await,
+            Command::Healthcheck(args) => healthcheck(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<ConfigError>() {
+            Some(ce) => config_error(ce),
+            None => match e.downcast_ref::<callhook::send::Dropped>() {
+                Some(d) => {
+                    eprintln!("callhook: {d}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    eprintln!("callhook: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+    }
+}
+
+async fn healthcheck(args: &callhook::cli::HealthcheckArgs) -> anyhow::Result<()> {
+    callhook::install_tls_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(args.timeout_ms))
+        .build()?;
+    let resp = client.get(&args.url).send().await?;
+    let status = resp.status();
+    anyhow::ensure!(status.is_success(), "{} answered {status}", args.url);
+    Ok(())
+}
+
+/// Configuration problems: one line, exit code 2.
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("callhook: configuration error: {e}");
+    ExitCode::from(2)
+}
+
+/// Logs go to stderr through a background writer, so a slow log consumer never blocks
+/// a request; under extreme pressure lines are dropped rather than requests delayed.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let stderr = std::io::stderr();
+    let ansi = stderr.is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .lossy(true)
+        .finish(stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Pretty => builder.with_ansi(ansi).with_target(false).compact().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    guard
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

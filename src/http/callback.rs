@@ -1,0 +1,319 @@
+//! `POST {callback path}`: the callback endpoint.
+//!
+//! Order of checks, and whether a refusal is kept in `rejected_deliveries`:
+//! 1. `sdkappid` present and numeric (400, not kept: no app to file it under);
+//! 2. configured (403, not kept: anyone can reach the URL);
+//! 3. token or signature, when the app has a token (403, not kept);
+//! 4. body within the limit (413, kept without the body);
+//! 5. `command` present and allowed, `contenttype` json (400, kept), body parseable
+//!    (400, kept);
+//! 6. queued, committed, answered: 0 (stored or duplicate), or 503 (overloaded,
+//!    database unavailable: the sender retries).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::Response;
+
+use super::peer::{Peer, client_addr};
+use super::{SharedState, reply};
+use crate::auth::authenticate;
+use crate::ingest::Outcome;
+use crate::metrics as m;
+use crate::protocol::query::{redact, truncate};
+use crate::protocol::reply::{ErrorCode, ReplyStyle};
+use crate::protocol::{
+    CallbackQuery, Context, Kind, Rejection, classify, known_commands, parse_delivery,
+};
+use crate::store::RejectedRow;
+
+/// What the request came to, for the answer, the metric and the log line.
+struct Answer {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    outcome: &'static str,
+}
+
+impl Answer {
+    fn ok(outcome: Outcome) -> Self {
+        let message = match outcome {
+            Outcome::Inserted => "Success",
+            Outcome::Duplicate => "Success (duplicate delivery, already stored)",
+            Outcome::Spooled => {
+                "Success (spooled: the database is unavailable, the event will be stored when it returns)"
+            }
+        };
+        Self {
+            code: ErrorCode::Success,
+            message: Cow::Borrowed(message),
+            outcome: outcome.label(),
+        }
+    }
+
+    fn refused(r: Rejection) -> Self {
+        Self {
+            code: r.code,
+            message: Cow::Owned(r.reason),
+            outcome: "rejected",
+        }
+    }
+
+    fn failed(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            outcome: "failed",
+        }
+    }
+}
+
+/// Labels with bounded cardinality: a known command's own spelling, else `other`.
+fn labels(query: &CallbackQuery) -> (&'static str, &'static str) {
+    let Some(cmd) = query
+        .command
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
+        return ("none", "none");
+    };
+    let family = match classify(cmd) {
+        Kind::Status => "status",
+        Kind::Event => "event",
+        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged => "v4",
+        Kind::Unknown => "unknown",
+    };
+    let command = known_commands()
+        .find(|k| k.eq_ignore_ascii_case(cmd))
+        .unwrap_or("other");
+    (family, command)
+}
+
+pub async fn handle(
+    State(st): State<SharedState>,
+    peer: Option<Extension<Peer>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let raw_query = uri.query().unwrap_or_default();
+    let query = CallbackQuery::parse(raw_query);
+    let style = if query.v4_style {
+        ReplyStyle::V4
+    } else {
+        ReplyStyle::Plain
+    };
+    let remote = client_addr(
+        peer.map(|Extension(Peer(a))| a),
+        &headers,
+        &st.settings.trusted_proxies,
+    );
+    let request = Request {
+        st: &st,
+        query: &query,
+        raw_query,
+        remote,
+        headers: &headers,
+    };
+    let answer =
+        match tokio::time::timeout(st.settings.request_timeout, request.process(body)).await {
+            Ok(answer) => answer,
+            Err(_) => Answer::failed(
+                ErrorCode::Timeout,
+                format!(
+                    "the request took longer than {:?}; retry",
+                    st.settings.request_timeout
+                ),
+            ),
+        };
+
+    let elapsed = started.elapsed();
+    let (family, command) = labels(&query);
+    metrics::counter!(m::DELIVERIES, "family" => family, "command" => command, "outcome" => answer.outcome, "reason" => answer.code.label()).increment(1);
+    metrics::histogram!(m::REQUEST_DURATION).record(elapsed.as_secs_f64());
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let sdkappid = query.sdkappid.as_deref().map(|s| truncate(s, 20));
+    let cmd = query.command.as_deref().map(|s| truncate(s, 64));
+    let remote = remote.map(tracing::field::display);
+    if answer.code == ErrorCode::Success {
+        tracing::info!(
+            family,
+            command = cmd,
+            sdkappid,
+            outcome = answer.outcome,
+            latency_ms,
+            remote,
+            "callback"
+        );
+    } else {
+        tracing::info!(
+            family,
+            command = cmd,
+            sdkappid,
+            outcome = answer.outcome,
+            code = answer.code.code(),
+            reason = %answer.message,
+            latency_ms,
+            remote,
+            "callback refused"
+        );
+    }
+    reply(style, answer.code, &answer.message)
+}
+
+struct Request<'a> {
+    st: &'a SharedState,
+    query: &'a CallbackQuery,
+    raw_query: &'a str,
+    remote: Option<IpAddr>,
+    headers: &'a HeaderMap,
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+impl Request<'_> {
+    async fn process(&self, body: Body) -> Answer {
+        let st = self.st;
+        let sdkappid = match self.query.sdkappid() {
+            Ok(id) => id,
+            Err(r) => return Answer::refused(r),
+        };
+        let Some(app) = st.settings.apps.get(&sdkappid) else {
+            return Answer::refused(Rejection::new(
+                ErrorCode::UnknownApp,
+                format!("sdkappid {sdkappid} is not configured on this receiver"),
+            ));
+        };
+        if let Err(r) = authenticate(
+            app,
+            self.query,
+            crate::now_millis() / 1000,
+            st.settings.sign_window,
+        ) {
+            return Answer::refused(r);
+        }
+
+        // The app is ours and authenticated: from here on, refusals are kept, body included.
+        let body = match self.read_body(body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                let r = Rejection::new(
+                    ErrorCode::BodyTooLarge,
+                    format!("body is larger than {} bytes", st.settings.body_limit),
+                );
+                return self.refuse(sdkappid, r, b"").await;
+            }
+            Err(BodyError::Unreadable(e)) => {
+                return Answer::refused(Rejection::new(
+                    ErrorCode::InvalidJson,
+                    format!("could not read the body: {e}"),
+                ));
+            }
+        };
+        let command = self
+            .query
+            .command
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let Some(command) = command else {
+            let r = Rejection::new(
+                ErrorCode::InvalidQuery,
+                "command (or CallbackCommand) is missing",
+            );
+            return self.refuse(sdkappid, r, &body).await;
+        };
+        if !app.allows(command) {
+            let r = Rejection::new(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "command {:?} is not allowed for sdkappid {sdkappid}",
+                    truncate(command, 64)
+                ),
+            );
+            return self.refuse(sdkappid, r, &body).await;
+        }
+        if let Some(ct) = self.query.contenttype.as_deref() {
+            if !ct.trim().eq_ignore_ascii_case("json") {
+                let r = Rejection::new(
+                    ErrorCode::InvalidQuery,
+                    format!("contenttype {:?} is not json", truncate(ct, 32)),
+                );
+                return self.refuse(sdkappid, r, &body).await;
+            }
+        }
+
+        let remote = self.remote.map(|ip| ip.to_string());
+        let ctx = Context {
+            sdkappid,
+            command,
+            client_ip: self.query.clientip.as_deref(),
+            opt_platform: self.query.optplatform.as_deref(),
+            remote_addr: remote.as_deref(),
+            received_at: crate::now_millis(),
+        };
+        let rows = match parse_delivery(classify(command), self.query.v4_style, &ctx, &body) {
+            Ok(rows) => rows,
+            Err(r) => return self.refuse(sdkappid, r, &body).await,
+        };
+        match st.ingest.submit(rows).await {
+            Ok(outcome) => Answer::ok(outcome),
+            Err(e) => {
+                let code = e.code();
+                if code == ErrorCode::Unstorable {
+                    // The writer already kept it in rejected_deliveries.
+                    Answer::refused(Rejection::new(code, e.to_string()))
+                } else {
+                    Answer::failed(code, e.to_string())
+                }
+            }
+        }
+    }
+
+    async fn read_body(&self, body: Body) -> Result<Bytes, BodyError> {
+        let limit = self.st.settings.body_limit;
+        let declared = self
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge);
+        }
+        axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                BodyError::TooLarge
+            } else {
+                BodyError::Unreadable(e.to_string())
+            }
+        })
+    }
+
+    /// Answers a refusal for a configured app and keeps it in `rejected_deliveries`.
+    async fn refuse(&self, sdkappid: i64, r: Rejection, body: &[u8]) -> Answer {
+        let row = RejectedRow {
+            received_at: crate::now_millis(),
+            sdkappid,
+            command: self.query.command.clone(),
+            query: redact(self.raw_query),
+            body: RejectedRow::body_text(body),
+            error_code: r.code.code() as i32,
+            reason: r.reason.clone(),
+            remote_addr: self.remote.map(|ip| ip.to_string()),
+        };
+        if !self.st.ingest.record_rejected(row).await {
+            tracing::warn!(sdkappid, reason = %r.reason, "could not keep a rejected delivery (queue full or database unavailable)");
+        }
+        Answer::refused(r)
+    }
+}

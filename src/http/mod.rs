@@ -1,0 +1,220 @@
+//! The HTTP layer: routes, the shared state, and the envelope on every answer (404, 405,
+//! 413, timeouts and panics included).
+
+pub mod callback;
+pub mod peer;
+pub mod server;
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Settings;
+use crate::health::DbHealth;
+use crate::ingest::Ingest;
+use crate::metrics as m;
+use crate::protocol::reply::{ErrorCode, ReplyStyle, envelope};
+use crate::spool::Spool;
+use crate::store::Store;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub ingest: Ingest,
+    pub store: Store,
+    pub health: Arc<DbHealth>,
+    pub spool: Option<Arc<Spool>>,
+    pub metrics: Option<PrometheusHandle>,
+    pub shutting_down: AtomicBool,
+    ready_cache: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        ingest: Ingest,
+        store: Store,
+        health: Arc<DbHealth>,
+        spool: Option<Arc<Spool>>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self {
+            settings,
+            ingest,
+            store,
+            health,
+            spool,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            ready_cache: Mutex::new(None),
+        }
+    }
+}
+
+/// A JSON envelope response.
+pub fn reply(style: ReplyStyle, code: ErrorCode, message: &str) -> Response {
+    json_response(code.http_status(), envelope(style, code, message))
+}
+
+fn json_response(status: u16, body: Vec<u8>) -> Response {
+    let mut resp = body.into_response();
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The application's routes with the envelope on every failure path.
+pub fn router(state: SharedState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus extra routes (tests add a panicking one).
+pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
+    let path = state.settings.callback_path.clone();
+    Router::new()
+        .route(&path, post(callback::handle))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panicked))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    reply(
+        ReplyStyle::Plain,
+        ErrorCode::NotFound,
+        ErrorCode::NotFound.default_message(),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    reply(
+        ReplyStyle::Plain,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed: callbacks are POSTed",
+    )
+}
+
+fn panicked(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "a request handler panicked");
+    metrics::counter!(m::DELIVERIES, "family" => "none", "command" => "none", "outcome" => "failed", "reason" => ErrorCode::Internal.label()).increment(1);
+    reply(
+        ReplyStyle::Plain,
+        ErrorCode::Internal,
+        ErrorCode::Internal.default_message(),
+    )
+}
+
+async fn healthz() -> Response {
+    reply(ReplyStyle::Plain, ErrorCode::Success, "ok")
+}
+
+/// 200 when the database answers (or the spool is taking events for it); 503 otherwise.
+/// The database check is cached for a second, so probing every second costs one query.
+async fn readyz(State(st): State<SharedState>) -> Response {
+    if st.shutting_down.load(Ordering::Relaxed) {
+        return reply(ReplyStyle::Plain, ErrorCode::ShuttingDown, "shutting down");
+    }
+    let db = check_database(&st).await;
+    let spool = st.spool.as_ref().map(|s| s.stats());
+    let (queue_depth, _) = st.ingest.depth();
+    let (code, message): (ErrorCode, Cow<'_, str>) = match (&db, &spool) {
+        (Ok(()), Some(s)) if s.events > 0 => {
+            (ErrorCode::Success, "ready; replaying the spool".into())
+        }
+        (Ok(()), _) => (ErrorCode::Success, "ready".into()),
+        (Err(_), Some(_)) => (
+            ErrorCode::Success,
+            "ready; the database is unavailable, events are spooled".into(),
+        ),
+        (Err(e), None) => (
+            ErrorCode::DatabaseUnavailable,
+            format!("database unavailable: {e}").into(),
+        ),
+    };
+    let body = serde_json::json!({
+        "ErrorCode": code.code(),
+        "ErrorMessage": message,
+        "database": if db.is_ok() { "up" } else { "down" },
+        "backend": st.store.backend(),
+        "queue_depth": queue_depth,
+        "spooled_events": spool.map(|s| s.events),
+    });
+    json_response(
+        code.http_status(),
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+async fn check_database(st: &AppState) -> Result<(), String> {
+    const FRESH: Duration = Duration::from_secs(1);
+    let cached = st
+        .ready_cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some((at, result)) = cached {
+        if at.elapsed() < FRESH {
+            return result;
+        }
+    }
+    let result = st
+        .store
+        .ping(Duration::from_secs(1))
+        .await
+        .map_err(|e| e.to_string());
+    match &result {
+        Ok(()) => st.health.mark_up(),
+        Err(e) => st.health.mark_down(e),
+    }
+    *st.ready_cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), result.clone()));
+    result
+}
+
+async fn metrics(State(st): State<SharedState>) -> Response {
+    let (depth, age) = st.ingest.depth();
+    metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64);
+    metrics::gauge!(m::QUEUE_OLDEST_AGE).set(age.as_secs_f64());
+    if let Some(spool) = &st.spool {
+        let s = spool.stats();
+        let age = s
+            .oldest_received_at
+            .map_or(0.0, |t| ((crate::now_millis() - t).max(0)) as f64 / 1000.0);
+        metrics::gauge!(m::SPOOL_OLDEST_AGE).set(age);
+        metrics::gauge!(m::SPOOLED_EVENTS).set(s.events as f64);
+        metrics::gauge!(m::SPOOL_BYTES).set(s.bytes as f64);
+    }
+    let text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

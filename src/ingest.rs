@@ -1,0 +1,491 @@
+//! The ingest step between HTTP and storage: a bounded queue and batch writers (group
+//! commit).
+//!
+//! A request puts its event rows on the queue and waits. A writer takes whatever is waiting
+//! (up to `max_batch`, never waiting for more), deduplicates it, writes it in one
+//! transaction, and answers each request with its own outcome only after the commit. While
+//! one writer commits, the next batch collects, so under load each transaction carries many
+//! requests; when idle, a lone request is written at once. A full queue answers 503
+//! (70005) immediately instead of growing memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+use crate::config::IngestSettings;
+use crate::health::DbHealth;
+use crate::metrics as m;
+use crate::protocol::{DedupeKey, ErrorCode, EventRow};
+use crate::spool::Spool;
+use crate::store::{BatchRow, RejectedRow, Store, StoreError};
+
+/// What happened to an accepted delivery. All three are acknowledged with `ErrorCode` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed as a new event.
+    Inserted,
+    /// Already stored (a retry): its `deliveries` count grew.
+    Duplicate,
+    /// The database was unreachable; the event is durably in the local spool and will be
+    /// replayed into the database.
+    Spooled,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Inserted => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Spooled => "spooled",
+        }
+    }
+}
+
+/// Why a delivery was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("overloaded: {0} deliveries are waiting to be written")]
+    Overloaded(usize),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused this delivery's data (and only this one).
+    #[error("the database cannot store this body: {0}")]
+    Unstorable(String),
+}
+
+impl IngestError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Overloaded(_) => ErrorCode::Overloaded,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            Self::Unstorable(_) => ErrorCode::Unstorable,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Outcome, IngestError>>;
+
+enum Job {
+    Events {
+        rows: Vec<EventRow>,
+        reply: Reply,
+        enqueued: Instant,
+    },
+    Rejected {
+        row: RejectedRow,
+        reply: oneshot::Sender<bool>,
+        enqueued: Instant,
+    },
+}
+
+impl Job {
+    fn enqueued(&self) -> Instant {
+        match self {
+            Self::Events { enqueued, .. } | Self::Rejected { enqueued, .. } => *enqueued,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    capacity: usize,
+    max_batch: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // critical section is a push or a drain), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The handle requests use. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    shared: Arc<Shared>,
+}
+
+/// The running writers; [`Writers::finish`] waits for them to drain the queue.
+pub struct Writers {
+    tasks: JoinSet<()>,
+}
+
+impl Ingest {
+    /// Starts `settings.writers` batch writers on `store`.
+    pub fn start(
+        store: Store,
+        settings: &IngestSettings,
+        health: Arc<DbHealth>,
+        spool: Option<Arc<Spool>>,
+        write_timeout: Duration,
+    ) -> (Self, Writers) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            capacity: settings.queue_depth,
+            max_batch: settings.max_batch,
+        });
+        metrics::gauge!(m::QUEUE_CAPACITY).set(settings.queue_depth as f64);
+        let mut tasks = JoinSet::new();
+        for _ in 0..settings.writers {
+            let writer = Writer {
+                shared: Arc::clone(&shared),
+                store: store.clone(),
+                health: Arc::clone(&health),
+                spool: spool.clone(),
+                write_timeout,
+            };
+            tasks.spawn(writer.run());
+        }
+        (Self { shared }, Writers { tasks })
+    }
+
+    /// Queues a delivery's rows and waits for the commit that holds them.
+    pub async fn submit(&self, rows: Vec<EventRow>) -> Result<Outcome, IngestError> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Job::Events {
+            rows,
+            reply: tx,
+            enqueued: Instant::now(),
+        })?;
+        rx.await
+            .unwrap_or_else(|_| Err(IngestError::Unavailable("the writer stopped".into())))
+    }
+
+    /// Queues a rejected delivery for `rejected_deliveries` and waits for its commit.
+    /// Returns whether it was recorded (it is dropped, with a metric, when the queue is
+    /// full or the database is down: the sender was told to retry anyway).
+    pub async fn record_rejected(&self, row: RejectedRow) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let pushed = self.push(Job::Rejected {
+            row,
+            reply: tx,
+            enqueued: Instant::now(),
+        });
+        let recorded = pushed.is_ok() && rx.await.unwrap_or(false);
+        if !recorded {
+            metrics::counter!(m::REJECTED_RECORDS_DROPPED).increment(1);
+        }
+        recorded
+    }
+
+    fn push(&self, job: Job) -> Result<(), IngestError> {
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Err(IngestError::ShuttingDown);
+            }
+            if q.jobs.len() >= self.shared.capacity {
+                return Err(IngestError::Overloaded(q.jobs.len()));
+            }
+            q.jobs.push_back(job);
+        }
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+
+    /// Deliveries waiting for a writer, and how long the oldest has waited.
+    pub fn depth(&self) -> (usize, Duration) {
+        let q = self.shared.lock();
+        let age = q
+            .jobs
+            .front()
+            .map(|j| j.enqueued().elapsed())
+            .unwrap_or_default();
+        (q.jobs.len(), age)
+    }
+
+    /// Stops taking new deliveries; the writers finish what is queued, then exit.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.notify.notify_waiters();
+    }
+}
+
+impl Writers {
+    /// Waits until every writer has drained the queue and exited (call after
+    /// [`Ingest::close`]).
+    pub async fn finish(mut self) {
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "a batch writer failed");
+            }
+        }
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    store: Store,
+    health: Arc<DbHealth>,
+    spool: Option<Arc<Spool>>,
+    write_timeout: Duration,
+}
+
+impl Writer {
+    async fn run(self) {
+        let mut batch: Vec<Job> = Vec::with_capacity(self.shared.max_batch);
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (more_waiting, closed) = {
+                let mut q = self.shared.lock();
+                let n = q.jobs.len().min(self.shared.max_batch);
+                batch.extend(q.jobs.drain(..n));
+                (!q.jobs.is_empty(), q.closed)
+            };
+            if batch.is_empty() {
+                if closed {
+                    return;
+                }
+                notified.await;
+                continue;
+            }
+            if more_waiting {
+                // Let another writer start on the rest while this one commits.
+                self.shared.notify.notify_one();
+            }
+            self.write(&mut batch).await;
+            if closed {
+                // Wake the other writers so they see the closed queue too.
+                self.shared.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Writes one batch and answers every job in it.
+    async fn write(&self, batch: &mut Vec<Job>) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        let mut rejected = Vec::new();
+        for job in batch.drain(..) {
+            metrics::histogram!(m::QUEUE_WAIT)
+                .record(now.duration_since(job.enqueued()).as_secs_f64());
+            match job {
+                Job::Events { rows, reply, .. } => events.push((rows, reply)),
+                Job::Rejected { row, reply, .. } => rejected.push((row, reply)),
+            }
+        }
+        metrics::histogram!(m::BATCH_SIZE).record((events.len() + rejected.len()) as f64);
+
+        let plan = Plan::new(&events);
+        let rejected_rows: Vec<RejectedRow> = rejected.iter().map(|(r, _)| r.clone()).collect();
+        let result = if self.health.is_up() {
+            self.write_rows(&plan.rows(&events), &rejected_rows).await
+        } else {
+            // The database is known to be down: answer (or spool) at once instead of
+            // waiting for a connection timeout per batch. The prober marks it up again.
+            Err(StoreError::Unavailable(
+                "the database is not answering".into(),
+            ))
+        };
+        match result {
+            Ok(inserted) => {
+                for (job, (_, reply)) in events.into_iter().enumerate() {
+                    let _ = reply.send(Ok(plan.outcome(job, &inserted)));
+                }
+                for (_, reply) in rejected {
+                    let _ = reply.send(true);
+                }
+            }
+            Err(StoreError::Data(msg)) if events.len() + rejected.len() > 1 => {
+                tracing::warn!(error = %msg, "a batch was refused for its data; writing its deliveries one by one");
+                self.write_one_by_one(events, rejected).await;
+            }
+            Err(e) => self.fail(events, rejected, e).await,
+        }
+    }
+
+    /// Writes with a deadline, keeping health and metrics current.
+    async fn write_rows(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<bool>, StoreError> {
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.write_timeout, self.store.write_batch(rows, rejected))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "the write did not finish within {:?}",
+                    self.write_timeout
+                ))),
+            };
+        match &result {
+            Ok(_) => {
+                metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+                self.health.mark_up();
+            }
+            Err(e) => {
+                let kind = match e {
+                    StoreError::Unavailable(msg) => {
+                        self.health.mark_down(msg);
+                        "unavailable"
+                    }
+                    StoreError::Data(_) => "data",
+                    StoreError::Other(_) => "other",
+                };
+                metrics::counter!(m::DATABASE_ERRORS, "kind" => kind).increment(1);
+            }
+        }
+        result
+    }
+
+    /// Isolates the deliveries a database refused: each is written in its own transaction;
+    /// the ones refused for their data are answered 400 and recorded as rejected.
+    async fn write_one_by_one(
+        &self,
+        events: Vec<(Vec<EventRow>, Reply)>,
+        rejected: Vec<(RejectedRow, oneshot::Sender<bool>)>,
+    ) {
+        for job in events {
+            let single = vec![job];
+            let plan = Plan::new(&single);
+            let result = self.write_rows(&plan.rows(&single), &[]).await;
+            match result {
+                Ok(inserted) => {
+                    for (_, reply) in single {
+                        let _ = reply.send(Ok(plan.outcome(0, &inserted)));
+                    }
+                }
+                Err(StoreError::Data(msg)) => {
+                    tracing::warn!(error = %msg, "the database refused a delivery's data");
+                    for (rows, reply) in single {
+                        if let Some(first) = rows.first() {
+                            let row = RejectedRow {
+                                received_at: first.received_at,
+                                sdkappid: first.sdkappid,
+                                command: Some(first.command.clone()),
+                                query: String::new(),
+                                body: RejectedRow::body_text(first.payload.as_bytes()),
+                                error_code: ErrorCode::Unstorable.code() as i32,
+                                reason: format!("the database cannot store this body: {msg}"),
+                                remote_addr: first.remote_addr.clone(),
+                            };
+                            let _ = self.write_rows(&[], &[row]).await;
+                        }
+                        let _ = reply.send(Err(IngestError::Unstorable(msg.clone())));
+                    }
+                }
+                Err(e) => self.fail(single, Vec::new(), e).await,
+            }
+        }
+        for (row, reply) in rejected {
+            let ok = self
+                .write_rows(&[], std::slice::from_ref(&row))
+                .await
+                .is_ok();
+            let _ = reply.send(ok);
+        }
+    }
+
+    /// The database could not take the batch: spool the events if a spool is configured
+    /// and the database is unreachable, else answer 503 so the sender retries.
+    async fn fail(
+        &self,
+        events: Vec<(Vec<EventRow>, Reply)>,
+        rejected: Vec<(RejectedRow, oneshot::Sender<bool>)>,
+        e: StoreError,
+    ) {
+        for (_, reply) in rejected {
+            let _ = reply.send(false);
+        }
+        if let (Some(spool), StoreError::Unavailable(_)) = (&self.spool, &e) {
+            let rows: Vec<&EventRow> = events.iter().flat_map(|(rows, _)| rows.iter()).collect();
+            match spool.append(&rows).await {
+                Ok(()) => {
+                    for (_, reply) in events {
+                        let _ = reply.send(Ok(Outcome::Spooled));
+                    }
+                    return;
+                }
+                Err(spool_err) => {
+                    tracing::error!(error = %spool_err, "cannot spool while the database is down; answering 503");
+                }
+            }
+        }
+        if let StoreError::Other(msg) = &e {
+            tracing::error!(error = %msg, "batch write failed");
+        }
+        let err = IngestError::Unavailable(match e {
+            StoreError::Unavailable(m) | StoreError::Data(m) | StoreError::Other(m) => m,
+        });
+        for (_, reply) in events {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}
+
+/// How a batch's jobs map onto distinct rows: duplicates inside one batch are written
+/// once, with their count, and only the first job carrying a key can be `Inserted`.
+struct Plan {
+    /// Per job, the indices of its distinct rows and whether it owns them (first carrier).
+    jobs: Vec<Vec<(usize, bool)>>,
+    /// Per distinct row: (job, row within job) of its first carrier, and its count.
+    distinct: Vec<((usize, usize), i32)>,
+}
+
+impl Plan {
+    fn new(events: &[(Vec<EventRow>, Reply)]) -> Self {
+        let mut index: HashMap<(i64, DedupeKey), usize> = HashMap::new();
+        let mut distinct: Vec<((usize, usize), i32)> = Vec::new();
+        let mut jobs = Vec::with_capacity(events.len());
+        for (j, (rows, _)) in events.iter().enumerate() {
+            let mut mine = Vec::with_capacity(rows.len());
+            for (r, row) in rows.iter().enumerate() {
+                match index.entry((row.sdkappid, row.dedupe_key)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        distinct[*e.get()].1 += 1;
+                        mine.push((*e.get(), false));
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(distinct.len());
+                        mine.push((distinct.len(), true));
+                        distinct.push(((j, r), 1));
+                    }
+                }
+            }
+            jobs.push(mine);
+        }
+        Self { jobs, distinct }
+    }
+
+    fn rows<'a>(&self, events: &'a [(Vec<EventRow>, Reply)]) -> Vec<BatchRow<'a>> {
+        self.distinct
+            .iter()
+            .map(|&((j, r), deliveries)| BatchRow {
+                row: &events[j].0[r],
+                deliveries,
+            })
+            .collect()
+    }
+
+    /// `Inserted` when any row this job first carried was new to the database.
+    fn outcome(&self, job: usize, inserted: &[bool]) -> Outcome {
+        let new = self.jobs[job]
+            .iter()
+            .any(|&(d, owner)| owner && inserted[d]);
+        if new {
+            Outcome::Inserted
+        } else {
+            Outcome::Duplicate
+        }
+    }
+}

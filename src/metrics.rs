@@ -1,0 +1,124 @@
+//! Prometheus metrics (`GET /metrics`). Every name starts with `callhook_`; the README
+//! lists them with alert rules. Label values are static strings, so recording a metric on
+//! the request path allocates nothing.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const DELIVERIES: &str = "callhook_deliveries_total";
+pub const REQUEST_DURATION: &str = "callhook_request_duration_seconds";
+pub const BATCH_SIZE: &str = "callhook_batch_size";
+pub const COMMIT_DURATION: &str = "callhook_commit_duration_seconds";
+pub const QUEUE_DEPTH: &str = "callhook_queue_depth";
+pub const QUEUE_CAPACITY: &str = "callhook_queue_capacity";
+pub const QUEUE_OLDEST_AGE: &str = "callhook_queue_oldest_age_seconds";
+pub const QUEUE_WAIT: &str = "callhook_queue_wait_seconds";
+pub const DATABASE_ERRORS: &str = "callhook_database_errors_total";
+pub const DATABASE_UP: &str = "callhook_database_up";
+pub const REJECTED_RECORDS_DROPPED: &str = "callhook_rejected_records_dropped_total";
+pub const SPOOLED_EVENTS: &str = "callhook_spool_events";
+pub const SPOOL_BYTES: &str = "callhook_spool_bytes";
+pub const SPOOL_OLDEST_AGE: &str = "callhook_spool_oldest_age_seconds";
+pub const SPOOL_APPENDED: &str = "callhook_spool_appended_total";
+pub const SPOOL_REPLAYED: &str = "callhook_spool_replayed_total";
+pub const SPOOL_ERRORS: &str = "callhook_spool_errors_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls reuse it) and returns the handle
+/// that renders the text format. `None` if another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let sizes = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(COMMIT_DURATION.into()), &latency)
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), &latency))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes));
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics disabled");
+                    return None;
+                }
+            };
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(_) => None,
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DELIVERIES,
+        "Callback deliveries by family, command, outcome (stored, duplicate, spooled, rejected, failed) and reason"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to answer on the callback path"
+    );
+    describe_histogram!(BATCH_SIZE, "Deliveries per database transaction");
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Time to write and commit one batch"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Deliveries waiting for a writer");
+    describe_gauge!(
+        QUEUE_CAPACITY,
+        "Deliveries the queue holds before answering 503/70005"
+    );
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest delivery waiting for a writer"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "Time deliveries waited in the queue"
+    );
+    describe_counter!(
+        DATABASE_ERRORS,
+        "Failed batch writes by kind (unavailable, data, other)"
+    );
+    describe_gauge!(DATABASE_UP, "1 when the last database round trip succeeded");
+    describe_counter!(
+        REJECTED_RECORDS_DROPPED,
+        "Rejected deliveries that could not be recorded in rejected_deliveries"
+    );
+    describe_gauge!(
+        SPOOLED_EVENTS,
+        "Events in the outage spool, not yet in the database"
+    );
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Size of the outage spool on disk");
+    describe_gauge!(
+        SPOOL_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest event in the outage spool"
+    );
+    describe_counter!(
+        SPOOL_APPENDED,
+        "Events acknowledged from the outage spool while the database was down"
+    );
+    describe_counter!(SPOOL_REPLAYED, "Spooled events replayed into the database");
+    describe_counter!(SPOOL_ERRORS, "Spool writes or replays that failed");
+    metrics::gauge!(DATABASE_UP).set(1.0);
+}

@@ -1,0 +1,199 @@
+//! Storage: one small interface, a PostgreSQL and an SQLite implementation. Each backend's
+//! SQL lives in its own module; nothing above this layer knows which one runs.
+//!
+//! The interface is what the ingest step needs: write a batch of events (deduplicated by
+//! the database) and rejected deliveries in one transaction, ping, migrate.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use crate::config::DatabaseSettings;
+use crate::protocol::{DedupeKey, EventRow, Millis};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// One distinct event of a batch and how many deliveries of it the batch holds.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRow<'a> {
+    pub row: &'a EventRow,
+    pub deliveries: i32,
+}
+
+/// A delivery answered with a non-zero code, kept in `rejected_deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    pub received_at: Millis,
+    pub sdkappid: i64,
+    pub command: Option<String>,
+    /// The query string, secrets redacted.
+    pub query: String,
+    /// The body as text (lossy UTF-8, NULs escaped), capped at [`REJECTED_BODY_CAP`] bytes.
+    pub body: String,
+    pub error_code: i32,
+    pub reason: String,
+    pub remote_addr: Option<String>,
+}
+
+/// How much of a rejected body is kept.
+pub const REJECTED_BODY_CAP: usize = 8 * 1024;
+
+impl RejectedRow {
+    /// Makes a body storable as text in both backends: invalid UTF-8 replaced, NUL escaped,
+    /// capped at a character boundary.
+    pub fn body_text(body: &[u8]) -> String {
+        let capped = &body[..body.len().min(REJECTED_BODY_CAP)];
+        let mut text = String::from_utf8_lossy(capped).replace('\0', "\\u0000");
+        if text.len() > REJECTED_BODY_CAP {
+            let mut end = REJECTED_BODY_CAP;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        text
+    }
+}
+
+/// Why a write failed, which decides what the requests are told.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or cannot take writes right now (connection lost,
+    /// pool timeout, shutting down, read-only after a failover, disk full, lock timeout).
+    /// Nothing was committed; the same batch may succeed later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the data itself (a value it cannot store). Retrying the same
+    /// rows will fail again; other rows of the batch may be fine.
+    #[error("database refused the data: {0}")]
+    Data(String),
+    /// Anything else (schema missing, permissions): an operator has to look.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Classifies a driver error. `sqlstate` is PostgreSQL's SQLSTATE or SQLite's extended
+    /// result code as text.
+    fn from_sqlx(e: sqlx::Error, data_class: impl Fn(&str) -> Option<bool>) -> Self {
+        let text = e.to_string();
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(text),
+            sqlx::Error::Database(db) => match db.code().as_deref().and_then(&data_class) {
+                Some(true) => Self::Data(text),
+                Some(false) => Self::Unavailable(text),
+                None => Self::Other(text),
+            },
+            _ => Self::Other(text),
+        }
+    }
+}
+
+/// The backend in use. Callers use only the methods below.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Connects (lazily for PostgreSQL, so a database that is down at start-up is retried)
+    /// and checks the URL.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        if settings.url.is_sqlite() {
+            Ok(Self::Sqlite(SqliteStore::connect(settings).await?))
+        } else {
+            Ok(Self::Postgres(PgStore::connect(settings)?))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies pending migrations (PostgreSQL takes an advisory lock, so replicas starting
+    /// together apply them once).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(s) => s.migrate().await,
+            Self::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Writes events and rejected deliveries in one transaction. Returns, for each row in
+    /// order, whether it was newly inserted (`false`: it was already stored and its
+    /// `deliveries` grew by the row's count). Keys in `rows` must be distinct.
+    pub async fn write_batch(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<bool>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.write_batch(rows, rejected).await,
+            Self::Sqlite(s) => s.write_batch(rows, rejected).await,
+        }
+    }
+
+    /// Whether the database answers a trivial query within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let result = match self {
+            Self::Postgres(s) => tokio::time::timeout(timeout, s.ping()).await,
+            Self::Sqlite(s) => tokio::time::timeout(timeout, s.ping()).await,
+        };
+        result.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {timeout:?}"
+            )))
+        })
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(s) => s.close().await,
+            Self::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// Sorts a batch by key so that concurrent writers (and replicas) lock index entries in
+/// the same order and cannot deadlock each other.
+pub(crate) fn sorted_indices(rows: &[BatchRow<'_>]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..rows.len()).collect();
+    idx.sort_unstable_by_key(|&i| (rows[i].row.sdkappid, rows[i].row.dedupe_key));
+    idx
+}
+
+/// Maps returned `(key, deliveries)` pairs onto the batch: a row is new when the stored
+/// count equals the batch's own count.
+pub(crate) fn inserted_flags(
+    rows: &[BatchRow<'_>],
+    returned: &[(Vec<u8>, i32)],
+) -> Result<Vec<bool>, StoreError> {
+    let mut by_key: std::collections::HashMap<&[u8], i32> =
+        std::collections::HashMap::with_capacity(returned.len());
+    for (k, d) in returned {
+        by_key.insert(k.as_slice(), *d);
+    }
+    rows.iter()
+        .map(|r| {
+            let key: &DedupeKey = &r.row.dedupe_key;
+            by_key
+                .get(key.as_slice())
+                .map(|&stored| stored == r.deliveries)
+                .ok_or_else(|| {
+                    StoreError::Other("a written row was not returned by the database".into())
+                })
+        })
+        .collect()
+}

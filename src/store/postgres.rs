@@ -1,0 +1,244 @@
+//! PostgreSQL backend: one multi-row `INSERT … SELECT FROM unnest(…)` per batch (one
+//! statement, prepared once, whatever the batch size), `ON CONFLICT` on the dedupe key.
+
+use std::str::FromStr;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{BatchRow, RejectedRow, StoreError, inserted_flags, sorted_indices};
+use crate::config::DatabaseSettings;
+use crate::protocol::EventRow;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
+const INSERT_EVENTS: &str = r#"
+INSERT INTO call_events (
+    sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
+    call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
+    opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key)
+SELECT
+    t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, t.event, t.call_result,
+    t.media_type, t.call_type, t.room_id, t.total_num,
+    timestamptz 'epoch' + t.event_time * interval '1 millisecond',
+    timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond',
+    timestamptz 'epoch' + t.accept_ts * interval '1 millisecond',
+    timestamptz 'epoch' + t.end_ts * interval '1 millisecond',
+    t.client_ip, t.opt_platform, t.remote_addr, t.payload::jsonb, t.deliveries,
+    timestamptz 'epoch' + t.received_at * interval '1 millisecond',
+    timestamptz 'epoch' + t.received_at * interval '1 millisecond',
+    t.dedupe_key
+FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
+    $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[],
+    $20::text[], $21::int[], $22::bigint[], $23::bytea[]
+) AS t(sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
+       call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts,
+       client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key)
+ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
+    SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
+        last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
+RETURNING dedupe_key, deliveries
+"#;
+
+const INSERT_REJECTED: &str = r#"
+INSERT INTO rejected_deliveries
+    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+SELECT timestamptz 'epoch' + t.received_at * interval '1 millisecond',
+       t.sdkappid, t.command, t.query, t.body, t.error_code, t.reason, t.remote_addr
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::text[], $8::text[])
+    AS t(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+"#;
+
+impl PgStore {
+    pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(settings.url.expose())
+            .with_context(|| format!("invalid PostgreSQL URL {}", settings.url.redacted()))?
+            .application_name("callhook");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            // No ping before every use: a broken connection fails its batch, which is
+            // retried once on a fresh connection (see `write_batch`).
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("applying PostgreSQL migrations")
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn write_batch(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<bool>, StoreError> {
+        let returned = match self.try_write(rows, rejected).await {
+            // A pooled connection may have died with a database restart; one immediate
+            // retry on a fresh connection hides that from the senders. A pool timeout is
+            // not retried: the database is down and the senders must hear it fast.
+            Err(e) if is_stale_connection(&e) && !self.pool.is_closed() => {
+                tracing::debug!(error = %e, "batch failed on a stale connection; retrying once");
+                self.try_write(rows, rejected).await
+            }
+            other => other,
+        };
+        inserted_flags(rows, &returned.map_err(classify)?)
+    }
+
+    async fn try_write(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut returned: Vec<(Vec<u8>, i32)> = Vec::new();
+        if !rows.is_empty() {
+            let order = sorted_indices(rows);
+            let order = &order;
+            let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
+            let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
+            let sdkappid = column(rows, order, |r| r.sdkappid);
+            let family = column(rows, order, |r| r.family.as_str());
+            let command = column(rows, order, |r| r.command.as_str());
+            let call_id = col(|r| r.call_id.as_deref());
+            let user_id = col(|r| r.user_id.as_deref());
+            let role = col(|r| r.role.as_ref().map(|v| v.as_str()));
+            let event = col(|r| r.event.as_deref());
+            let call_result = col(|r| r.call_result.as_ref().map(|v| v.as_str()));
+            let media_type = col(|r| r.media_type.as_ref().map(|v| v.as_str()));
+            let call_type = col(|r| r.call_type.as_ref().map(|v| v.as_str()));
+            let room_id = col(|r| r.room_id.as_deref());
+            let total_num = int(|r| r.total_num);
+            let event_time = int(|r| r.event_time);
+            let start_call_ts = int(|r| r.start_call_ts);
+            let accept_ts = int(|r| r.accept_ts);
+            let end_ts = int(|r| r.end_ts);
+            let client_ip = col(|r| r.client_ip.as_deref());
+            let opt_platform = col(|r| r.opt_platform.as_deref());
+            let remote_addr = col(|r| r.remote_addr.as_deref());
+            let payload = column(rows, order, |r| &*r.payload);
+            let deliveries: Vec<i32> = order.iter().map(|&i| rows[i].deliveries).collect();
+            let received_at = column(rows, order, |r| r.received_at);
+            let dedupe_key = column(rows, order, |r| &r.dedupe_key[..]);
+            returned = sqlx::query_as(INSERT_EVENTS)
+                .bind(sdkappid)
+                .bind(family)
+                .bind(command)
+                .bind(call_id)
+                .bind(user_id)
+                .bind(role)
+                .bind(event)
+                .bind(call_result)
+                .bind(media_type)
+                .bind(call_type)
+                .bind(room_id)
+                .bind(total_num)
+                .bind(event_time)
+                .bind(start_call_ts)
+                .bind(accept_ts)
+                .bind(end_ts)
+                .bind(client_ip)
+                .bind(opt_platform)
+                .bind(remote_addr)
+                .bind(payload)
+                .bind(deliveries)
+                .bind(received_at)
+                .bind(dedupe_key)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
+        if !rejected.is_empty() {
+            sqlx::query(INSERT_REJECTED)
+                .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
+                .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.command.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.query.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rejected.iter().map(|r| r.body.as_str()).collect::<Vec<_>>())
+                .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.reason.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.remote_addr.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(returned)
+    }
+}
+
+/// One column of the batch, in lock order.
+fn column<'a, T>(rows: &[BatchRow<'a>], order: &[usize], f: impl Fn(&'a EventRow) -> T) -> Vec<T> {
+    order.iter().map(|&i| f(rows[i].row)).collect()
+}
+
+fn is_stale_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// SQLSTATE classes: 22 data exception and 54 program limit are the row's fault; 08
+/// connection, 57 operator intervention (shutdown, crash recovery), 53 insufficient
+/// resources, 40 rollback (deadlock, serialization) and 25006 (read-only, e.g. a standby
+/// after failover) are the database's state and may pass.
+fn classify(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e, |code| match code.get(..2)? {
+        "22" | "54" => Some(true),
+        "08" | "57" | "53" | "40" | "58" => Some(false),
+        _ if code == "25006" => Some(false),
+        _ => None,
+    })
+}

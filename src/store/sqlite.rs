@@ -1,0 +1,174 @@
+//! SQLite backend: the zero-setup default. WAL journal with `synchronous=FULL`, so a
+//! commit is on disk (the WAL is fsynced) before callhook acknowledges; one writer task
+//! (the ingest step runs a single writer for SQLite) with `BEGIN IMMEDIATE`, so requests
+//! never fight over the write lock; readers (readiness, reports) use the other pooled
+//! connections concurrently.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{BatchRow, RejectedRow, StoreError, inserted_flags, sorted_indices};
+use crate::config::DatabaseSettings;
+use crate::protocol::Millis;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const INSERT_EVENT: &str = r#"
+INSERT INTO call_events (
+    sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
+    call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
+    opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+        ?19, ?20, ?21, ?22, ?22, ?23)
+ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
+    SET deliveries = deliveries + excluded.deliveries,
+        last_delivery_at = max(last_delivery_at, excluded.last_delivery_at)
+RETURNING dedupe_key, deliveries
+"#;
+
+const INSERT_REJECTED: &str = r#"
+INSERT INTO rejected_deliveries
+    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+"#;
+
+/// Milliseconds as SQLite's ISO-8601 text: `2024-01-10T03:01:13.000Z`.
+pub fn iso_millis(ms: Millis) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let url = settings.url.expose();
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            anyhow::bail!("in-memory SQLite ({url}) is not durable; use sqlite://PATH");
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let path = options.get_filename().display().to_string();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.pool_size.max(2))
+            .acquire_timeout(settings.acquire_timeout.max(Duration::from_secs(5)))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("applying SQLite migrations")
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn write_batch(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<bool>, StoreError> {
+        let returned = self.try_write(rows, rejected).await.map_err(classify)?;
+        inserted_flags(rows, &returned)
+    }
+
+    async fn try_write(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+    ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut returned = Vec::with_capacity(rows.len());
+        for i in sorted_indices(rows) {
+            let BatchRow { row: r, deliveries } = rows[i];
+            let ts = |v: Option<Millis>| v.and_then(iso_millis);
+            let stored: (Vec<u8>, i32) = sqlx::query_as(INSERT_EVENT)
+                .bind(r.sdkappid)
+                .bind(r.family.as_str())
+                .bind(&r.command)
+                .bind(r.call_id.as_deref())
+                .bind(r.user_id.as_deref())
+                .bind(r.role.as_ref().map(|v| v.as_str()))
+                .bind(r.event.as_deref())
+                .bind(r.call_result.as_ref().map(|v| v.as_str()))
+                .bind(r.media_type.as_ref().map(|v| v.as_str()))
+                .bind(r.call_type.as_ref().map(|v| v.as_str()))
+                .bind(r.room_id.as_deref())
+                .bind(r.total_num)
+                .bind(ts(r.event_time))
+                .bind(ts(r.start_call_ts))
+                .bind(ts(r.accept_ts))
+                .bind(ts(r.end_ts))
+                .bind(r.client_ip.as_deref())
+                .bind(r.opt_platform.as_deref())
+                .bind(r.remote_addr.as_deref())
+                .bind(&*r.payload)
+                .bind(deliveries)
+                .bind(ts(Some(r.received_at)))
+                .bind(&r.dedupe_key[..])
+                .fetch_one(&mut *tx)
+                .await?;
+            returned.push(stored);
+        }
+        for r in rejected {
+            sqlx::query(INSERT_REJECTED)
+                .bind(iso_millis(r.received_at))
+                .bind(r.sdkappid)
+                .bind(r.command.as_deref())
+                .bind(&r.query)
+                .bind(&r.body)
+                .bind(r.error_code)
+                .bind(&r.reason)
+                .bind(r.remote_addr.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(returned)
+    }
+}
+
+/// SQLite primary result codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
+/// are the database's state; TOOBIG, CONSTRAINT, MISMATCH, RANGE are the row's fault.
+fn classify(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e, |code| {
+        let primary = code.parse::<i64>().ok()? & 0xff;
+        match primary {
+            5 | 6 | 8 | 10 | 13 | 14 | 15 => Some(false),
+            18 | 19 | 20 | 25 => Some(true),
+            _ => None,
+        }
+    })
+}
