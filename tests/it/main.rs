@@ -1,0 +1,11 @@
+//! Integration tests: the real application on real databases (a throwaway PostgreSQL
+//! cluster and SQLite files), driven over real sockets. One binary, so the PostgreSQL
+//! cluster is started once per run.
+
+// Not every helper is used by every test module.
+#[allow(dead_code)]
+mod helpers;
+#[allow(dead_code)]
+mod pg;
+
+mod callback;
