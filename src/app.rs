@@ -52,10 +52,12 @@ impl Application {
             Some(dir) => Some(Arc::new(Spool::open(dir, settings.spool.max_bytes)?)),
             None => None,
         };
-        // A write that has not finished by then is abandoned (its requests were already
-        // answered 503 by their own timeout); the database's dedupe key makes the retry safe.
-        let write_timeout =
-            settings.request_timeout.max(Duration::from_secs(2)) + Duration::from_secs(2);
+        // A write that has not finished by then is abandoned and its requests are answered
+        // 503 (or spooled): a database that hangs (a network partition) must not hold the
+        // sender past a second or two. The dedupe key makes the sender's retry safe even
+        // if the abandoned transaction did commit.
+        let write_timeout = (settings.database.acquire_timeout + Duration::from_millis(500))
+            .max(Duration::from_millis(1500));
         let (ingest, writers) = Ingest::start(
             store.clone(),
             &settings.ingest,

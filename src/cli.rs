@@ -56,7 +56,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
     /// The URL to probe: /healthz (the process serves) or /readyz (the database answers).
-    #[arg(long, env = "CALLHOOK_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz")]
+    #[arg(
+        long,
+        env = "CALLHOOK_HEALTHCHECK_URL",
+        default_value = "http://127.0.0.1:8080/healthz"
+    )]
     pub url: String,
 
     /// Give up after this many milliseconds.

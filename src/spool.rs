@@ -332,6 +332,11 @@ impl Spool {
         }
     }
 
+    /// Whether the spool has (nearly) reached its size cap: less than 64 KiB left.
+    pub fn is_full(&self) -> bool {
+        self.stats().bytes + 64 * 1024 > self.max_bytes
+    }
+
     fn publish(&self, stats: &SpoolStats) {
         metrics::gauge!(m::SPOOLED_EVENTS).set(stats.events as f64);
         metrics::gauge!(m::SPOOL_BYTES).set(stats.bytes as f64);
@@ -504,4 +509,137 @@ async fn write_merged<'a>(
         }
     }
     store.write_batch(&batch, &[]).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Context, Kind, parse_delivery};
+
+    fn rows(n: usize) -> Vec<EventRow> {
+        (0..n)
+            .flat_map(|i| {
+                let ctx = Context {
+                    sdkappid: 1_400_000_001,
+                    command: "call_end",
+                    client_ip: Some("10.0.0.1"),
+                    opt_platform: Some("iOS"),
+                    remote_addr: Some("203.0.113.5"),
+                    received_at: 1_700_000_000_000 + i as i64,
+                };
+                let body = format!(
+                    r#"{{"CallId":"c{i}","UserId":"u{i}","Role":"Callee","CallResult":"Weird_New","MediaType":"Video","CallType":"MultiCall","TotalNum":3,"EventTime":1704856890,"AcceptTs":1704856876,"Extra":"é\u00e9"}}"#
+                );
+                parse_delivery(Kind::Status, false, &ctx, body.as_bytes()).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn open(dir: &Path) -> Arc<Spool> {
+        Arc::new(Spool::open(dir, 1 << 30).unwrap_or_else(|e| panic!("{e:#}")))
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_every_field() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = open(dir.path());
+        let original = rows(3);
+        let refs: Vec<&EventRow> = original.iter().collect();
+        spool.append(&refs).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spool.stats().events, 3);
+        assert_eq!(spool.stats().oldest_received_at, Some(1_700_000_000_000));
+        drop(spool);
+        let seg = segments(dir.path())
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        let read = read_segment(&seg.unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let back: Vec<EventRow> = read.records.into_iter().map(|(r, _)| r).collect();
+        assert_eq!(back, original);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = open(dir.path());
+        let original = rows(5);
+        let refs: Vec<&EventRow> = original.iter().collect();
+        spool.append(&refs).await.unwrap_or_else(|e| panic!("{e}"));
+        drop(spool);
+        let seg = segments(dir.path()).pop().unwrap_or_default();
+        let good_len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+        // A crash in the middle of the next append: a header and half a record.
+        let torn = encode(&refs[..1]).unwrap_or_default();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(&torn[..torn.len() / 2])
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+
+        let spool = open(dir.path());
+        assert_eq!(spool.stats().events, 5);
+        assert_eq!(
+            std::fs::metadata(&seg).map(|m| m.len()).ok(),
+            Some(good_len),
+            "the torn record is cut off"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_record_ends_the_valid_part() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = open(dir.path());
+        let original = rows(4);
+        let refs: Vec<&EventRow> = original.iter().collect();
+        spool
+            .append(&refs[..2])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        spool
+            .append(&refs[2..])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(spool);
+        let seg = segments(dir.path()).pop().unwrap_or_default();
+        let mut data = std::fs::read(&seg).unwrap_or_default();
+        let last = data.len() - 3;
+        data[last] ^= 0xff; // a flipped bit in the last record's body
+        std::fs::write(&seg, &data).unwrap_or_else(|e| panic!("{e}"));
+        let spool = open(dir.path());
+        assert_eq!(
+            spool.stats().events,
+            3,
+            "the record failing its checksum is dropped, the rest kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_size_cap_refuses_whole_batches() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = Arc::new(Spool::open(dir.path(), 1500).unwrap_or_else(|e| panic!("{e:#}")));
+        let original = rows(10);
+        let refs: Vec<&EventRow> = original.iter().collect();
+        spool
+            .append(&refs[..2])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = spool.append(&refs[2..]).await.err();
+        assert!(matches!(err, Some(SpoolError::Full { .. })), "{err:?}");
+        assert_eq!(
+            spool.stats().events,
+            2,
+            "nothing of a refused batch is written"
+        );
+        drop(spool);
+        assert_eq!(open(dir.path()).stats().events, 2);
+    }
 }

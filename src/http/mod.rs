@@ -36,7 +36,8 @@ pub struct AppState {
     pub spool: Option<Arc<Spool>>,
     pub metrics: Option<PrometheusHandle>,
     pub shutting_down: AtomicBool,
-    ready_cache: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// When the database last answered a readiness ping.
+    ready_cache: Mutex<Option<Instant>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -142,11 +143,16 @@ async fn readyz(State(st): State<SharedState>) -> Response {
     let db = check_database(&st).await;
     let spool = st.spool.as_ref().map(|s| s.stats());
     let (queue_depth, _) = st.ingest.depth();
+    let spool_full = st.spool.as_ref().is_some_and(|s| s.is_full());
     let (code, message): (ErrorCode, Cow<'_, str>) = match (&db, &spool) {
         (Ok(()), Some(s)) if s.events > 0 => {
             (ErrorCode::Success, "ready; replaying the spool".into())
         }
         (Ok(()), _) => (ErrorCode::Success, "ready".into()),
+        (Err(e), Some(_)) if spool_full => (
+            ErrorCode::DatabaseUnavailable,
+            format!("database unavailable ({e}) and the spool is full").into(),
+        ),
         (Err(_), Some(_)) => (
             ErrorCode::Success,
             "ready; the database is unavailable, events are spooled".into(),
@@ -156,44 +162,53 @@ async fn readyz(State(st): State<SharedState>) -> Response {
             format!("database unavailable: {e}").into(),
         ),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ErrorCode": code.code(),
         "ErrorMessage": message,
         "database": if db.is_ok() { "up" } else { "down" },
         "backend": st.store.backend(),
         "queue_depth": queue_depth,
-        "spooled_events": spool.map(|s| s.events),
     });
+    if let Some(s) = spool {
+        body["spooled_events"] = s.events.into();
+        body["spool_bytes"] = s.bytes.into();
+    }
     json_response(
         code.http_status(),
         serde_json::to_vec(&body).unwrap_or_default(),
     )
 }
 
+/// Pings the database; a success is reused for a second, so probing every second costs at
+/// most one query, while a failure is rechecked at once (recovery shows immediately).
 async fn check_database(st: &AppState) -> Result<(), String> {
     const FRESH: Duration = Duration::from_secs(1);
-    let cached = st
+    let last_ok = *st
         .ready_cache
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    if let Some((at, result)) = cached {
-        if at.elapsed() < FRESH {
-            return result;
-        }
+        .unwrap_or_else(PoisonError::into_inner);
+    if last_ok.is_some_and(|at| at.elapsed() < FRESH) && st.health.is_up() {
+        return Ok(());
     }
     let result = st
         .store
         .ping(Duration::from_secs(1))
         .await
         .map_err(|e| e.to_string());
-    match &result {
-        Ok(()) => st.health.mark_up(),
-        Err(e) => st.health.mark_down(e),
-    }
-    *st.ready_cache
+    let mut cache = st
+        .ready_cache
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), result.clone()));
+        .unwrap_or_else(PoisonError::into_inner);
+    match &result {
+        Ok(()) => {
+            st.health.mark_up();
+            *cache = Some(Instant::now());
+        }
+        Err(e) => {
+            st.health.mark_down(e);
+            *cache = None;
+        }
+    }
     result
 }
 

@@ -138,7 +138,7 @@ both_backends! {
         // The same participant with another result is another event.
         app.post_status("call_end", &status_body("call-1", "bob", "callee", "reject")).await;
         // Field order and whitespace do not make a retry a new event.
-        let reordered = "{{ \"EndTs\":1704856885,\"CallId\":\"call-1\", \"Role\":\"caller\",\"UserId\":\"alice\",\"CallResult\":\"normal_end\",\"EventTime\":1704856890 }}".to_owned();
+        let reordered = "{ \"EndTs\":1704856885,\"CallId\":\"call-1\", \"Role\":\"caller\",\"UserId\":\"alice\",\"CallResult\":\"normal_end\",\"EventTime\":1704856890 }".to_owned();
         let (status, answer) = app.post(&status_query(APP, "normal_end"), reordered).await;
         assert_eq!(status, 200);
         assert_eq!(answer["ErrorMessage"], "Success (duplicate delivery, already stored)");

@@ -63,6 +63,15 @@ impl TestDb {
         }
     }
 
+    /// A database at a given PostgreSQL URL (e.g. on a dedicated cluster).
+    pub fn postgres_at(url: String) -> Self {
+        Self {
+            backend: Backend::Postgres,
+            url,
+            _dir: None,
+        }
+    }
+
     /// A second handle on the same database.
     pub fn share(&self) -> Self {
         Self {

@@ -7,5 +7,9 @@
 mod helpers;
 #[allow(dead_code)]
 mod pg;
+#[allow(dead_code)]
+mod process;
 
 mod callback;
+mod operations;
+mod spool;

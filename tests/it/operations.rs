@@ -1,0 +1,461 @@
+//! Operations: health, readiness, metrics, proxies, overload, logs, configuration errors,
+//! graceful shutdown and kill -9 under load, and a database outage with recovery.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use callhook::config::DatabaseSettings;
+use callhook::store::Store;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::process::Server;
+
+both_backends! {
+    async fn health_readiness_and_metrics(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (status, body) = app.get("/healthz").await;
+        assert_eq!(status, 200);
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap_or_default()["ErrorCode"], 0);
+        let (status, body) = app.get("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        let ready: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(ready["database"], "up");
+        assert_eq!(ready["ErrorCode"], 0);
+
+        app.post_status("call_end", &status_body("m-1", "u", "caller", "normal_end")).await;
+        app.post_status("call_end", &status_body("m-1", "u", "caller", "normal_end")).await;
+        let (status, text) = app.get("/metrics").await;
+        assert_eq!(status, 200);
+        for needle in [
+            "callhook_deliveries_total{family=\"status\",command=\"call_end\",outcome=\"stored\",reason=\"success\"}",
+            "callhook_deliveries_total{family=\"status\",command=\"call_end\",outcome=\"duplicate\",reason=\"success\"}",
+            "callhook_request_duration_seconds_bucket",
+            "callhook_batch_size_bucket",
+            "callhook_commit_duration_seconds_bucket",
+            "callhook_queue_wait_seconds_bucket",
+            "callhook_queue_depth",
+            "callhook_queue_oldest_age_seconds",
+            "callhook_database_up 1",
+            "# HELP callhook_deliveries_total",
+        ] {
+            assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+        }
+        // The stored rows agree with what the metrics claim happened.
+        let rows = app.events().await;
+        assert_eq!((rows.len(), rows[0].deliveries), (1, 2));
+    }
+}
+
+both_backends! {
+    /// X-Forwarded-For is believed only from a trusted proxy.
+    async fn forwarded_addresses_only_from_trusted_proxies(backend: Backend) {
+        let trusting = TestApp::spawn_with(backend, |s| {
+            s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))];
+        }).await;
+        let sceptic = TestApp::spawn(backend).await;
+        for app in [&trusting, &sceptic] {
+            let resp = app
+                .client
+                .post(app.url(&format!("/?{}", status_query(APP, "call_end"))))
+                .header("X-Forwarded-For", "198.51.100.23, 203.0.113.9")
+                .body(status_body("p-1", "u", "caller", "cancel").to_string())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parse(resp).await.0, 200);
+        }
+        assert_eq!(trusting.events().await[0].remote_addr.as_deref(), Some("203.0.113.9"));
+        assert_eq!(sceptic.events().await[0].remote_addr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(trusting.events().await[0].client_ip.as_deref(), Some("10.0.0.7"), "Tencent's clientip is kept beside it");
+    }
+}
+
+/// Posts unique deliveries from `concurrency` tasks until `stop` is set or the server goes
+/// away; returns the call ids that were acknowledged with ErrorCode 0.
+async fn load(base: String, concurrency: usize, stop: Arc<AtomicBool>) -> BTreeSet<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let base = base.clone();
+        let stop = Arc::clone(&stop);
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            let mut failures = 0;
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) || failures > 20 {
+                    break;
+                }
+                let call_id = format!("load-{worker}-{n}");
+                let body = status_body(&call_id, "u", "caller", "normal_end").to_string();
+                let url = format!("{base}/?{}", status_query(APP, "call_end"));
+                match client.post(url).body(body).send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let json: Value = resp.json().await.unwrap_or_default();
+                        if status == 200 && json["ErrorCode"] == 0 {
+                            acked.push(call_id);
+                        } else {
+                            failures += 1;
+                        }
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            acked
+        });
+    }
+    let mut all = BTreeSet::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap_or_default());
+    }
+    all
+}
+
+async fn stored_call_ids(url: &str) -> (BTreeSet<String>, usize) {
+    let store = Store::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let rows = read_events(&store).await;
+    store.close().await;
+    let n = rows.len();
+    (rows.into_iter().filter_map(|r| r.call_id).collect(), n)
+}
+
+both_backends! {
+    /// SIGTERM under load: exits 0 promptly, and every acknowledged event is stored.
+    async fn sigterm_under_load_commits_everything_acknowledged(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let mut server = Server::start(&["--database-url", &db.url, "--sdkappid", &APP.to_string(), "--no-spool"], &[]).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = tokio::spawn(load(format!("http://{}", server.addr), 32, Arc::clone(&stop)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.signal("TERM");
+        let code = server.wait_exit(Duration::from_secs(15)).await;
+        stop.store(true, Ordering::Relaxed);
+        let acked = loader.await.unwrap_or_default();
+        assert_eq!(code, Some(0), "log:\n{}", server.log_text());
+        assert!(acked.len() > 50, "the load ran ({} acknowledged)", acked.len());
+        let (stored, rows) = stored_call_ids(&db.url).await;
+        let lost: Vec<_> = acked.difference(&stored).collect();
+        assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+        assert_eq!(rows, stored.len(), "no event stored twice");
+        assert!(server.log_text().contains("callhook stopped"));
+    }
+}
+
+both_backends! {
+    /// kill -9 under load loses no acknowledged event.
+    async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let mut server = Server::start(&["--database-url", &db.url, "--sdkappid", &APP.to_string(), "--no-spool"], &[]).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = tokio::spawn(load(format!("http://{}", server.addr), 32, Arc::clone(&stop)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.signal("KILL");
+        let code = server.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(code, None, "killed by a signal");
+        stop.store(true, Ordering::Relaxed);
+        let acked = loader.await.unwrap_or_default();
+        assert!(acked.len() > 50, "the load ran ({} acknowledged)", acked.len());
+        let (stored, rows) = stored_call_ids(&db.url).await;
+        let lost: Vec<_> = acked.difference(&stored).collect();
+        assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+        assert_eq!(rows, stored.len());
+    }
+}
+
+/// With PostgreSQL stopped a callback is refused fast with a non-zero envelope, readiness
+/// fails, and after PostgreSQL restarts callbacks succeed again without a restart of
+/// callhook; each transition is logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_fails_fast_and_recovers() {
+    let cluster = crate::pg::PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = cluster.create_database().await;
+    let server = Server::start(
+        &[
+            "--database-url",
+            &url,
+            "--sdkappid",
+            &APP.to_string(),
+            "--no-spool",
+        ],
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let post = |call_id: &str| {
+        client
+            .post(server.url(&format!("/?{}", status_query(APP, "call_end"))))
+            .body(status_body(call_id, "u", "caller", "reject").to_string())
+            .send()
+    };
+    assert_eq!(
+        post("before").await.map(|r| r.status().as_u16()).ok(),
+        Some(200)
+    );
+
+    cluster.stop_server().unwrap_or_else(|e| panic!("{e:#}"));
+    for i in 0..5 {
+        let started = Instant::now();
+        let resp = post(&format!("during-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        let answer: Value = resp.json().await.unwrap_or_default();
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["ErrorCode"], 71301, "{answer}");
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "answered after {elapsed:?}"
+        );
+    }
+    let ready = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ready.status().as_u16(), 503);
+    let ready: Value = ready.json().await.unwrap_or_default();
+    assert_eq!(ready["database"], "down");
+
+    cluster.start_server().unwrap_or_else(|e| panic!("{e:#}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = post("after")
+            .await
+            .map(|r| r.status().as_u16() == 200)
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "callhook did not recover; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ready.status().as_u16(), 200);
+
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("database unavailable;").count(),
+        1,
+        "down logged once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("database is reachable again").count(),
+        1,
+        "up logged once:\n{log}"
+    );
+    let (stored, _) = stored_call_ids(&url).await;
+    assert_eq!(
+        stored,
+        ["after", "before"].into_iter().map(String::from).collect()
+    );
+}
+
+/// A full queue is answered at once with 503 and 70005; what was acknowledged is stored,
+/// what was refused is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_with_70005() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.ingest.queue_depth = 1;
+        s.ingest.max_batch = 1;
+        s.ingest.writers = 1;
+    })
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let client = app.client.clone();
+        let url = app.url(&format!("/?{}", status_query(APP, "call_end")));
+        tasks.spawn(async move {
+            let body = status_body(&format!("o-{i}"), "u", "caller", "normal_end").to_string();
+            let resp = client
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (format!("o-{i}"), parse(resp).await)
+        });
+    }
+    let mut acked = BTreeSet::new();
+    let mut overloaded = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (id, (status, answer)) = r.unwrap_or_else(|e| panic!("{e}"));
+        match (status, answer["ErrorCode"].as_i64()) {
+            (200, Some(0)) => {
+                acked.insert(id);
+            }
+            (503, Some(70005)) => overloaded += 1,
+            other => panic!("unexpected answer {other:?}: {answer}"),
+        }
+    }
+    assert!(
+        overloaded > 0,
+        "a one-slot queue under 300 concurrent requests overflows"
+    );
+    let stored: BTreeSet<String> = app
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|r| r.call_id)
+        .collect();
+    assert_eq!(stored, acked);
+}
+
+/// A client that never finishes its headers is disconnected after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was closed by the server");
+    assert!(app.events().await.is_empty());
+}
+
+/// JSON logs: one line per callback with family, command, outcome and latency, and no
+/// secret anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_and_no_secrets() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token_var = format!("CALLHOOK_TOKEN_{TOKEN_APP}");
+    let server = Server::start(
+        &[
+            "--database-url",
+            &db.url,
+            "--sdkappid",
+            &TOKEN_APP.to_string(),
+            "--log-format",
+            "json",
+        ],
+        &[(&token_var, TOKEN)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for token in [TOKEN, "wrong-token"] {
+        let url = server.url(&format!(
+            "/?{}&token={token}",
+            status_query(TOKEN_APP, "call_end")
+        ));
+        let body = status_body("log-1", "u", "caller", "normal_end").to_string();
+        client
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = server.log_lines();
+    let entries: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        lines.len(),
+        "every log line is JSON:\n{}",
+        lines.join("\n")
+    );
+    let stored = entries
+        .iter()
+        .find(|e| e["message"] == "callback")
+        .unwrap_or_else(|| panic!("no callback line:\n{}", lines.join("\n")));
+    assert_eq!(stored["family"], "status");
+    assert_eq!(stored["command"], "call_end");
+    assert_eq!(stored["outcome"], "stored");
+    assert!(stored["latency_ms"].as_f64().is_some());
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["message"] == "callback refused" && e["code"] == 71102)
+    );
+    let all = lines.join("\n");
+    assert!(
+        !all.contains(TOKEN) && !all.contains("wrong-token"),
+        "no token in the logs:\n{all}"
+    );
+}
+
+/// Configuration problems: one line naming the problem, exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bad_file = dir.path().join("bad.toml");
+    std::fs::write(&bad_file, "[limits]\nbody_byts = 10\n").unwrap_or_else(|e| panic!("{e}"));
+    let bad = bad_file.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve"], "no SDKAppID"),
+        (vec!["serve", "--sdkappid", "abc"], "--sdkappid \"abc\""),
+        (
+            vec!["serve", "--sdkappid", "1", "--listen", "nowhere"],
+            "listen address",
+        ),
+        (
+            vec!["serve", "--sdkappid", "1", "--config", &bad],
+            "body_byts",
+        ),
+        (
+            vec!["serve", "--sdkappid", "1", "--database-url", "mysql://x"],
+            "neither sqlite",
+        ),
+        (
+            vec!["serve", "--sdkappid", "1", "--max-batch", "0"],
+            "max batch",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("CALLHOOK_SDKAPPIDS")
+            .env_remove("CALLHOOK_CONFIG")
+            .env_remove("CALLHOOK_DATABASE_URL")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?}: one line: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert!(
+        !dir.path().join("callhook.db").exists(),
+        "nothing is created on a configuration error"
+    );
+}
