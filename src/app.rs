@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::Settings;
 use crate::health::DbHealth;
 use crate::http::{self, AppState, SharedState};
-use crate::ingest::{Ingest, Writers};
+use crate::ingest::{BatchSink, Ingest, Writers};
 use crate::spool::Spool;
 use crate::store::Store;
 
@@ -47,6 +47,19 @@ impl Application {
         store: Store,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        let sink: Arc<dyn BatchSink> = Arc::new(store.clone());
+        Self::build_with_sink(settings, store, sink, listener).await
+    }
+
+    /// Like [`Application::build_with`], with the writers putting batches into `sink`
+    /// instead of `store` (`store` still answers readiness). Only the benchmark's HTTP-only
+    /// ceiling (`examples/noop_receiver.rs`) uses another sink.
+    pub async fn build_with_sink(
+        settings: Settings,
+        store: Store,
+        sink: Arc<dyn BatchSink>,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let health = Arc::new(DbHealth::default());
         let spool = match &settings.spool.dir {
             Some(dir) => Some(Arc::new(Spool::open(dir, settings.spool.max_bytes)?)),
@@ -59,7 +72,7 @@ impl Application {
         let write_timeout = (settings.database.acquire_timeout + Duration::from_millis(500))
             .max(Duration::from_millis(1500));
         let (ingest, writers) = Ingest::start(
-            store.clone(),
+            sink,
             &settings.ingest,
             Arc::clone(&health),
             spool.clone(),

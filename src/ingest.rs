@@ -9,6 +9,8 @@
 //! (70005) immediately instead of growing memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,26 @@ use crate::metrics as m;
 use crate::protocol::{DedupeKey, ErrorCode, EventRow};
 use crate::spool::Spool;
 use crate::store::{BatchRow, RejectedRow, Store, StoreError};
+
+/// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
+/// HTTP-only ceiling, nothing at all.
+pub trait BatchSink: Send + Sync + 'static {
+    fn write_batch<'a>(
+        &'a self,
+        rows: &'a [BatchRow<'a>],
+        rejected: &'a [RejectedRow],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>>;
+}
+
+impl BatchSink for Store {
+    fn write_batch<'a>(
+        &'a self,
+        rows: &'a [BatchRow<'a>],
+        rejected: &'a [RejectedRow],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>> {
+        Box::pin(Store::write_batch(self, rows, rejected))
+    }
+}
 
 /// What happened to an accepted delivery. All three are acknowledged with `ErrorCode` 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +147,9 @@ pub struct Writers {
 }
 
 impl Ingest {
-    /// Starts `settings.writers` batch writers on `store`.
+    /// Starts `settings.writers` batch writers writing into `sink`.
     pub fn start(
-        store: Store,
+        sink: Arc<dyn BatchSink>,
         settings: &IngestSettings,
         health: Arc<DbHealth>,
         spool: Option<Arc<Spool>>,
@@ -144,7 +166,7 @@ impl Ingest {
         for _ in 0..settings.writers {
             let writer = Writer {
                 shared: Arc::clone(&shared),
-                store: store.clone(),
+                sink: Arc::clone(&sink),
                 health: Arc::clone(&health),
                 spool: spool.clone(),
                 write_timeout,
@@ -230,7 +252,7 @@ impl Writers {
 
 struct Writer {
     shared: Arc<Shared>,
-    store: Store,
+    sink: Arc<dyn BatchSink>,
     health: Arc<DbHealth>,
     spool: Option<Arc<Spool>>,
     write_timeout: Duration,
@@ -319,7 +341,7 @@ impl Writer {
     ) -> Result<Vec<bool>, StoreError> {
         let started = Instant::now();
         let result =
-            match tokio::time::timeout(self.write_timeout, self.store.write_batch(rows, rejected))
+            match tokio::time::timeout(self.write_timeout, self.sink.write_batch(rows, rejected))
                 .await
             {
                 Ok(r) => r,

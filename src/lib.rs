@@ -6,10 +6,13 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod spool;
 pub mod store;
+
+pub use logging::shutdown_signal;
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {

@@ -1,10 +1,8 @@
 //! `callhook`: command-line entry point. Only wiring lives here.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use callhook::cli::{Cli, Command, LogFormat};
 use callhook::config::{ConfigError, FileConfig, Settings, database_url, validate_database_url};
@@ -19,7 +17,7 @@ fn main() -> ExitCode {
         .log_format
         .or(file.log_format)
         .unwrap_or(LogFormat::Pretty);
-    let _log_guard = init_logging(log_format);
+    let _log_guard = callhook::logging::init(log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +37,7 @@ fn main() -> ExitCode {
                 validate_database_url(settings.database.url.expose())?;
                 callhook::app::Application::build(settings)
                     .await?
-                    .run_until(shutdown_signal())
+                    .run_until(callhook::shutdown_signal())
                     .await
             }
             Command::Migrate(args) => {
@@ -91,49 +89,4 @@ async fn healthcheck(args: &callhook::cli::HealthcheckArgs) -> anyhow::Result<()
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("callhook: configuration error: {e}");
     ExitCode::from(2)
-}
-
-/// Logs go to stderr through a background writer, so a slow log consumer never blocks
-/// a request; under extreme pressure lines are dropped rather than requests delayed.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let stderr = std::io::stderr();
-    let ansi = stderr.is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        .lossy(true)
-        .finish(stderr);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Pretty => builder.with_ansi(ansi).with_target(false).compact().init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-    }
-    guard
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

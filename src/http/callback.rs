@@ -25,7 +25,7 @@ use crate::auth::authenticate;
 use crate::ingest::Outcome;
 use crate::metrics as m;
 use crate::protocol::query::{redact, truncate};
-use crate::protocol::reply::{ErrorCode, ReplyStyle};
+use crate::protocol::reply::{Ack, ErrorCode, ReplyStyle};
 use crate::protocol::{
     CallbackQuery, Context, Kind, Rejection, classify, known_commands, parse_delivery,
 };
@@ -36,21 +36,21 @@ struct Answer {
     code: ErrorCode,
     message: Cow<'static, str>,
     outcome: &'static str,
+    ack: Option<Ack>,
 }
 
 impl Answer {
     fn ok(outcome: Outcome) -> Self {
-        let message = match outcome {
-            Outcome::Inserted => "Success",
-            Outcome::Duplicate => "Success (duplicate delivery, already stored)",
-            Outcome::Spooled => {
-                "Success (spooled: the database is unavailable, the event will be stored when it returns)"
-            }
+        let ack = match outcome {
+            Outcome::Inserted => Ack::Stored,
+            Outcome::Duplicate => Ack::Duplicate,
+            Outcome::Spooled => Ack::Spooled,
         };
         Self {
             code: ErrorCode::Success,
-            message: Cow::Borrowed(message),
+            message: Cow::Borrowed(ack.message()),
             outcome: outcome.label(),
+            ack: Some(ack),
         }
     }
 
@@ -59,6 +59,7 @@ impl Answer {
             code: r.code,
             message: Cow::Owned(r.reason),
             outcome: "rejected",
+            ack: None,
         }
     }
 
@@ -67,6 +68,14 @@ impl Answer {
             code,
             message: message.into(),
             outcome: "failed",
+            ack: None,
+        }
+    }
+
+    fn into_response(self, style: ReplyStyle) -> Response {
+        match self.ack {
+            Some(ack) => super::json_response(200, ack.body(style)),
+            None => reply(style, self.code, &self.message),
         }
     }
 }
@@ -163,7 +172,7 @@ pub async fn handle(
             "callback refused"
         );
     }
-    reply(style, answer.code, &answer.message)
+    answer.into_response(style)
 }
 
 struct Request<'a> {

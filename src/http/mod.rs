@@ -69,8 +69,8 @@ pub fn reply(style: ReplyStyle, code: ErrorCode, message: &str) -> Response {
     json_response(code.http_status(), envelope(style, code, message))
 }
 
-fn json_response(status: u16, body: Vec<u8>) -> Response {
-    let mut resp = body.into_response();
+fn json_response(status: u16, body: impl Into<axum::body::Body>) -> Response {
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

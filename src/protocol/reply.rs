@@ -173,6 +173,50 @@ struct V4<'a> {
     message: &'a str,
 }
 
+/// The three acknowledgements, as ready-made bodies (the success path allocates nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    Stored,
+    Duplicate,
+    Spooled,
+}
+
+impl Ack {
+    pub const ALL: [Ack; 3] = [Ack::Stored, Ack::Duplicate, Ack::Spooled];
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Stored => "Success",
+            Self::Duplicate => "Success (duplicate delivery, already stored)",
+            Self::Spooled => {
+                "Success (spooled: the database is unavailable, the event will be stored when it returns)"
+            }
+        }
+    }
+
+    /// `envelope(style, ErrorCode::Success, self.message())`, precomputed.
+    pub fn body(self, style: ReplyStyle) -> &'static [u8] {
+        match (style, self) {
+            (ReplyStyle::Plain, Self::Stored) => br#"{"ErrorCode":0,"ErrorMessage":"Success"}"#,
+            (ReplyStyle::Plain, Self::Duplicate) => {
+                br#"{"ErrorCode":0,"ErrorMessage":"Success (duplicate delivery, already stored)"}"#
+            }
+            (ReplyStyle::Plain, Self::Spooled) => {
+                br#"{"ErrorCode":0,"ErrorMessage":"Success (spooled: the database is unavailable, the event will be stored when it returns)"}"#
+            }
+            (ReplyStyle::V4, Self::Stored) => {
+                br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success"}"#
+            }
+            (ReplyStyle::V4, Self::Duplicate) => {
+                br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success (duplicate delivery, already stored)"}"#
+            }
+            (ReplyStyle::V4, Self::Spooled) => {
+                br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success (spooled: the database is unavailable, the event will be stored when it returns)"}"#
+            }
+        }
+    }
+}
+
 /// Serialises the envelope.
 pub fn envelope(style: ReplyStyle, code: ErrorCode, message: &str) -> Vec<u8> {
     let n = code.code();
@@ -200,6 +244,18 @@ mod tests {
             assert!(seen.insert(c.code()), "duplicate code {}", c.code());
             assert_eq!(c == ErrorCode::Success, c.code() == 0);
             assert_eq!(c == ErrorCode::Success, c.http_status() == 200);
+        }
+    }
+
+    #[test]
+    fn precomputed_acknowledgements_match_the_envelope() {
+        for ack in Ack::ALL {
+            for style in [ReplyStyle::Plain, ReplyStyle::V4] {
+                assert_eq!(
+                    ack.body(style),
+                    envelope(style, ErrorCode::Success, ack.message())
+                );
+            }
         }
     }
 

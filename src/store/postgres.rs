@@ -1,5 +1,6 @@
-//! PostgreSQL backend: one multi-row `INSERT … SELECT FROM unnest(…)` per batch (one
-//! statement, prepared once, whatever the batch size), `ON CONFLICT` on the dedupe key.
+//! PostgreSQL backend: one statement per batch — `INSERT … SELECT FROM unnest(…)` for the
+//! events, a CTE for rejected deliveries — prepared once whatever the batch size, with
+//! `ON CONFLICT` on the dedupe key, committed implicitly in the same round trip.
 
 use std::str::FromStr;
 
@@ -17,8 +18,22 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
-const INSERT_EVENTS: &str = r#"
+/// The whole batch is ONE statement: rejected deliveries are inserted by a data-modifying
+/// CTE, events by `INSERT … SELECT FROM unnest(…)`. Sent outside an explicit transaction,
+/// the statement is its own transaction: PostgreSQL commits it (and, with the default
+/// `synchronous_commit`, flushes its WAL) before answering, so one round trip both writes
+/// and durably commits the batch. Timestamps travel as bigint milliseconds and become
+/// timestamptz here, exactly.
+const WRITE_BATCH: &str = r#"
+WITH rejected AS (
+    INSERT INTO rejected_deliveries
+        (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+    SELECT timestamptz 'epoch' + r.received_at * interval '1 millisecond',
+           r.sdkappid, r.command, r.query, r.body, r.error_code, r.reason, r.remote_addr
+    FROM unnest($24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::text[],
+                $29::int[], $30::text[], $31::text[])
+        AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+)
 INSERT INTO call_events (
     sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
     call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
@@ -46,16 +61,6 @@ ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
     SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
         last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
 RETURNING dedupe_key, deliveries
-"#;
-
-const INSERT_REJECTED: &str = r#"
-INSERT INTO rejected_deliveries
-    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
-SELECT timestamptz 'epoch' + t.received_at * interval '1 millisecond',
-       t.sdkappid, t.command, t.query, t.body, t.error_code, t.reason, t.remote_addr
-FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[],
-            $7::text[], $8::text[])
-    AS t(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
 "#;
 
 impl PgStore {
@@ -120,98 +125,49 @@ impl PgStore {
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut returned: Vec<(Vec<u8>, i32)> = Vec::new();
-        if !rows.is_empty() {
-            let order = sorted_indices(rows);
-            let order = &order;
-            let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
-            let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
-            let sdkappid = column(rows, order, |r| r.sdkappid);
-            let family = column(rows, order, |r| r.family.as_str());
-            let command = column(rows, order, |r| r.command.as_str());
-            let call_id = col(|r| r.call_id.as_deref());
-            let user_id = col(|r| r.user_id.as_deref());
-            let role = col(|r| r.role.as_ref().map(|v| v.as_str()));
-            let event = col(|r| r.event.as_deref());
-            let call_result = col(|r| r.call_result.as_ref().map(|v| v.as_str()));
-            let media_type = col(|r| r.media_type.as_ref().map(|v| v.as_str()));
-            let call_type = col(|r| r.call_type.as_ref().map(|v| v.as_str()));
-            let room_id = col(|r| r.room_id.as_deref());
-            let total_num = int(|r| r.total_num);
-            let event_time = int(|r| r.event_time);
-            let start_call_ts = int(|r| r.start_call_ts);
-            let accept_ts = int(|r| r.accept_ts);
-            let end_ts = int(|r| r.end_ts);
-            let client_ip = col(|r| r.client_ip.as_deref());
-            let opt_platform = col(|r| r.opt_platform.as_deref());
-            let remote_addr = col(|r| r.remote_addr.as_deref());
-            let payload = column(rows, order, |r| &*r.payload);
-            let deliveries: Vec<i32> = order.iter().map(|&i| rows[i].deliveries).collect();
-            let received_at = column(rows, order, |r| r.received_at);
-            let dedupe_key = column(rows, order, |r| &r.dedupe_key[..]);
-            returned = sqlx::query_as(INSERT_EVENTS)
-                .bind(sdkappid)
-                .bind(family)
-                .bind(command)
-                .bind(call_id)
-                .bind(user_id)
-                .bind(role)
-                .bind(event)
-                .bind(call_result)
-                .bind(media_type)
-                .bind(call_type)
-                .bind(room_id)
-                .bind(total_num)
-                .bind(event_time)
-                .bind(start_call_ts)
-                .bind(accept_ts)
-                .bind(end_ts)
-                .bind(client_ip)
-                .bind(opt_platform)
-                .bind(remote_addr)
-                .bind(payload)
-                .bind(deliveries)
-                .bind(received_at)
-                .bind(dedupe_key)
-                .fetch_all(&mut *tx)
-                .await?;
-        }
-        if !rejected.is_empty() {
-            sqlx::query(INSERT_REJECTED)
-                .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
-                .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
-                .bind(
-                    rejected
-                        .iter()
-                        .map(|r| r.command.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    rejected
-                        .iter()
-                        .map(|r| r.query.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(rejected.iter().map(|r| r.body.as_str()).collect::<Vec<_>>())
-                .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
-                .bind(
-                    rejected
-                        .iter()
-                        .map(|r| r.reason.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    rejected
-                        .iter()
-                        .map(|r| r.remote_addr.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(returned)
+        let order = &sorted_indices(rows);
+        let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
+        let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
+        let rej = |f: fn(&RejectedRow) -> Option<&str>| rejected.iter().map(f).collect::<Vec<_>>();
+        sqlx::query_as(WRITE_BATCH)
+            .bind(column(rows, order, |r| r.sdkappid))
+            .bind(column(rows, order, |r| r.family.as_str()))
+            .bind(column(rows, order, |r| r.command.as_str()))
+            .bind(col(|r| r.call_id.as_deref()))
+            .bind(col(|r| r.user_id.as_deref()))
+            .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
+            .bind(col(|r| r.event.as_deref()))
+            .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
+            .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
+            .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
+            .bind(col(|r| r.room_id.as_deref()))
+            .bind(int(|r| r.total_num))
+            .bind(int(|r| r.event_time))
+            .bind(int(|r| r.start_call_ts))
+            .bind(int(|r| r.accept_ts))
+            .bind(int(|r| r.end_ts))
+            .bind(col(|r| r.client_ip.as_deref()))
+            .bind(col(|r| r.opt_platform.as_deref()))
+            .bind(col(|r| r.remote_addr.as_deref()))
+            .bind(column(rows, order, |r| &*r.payload))
+            .bind(
+                order
+                    .iter()
+                    .map(|&i| rows[i].deliveries)
+                    .collect::<Vec<i32>>(),
+            )
+            .bind(column(rows, order, |r| r.received_at))
+            .bind(column(rows, order, |r| &r.dedupe_key[..]))
+            .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
+            .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
+            .bind(rej(|r| r.command.as_deref()))
+            .bind(rej(|r| Some(r.query.as_str())))
+            .bind(rej(|r| Some(r.body.as_str())))
+            .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
+            .bind(rej(|r| Some(r.reason.as_str())))
+            .bind(rej(|r| r.remote_addr.as_deref()))
+            .fetch_all(&self.pool)
+            .await
     }
 }
 

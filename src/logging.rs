@@ -1,0 +1,55 @@
+//! Logging and process signals, shared by the `callhook` binary and the benchmark's
+//! HTTP-only ceiling so both pay the same per-request costs.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// Logs go to stderr through a background writer, so a slow log consumer never blocks a
+/// request; under extreme pressure lines are dropped rather than requests delayed. Keep
+/// the guard alive for the life of the process (it flushes on drop).
+pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let stderr = std::io::stderr();
+    let ansi = stderr.is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .lossy(true)
+        .finish(stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Pretty => builder.with_ansi(ansi).with_target(false).compact().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    guard
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
