@@ -90,12 +90,16 @@ impl PgStore {
             .context("applying PostgreSQL migrations")
     }
 
+    /// `SELECT 1`, retried once on a fresh connection when the pooled one turns out to be
+    /// dead (after a database restart), so recovery is seen at the first probe.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(classify)
+        let select = || sqlx::query("SELECT 1").execute(&self.pool);
+        match select().await {
+            Err(e) if is_stale_connection(&e) => select().await,
+            other => other,
+        }
+        .map(|_| ())
+        .map_err(classify)
     }
 
     pub async fn close(&self) {
