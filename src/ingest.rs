@@ -8,7 +8,7 @@
 //! requests; when idle, a lone request is written at once. A full queue answers 503
 //! (70005) immediately instead of growing memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,9 +20,9 @@ use tokio::task::JoinSet;
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
 use crate::metrics as m;
-use crate::protocol::{DedupeKey, ErrorCode, EventRow};
+use crate::protocol::{ErrorCode, EventRow};
 use crate::spool::Spool;
-use crate::store::{BatchRow, RejectedRow, Store, StoreError};
+use crate::store::{BatchRow, RejectedRow, Store, StoreError, merge};
 
 /// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
 /// HTTP-only ceiling, nothing at all.
@@ -293,22 +293,29 @@ impl Writer {
     /// Writes one batch and answers every job in it.
     async fn write(&self, batch: &mut Vec<Job>) {
         let now = Instant::now();
-        let mut events = Vec::new();
-        let mut rejected = Vec::new();
+        let mut events = Deliveries::default();
+        let mut rejected = Rejections::default();
         for job in batch.drain(..) {
             metrics::histogram!(m::QUEUE_WAIT)
                 .record(now.duration_since(job.enqueued()).as_secs_f64());
             match job {
-                Job::Events { rows, reply, .. } => events.push((rows, reply)),
-                Job::Rejected { row, reply, .. } => rejected.push((row, reply)),
+                Job::Events { rows, reply, .. } => {
+                    events.rows.push(rows);
+                    events.replies.push(reply);
+                }
+                Job::Rejected { row, reply, .. } => {
+                    rejected.rows.push(row);
+                    rejected.replies.push(reply);
+                }
             }
         }
         metrics::histogram!(m::BATCH_SIZE).record((events.len() + rejected.len()) as f64);
 
-        let plan = Plan::new(&events);
-        let rejected_rows: Vec<RejectedRow> = rejected.iter().map(|(r, _)| r.clone()).collect();
         let result = if self.health.is_up() {
-            self.write_rows(&plan.rows(&events), &rejected_rows).await
+            let plan = Plan::new(&events.rows);
+            self.write_rows(&plan.rows, &rejected.rows)
+                .await
+                .map(|inserted| plan.outcomes(&inserted))
         } else {
             // The database is known to be down: answer (or spool) at once instead of
             // waiting for a connection timeout per batch. The prober marks it up again.
@@ -317,13 +324,11 @@ impl Writer {
             ))
         };
         match result {
-            Ok(inserted) => {
-                for (job, (_, reply)) in events.into_iter().enumerate() {
-                    let _ = reply.send(Ok(plan.outcome(job, &inserted)));
+            Ok(outcomes) => {
+                for (reply, outcome) in events.replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
-                for (_, reply) in rejected {
-                    let _ = reply.send(true);
-                }
+                rejected.answer(true);
             }
             Err(StoreError::Data(msg)) if events.len() + rejected.len() > 1 => {
                 tracing::warn!(error = %msg, "a batch was refused for its data; writing its deliveries one by one");
@@ -372,44 +377,47 @@ impl Writer {
 
     /// Isolates the deliveries a database refused: each is written in its own transaction;
     /// the ones refused for their data are answered 400 and recorded as rejected.
-    async fn write_one_by_one(
-        &self,
-        events: Vec<(Vec<EventRow>, Reply)>,
-        rejected: Vec<(RejectedRow, oneshot::Sender<bool>)>,
-    ) {
-        for job in events {
-            let single = vec![job];
+    async fn write_one_by_one(&self, events: Deliveries, rejected: Rejections) {
+        for (rows, reply) in events.rows.into_iter().zip(events.replies) {
+            let single = [rows];
             let plan = Plan::new(&single);
-            let result = self.write_rows(&plan.rows(&single), &[]).await;
+            let result = self
+                .write_rows(&plan.rows, &[])
+                .await
+                .map(|ins| plan.outcomes(&ins));
+            let [rows] = single;
             match result {
-                Ok(inserted) => {
-                    for (_, reply) in single {
-                        let _ = reply.send(Ok(plan.outcome(0, &inserted)));
-                    }
+                Ok(outcomes) => {
+                    let outcome = outcomes.first().copied().unwrap_or(Outcome::Duplicate);
+                    let _ = reply.send(Ok(outcome));
                 }
                 Err(StoreError::Data(msg)) => {
                     tracing::warn!(error = %msg, "the database refused a delivery's data");
-                    for (rows, reply) in single {
-                        if let Some(first) = rows.first() {
-                            let row = RejectedRow {
-                                received_at: first.received_at,
-                                sdkappid: first.sdkappid,
-                                command: Some(first.command.clone()),
-                                query: String::new(),
-                                body: RejectedRow::body_text(first.payload.as_bytes()),
-                                error_code: ErrorCode::Unstorable.code() as i32,
-                                reason: format!("the database cannot store this body: {msg}"),
-                                remote_addr: first.remote_addr.clone(),
-                            };
-                            let _ = self.write_rows(&[], &[row]).await;
-                        }
-                        let _ = reply.send(Err(IngestError::Unstorable(msg.clone())));
+                    if let Some(first) = rows.first() {
+                        let row = RejectedRow {
+                            received_at: first.received_at,
+                            sdkappid: first.sdkappid,
+                            command: Some(first.command.clone()),
+                            query: String::new(),
+                            body: RejectedRow::body_text(first.payload.as_bytes()),
+                            error_code: ErrorCode::Unstorable.code() as i32,
+                            reason: format!("the database cannot store this body: {msg}"),
+                            remote_addr: first.remote_addr.clone(),
+                        };
+                        let _ = self.write_rows(&[], &[row]).await;
                     }
+                    let _ = reply.send(Err(IngestError::Unstorable(msg)));
                 }
-                Err(e) => self.fail(single, Vec::new(), e).await,
+                Err(e) => {
+                    let one = Deliveries {
+                        rows: vec![rows],
+                        replies: vec![reply],
+                    };
+                    self.fail(one, Rejections::default(), e).await;
+                }
             }
         }
-        for (row, reply) in rejected {
+        for (row, reply) in rejected.rows.into_iter().zip(rejected.replies) {
             let ok = self
                 .write_rows(&[], std::slice::from_ref(&row))
                 .await
@@ -420,20 +428,13 @@ impl Writer {
 
     /// The database could not take the batch: spool the events if a spool is configured
     /// and the database is unreachable, else answer 503 so the sender retries.
-    async fn fail(
-        &self,
-        events: Vec<(Vec<EventRow>, Reply)>,
-        rejected: Vec<(RejectedRow, oneshot::Sender<bool>)>,
-        e: StoreError,
-    ) {
-        for (_, reply) in rejected {
-            let _ = reply.send(false);
-        }
+    async fn fail(&self, events: Deliveries, rejected: Rejections, e: StoreError) {
+        rejected.answer(false);
         if let (Some(spool), StoreError::Unavailable(_)) = (&self.spool, &e) {
-            let rows: Vec<&EventRow> = events.iter().flat_map(|(rows, _)| rows.iter()).collect();
+            let rows: Vec<&EventRow> = events.rows.iter().flatten().collect();
             match spool.append(&rows).await {
                 Ok(()) => {
-                    for (_, reply) in events {
+                    for reply in events.replies {
                         let _ = reply.send(Ok(Outcome::Spooled));
                     }
                     return;
@@ -449,65 +450,127 @@ impl Writer {
         let err = IngestError::Unavailable(match e {
             StoreError::Unavailable(m) | StoreError::Data(m) | StoreError::Other(m) => m,
         });
-        for (_, reply) in events {
+        for reply in events.replies {
             let _ = reply.send(Err(err.clone()));
         }
     }
 }
 
-/// How a batch's jobs map onto distinct rows: duplicates inside one batch are written
-/// once, with their count, and only the first job carrying a key can be `Inserted`.
-struct Plan {
-    /// Per job, the indices of its distinct rows and whether it owns them (first carrier).
-    jobs: Vec<Vec<(usize, bool)>>,
-    /// Per distinct row: (job, row within job) of its first carrier, and its count.
-    distinct: Vec<((usize, usize), i32)>,
+/// A batch's deliveries: their rows, and the requests waiting for the outcome.
+#[derive(Default)]
+struct Deliveries {
+    rows: Vec<Vec<EventRow>>,
+    replies: Vec<Reply>,
 }
 
-impl Plan {
-    fn new(events: &[(Vec<EventRow>, Reply)]) -> Self {
-        let mut index: HashMap<(i64, DedupeKey), usize> = HashMap::new();
-        let mut distinct: Vec<((usize, usize), i32)> = Vec::new();
-        let mut jobs = Vec::with_capacity(events.len());
-        for (j, (rows, _)) in events.iter().enumerate() {
-            let mut mine = Vec::with_capacity(rows.len());
-            for (r, row) in rows.iter().enumerate() {
-                match index.entry((row.sdkappid, row.dedupe_key)) {
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        distinct[*e.get()].1 += 1;
-                        mine.push((*e.get(), false));
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(distinct.len());
-                        mine.push((distinct.len(), true));
-                        distinct.push(((j, r), 1));
-                    }
-                }
-            }
-            jobs.push(mine);
-        }
-        Self { jobs, distinct }
+impl Deliveries {
+    fn len(&self) -> usize {
+        self.replies.len()
+    }
+}
+
+/// A batch's rejected deliveries, to be kept in `rejected_deliveries`.
+#[derive(Default)]
+struct Rejections {
+    rows: Vec<RejectedRow>,
+    replies: Vec<oneshot::Sender<bool>>,
+}
+
+impl Rejections {
+    fn len(&self) -> usize {
+        self.replies.len()
     }
 
-    fn rows<'a>(&self, events: &'a [(Vec<EventRow>, Reply)]) -> Vec<BatchRow<'a>> {
-        self.distinct
+    fn answer(self, recorded: bool) {
+        for reply in self.replies {
+            let _ = reply.send(recorded);
+        }
+    }
+}
+
+/// How a batch's deliveries map onto distinct rows: the same event twice in one batch is
+/// written once, with its count, and only the first delivery carrying it can be
+/// `Inserted`.
+struct Plan<'a> {
+    /// The distinct rows, with how many deliveries of each the batch holds.
+    rows: Vec<BatchRow<'a>>,
+    /// Per input row (all deliveries' rows, in order): its distinct row, and whether it
+    /// was the first to carry it.
+    carriers: Vec<(usize, bool)>,
+    /// Where each delivery's rows end in `carriers`.
+    ends: Vec<usize>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(deliveries: &'a [Vec<EventRow>]) -> Self {
+        let (rows, carriers) = merge(deliveries.iter().flatten());
+        let ends = deliveries
             .iter()
-            .map(|&((j, r), deliveries)| BatchRow {
-                row: &events[j].0[r],
-                deliveries,
+            .scan(0, |end, rows| {
+                *end += rows.len();
+                Some(*end)
+            })
+            .collect();
+        Self {
+            rows,
+            carriers,
+            ends,
+        }
+    }
+
+    /// Per delivery: `Inserted` when any row it first carried was new to the database.
+    fn outcomes(&self, inserted: &[bool]) -> Vec<Outcome> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let mine = &self.carriers[start..end];
+                start = end;
+                if mine.iter().any(|&(d, first)| first && inserted[d]) {
+                    Outcome::Inserted
+                } else {
+                    Outcome::Duplicate
+                }
             })
             .collect()
     }
+}
 
-    /// `Inserted` when any row this job first carried was new to the database.
-    fn outcome(&self, job: usize, inserted: &[bool]) -> Outcome {
-        let new = self.jobs[job]
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Context, Kind, parse_delivery};
+
+    fn delivery(call: &str) -> Vec<EventRow> {
+        let ctx = Context {
+            sdkappid: 1,
+            command: "call_end",
+            client_ip: None,
+            opt_platform: None,
+            remote_addr: None,
+            received_at: 0,
+        };
+        let body = format!(r#"{{"CallId":"{call}","UserId":"u"}}"#);
+        parse_delivery(Kind::Status, false, &ctx, body.as_bytes()).unwrap_or_default()
+    }
+
+    #[test]
+    fn repeats_inside_a_batch_are_written_once_and_counted() {
+        let batch = vec![delivery("a"), delivery("b"), delivery("a"), delivery("a")];
+        let plan = Plan::new(&batch);
+        let counts: Vec<(Option<&str>, i32)> = plan
+            .rows
             .iter()
-            .any(|&(d, owner)| owner && inserted[d]);
-        if new {
-            Outcome::Inserted
-        } else {
-            Outcome::Duplicate
-        }
+            .map(|r| (r.row.call_id.as_deref(), r.deliveries))
+            .collect();
+        assert_eq!(counts, vec![(Some("a"), 3), (Some("b"), 1)]);
+        use Outcome::{Duplicate, Inserted};
+        // "a" was new to the database, "b" was already stored.
+        assert_eq!(
+            plan.outcomes(&[true, false]),
+            vec![Inserted, Duplicate, Duplicate, Duplicate]
+        );
+        // Both already stored.
+        assert_eq!(plan.outcomes(&[false, false]), vec![Duplicate; 4]);
     }
 }

@@ -11,7 +11,7 @@
 //! it is committed: a crash mid-replay replays some records twice, which the database's
 //! dedupe key turns into a higher `deliveries` count, never a second row.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics as m;
 use crate::protocol::{CallResult, CallType, DedupeKey, EventRow, Family, MediaType, Millis, Role};
-use crate::store::{BatchRow, Store, StoreError};
+use crate::store::{Store, StoreError, merge};
 
 /// Header bytes per record: length and checksum.
 const HEADER: usize = 8;
@@ -497,17 +497,7 @@ async fn write_merged<'a>(
     store: &Store,
     rows: impl Iterator<Item = &'a EventRow>,
 ) -> Result<(), StoreError> {
-    let mut index: HashMap<(i64, DedupeKey), usize> = HashMap::new();
-    let mut batch: Vec<BatchRow<'a>> = Vec::new();
-    for row in rows {
-        match index.entry((row.sdkappid, row.dedupe_key)) {
-            std::collections::hash_map::Entry::Occupied(e) => batch[*e.get()].deliveries += 1,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(batch.len());
-                batch.push(BatchRow { row, deliveries: 1 });
-            }
-        }
-    }
+    let (batch, _) = merge(rows);
     store.write_batch(&batch, &[]).await.map(|_| ())
 }
 

@@ -166,6 +166,32 @@ impl Store {
     }
 }
 
+/// Merges rows that are the same event (equal `sdkappid` and dedupe key) into distinct
+/// batch rows with counts. Returns the distinct rows and, for each input row in order, the
+/// index of its distinct row and whether it was the first to carry it.
+pub fn merge<'a>(
+    rows: impl IntoIterator<Item = &'a EventRow>,
+) -> (Vec<BatchRow<'a>>, Vec<(usize, bool)>) {
+    let mut index: std::collections::HashMap<(i64, DedupeKey), usize> =
+        std::collections::HashMap::new();
+    let mut distinct: Vec<BatchRow<'a>> = Vec::new();
+    let mut carriers = Vec::new();
+    for row in rows {
+        match index.entry((row.sdkappid, row.dedupe_key)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                distinct[*e.get()].deliveries += 1;
+                carriers.push((*e.get(), false));
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(distinct.len());
+                carriers.push((distinct.len(), true));
+                distinct.push(BatchRow { row, deliveries: 1 });
+            }
+        }
+    }
+    (distinct, carriers)
+}
+
 /// Sorts a batch by key so that concurrent writers (and replicas) lock index entries in
 /// the same order and cannot deadlock each other.
 pub(crate) fn sorted_indices(rows: &[BatchRow<'_>]) -> Vec<usize> {
