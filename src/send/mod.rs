@@ -1,4 +1,6 @@
-//! `callhook send` (sender simulator) — built in its own change.
+//! `callhook send` (sender simulator): the call generator first; delivery follows.
+
+pub mod generate;
 
 use crate::cli::SendArgs;
 
