@@ -52,14 +52,9 @@ pub fn example_delivery(sdkappid: i64) -> Delivery {
 }
 
 /// The command: sends, prints the summary, and fails with [`Dropped`] when anything was
-/// dropped. Ctrl-C stops it early, still with a summary.
+/// dropped. Ctrl-C (or SIGTERM) stops it early, still with a summary.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    run_until(args, async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    })
-    .await
+    run_until(args, crate::shutdown_signal()).await
 }
 
 /// [`run`], stopping when `stop` resolves.

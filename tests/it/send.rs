@@ -707,34 +707,12 @@ fn field(summary: &str, name: &str) -> Option<u64> {
 async fn binary_send_against_a_real_serve() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let db_url = format!("sqlite://{}", dir.path().join("callhook.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("free port: {e}"));
-    let listen = format!("127.0.0.1:{port}");
-    let mut serve = binary(&format!(
-        "serve --sdkappid 1400000001 --database-url {db_url} --listen {listen}"
-    ))
-    .current_dir(dir.path())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap_or_else(|e| panic!("starting callhook serve: {e}"));
-    callhook::install_tls_provider();
-    let client = reqwest::Client::new();
-    let ready = async {
-        loop {
-            if let Ok(r) = client.get(format!("http://{listen}/readyz")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), ready)
-        .await
-        .unwrap_or_else(|_| panic!("callhook serve did not become ready on {listen}"));
+    let serve = crate::process::Server::start(
+        &["--sdkappid", "1400000001", "--database-url", &db_url],
+        &[],
+    )
+    .await;
+    let listen = serve.addr;
 
     let summary_path = dir.path().join("summary.json");
     let out = binary(&format!(
@@ -764,8 +742,9 @@ async fn binary_send_against_a_real_serve() {
     assert_eq!(json["seed"].as_u64(), Some(9));
     assert!(json["latency_ms"]["p99"].as_f64().is_some(), "{json}");
 
-    let _ = serve.start_kill();
-    let _ = serve.wait().await;
+    let mut serve = serve;
+    serve.signal("TERM");
+    assert_eq!(serve.wait_exit(Duration::from_secs(30)).await, Some(0));
     let store = callhook::store::Store::connect(&callhook::config::DatabaseSettings::new(db_url))
         .await
         .unwrap_or_else(|e| panic!("opening the database: {e:#}"));
@@ -780,4 +759,42 @@ async fn binary_send_against_a_real_serve() {
     }
     assert!(outcomes.len() >= 4, "{outcomes:?}");
     store.close().await;
+}
+
+/// Ctrl-C (SIGINT) stops the binary early: the summary is still printed, with what was
+/// left unfinished, and the exit code is 1.
+#[tokio::test]
+async fn binary_interrupted_by_ctrl_c_still_summarises() {
+    let rx = Receiver::start(vec![], Then::Fail(Fail::Hang(Duration::from_secs(30)))).await;
+    let url = rx.url("/");
+    let child = binary(&format!("send --url {url} --sdkappid 1400000001 --calls 3"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running callhook send: {e}"));
+    let pid = child.id().unwrap_or_else(|| panic!("no pid"));
+    // Wait until the requests are in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.hits().is_empty() {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("callhook send did not stop on SIGINT"))
+        .unwrap_or_else(|e| panic!("waiting for callhook send: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "acknowledged"), Some(0), "{stdout}");
+    assert!(
+        field(&stdout, "unfinished").is_some_and(|n| n > 0),
+        "{stdout}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
 }
