@@ -193,23 +193,55 @@ pub struct ReportArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SendFamily {
+    /// Call status callbacks: one per participant, after the call (`command=call_end`).
     Status,
+    /// Call event callbacks: one per user action (`command=caller_start_call`, …).
     Event,
+    /// The v4 callbacks (`CallbackCommand=Call.CallbackAfterStartCall`, …).
     V4,
+    /// All three families for every call.
     All,
 }
 
+/// How `--token` is presented to the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendAuth {
+    /// `token=…` in the query (unless the URL has it already) and `RequestTime`/`Sign`.
+    Both,
+    /// Only `token=…` in the query, as a URL registered with `?token=…` carries it.
+    Token,
+    /// Only Chat-style signing: `RequestTime` and `Sign` = hex SHA-256(token + RequestTime).
+    Sign,
+}
+
 #[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  Check a deployment end to end, through its proxy, with the app's token:
+    callhook send --url https://hooks.example.com/ --sdkappid 1400000001 --token \"$TOKEN\" --example
+  Store 50 realistic calls (all three callback families) in a local callhook:
+    callhook send --sdkappid 1400000001 --calls 50 --family all
+  Load test:
+    callhook send --url http://10.0.0.5:8080/ --sdkappid 1400000001 --calls 100000 --concurrency 64
+
+Output: a progress bar on a terminal, then a summary on stdout (see the README, \"Verify your
+deployment\"). Exit code 0 when every delivery was acknowledged, 1 when any was dropped.")]
 pub struct SendArgs {
-    /// The callback URL to post to, as registered with Tencent (e.g. https://hooks.example.com/).
-    #[arg(long, env = "CALLHOOK_SEND_URL", value_name = "URL")]
+    /// The callback URL to post to, as registered with Tencent (it may carry ?token=…;
+    /// Tencent's parameters are appended to it).
+    #[arg(
+        long,
+        env = "CALLHOOK_SEND_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080/"
+    )]
     pub url: String,
 
-    /// The SDKAppID to send as.
-    #[arg(long, value_name = "ID")]
+    /// The SDKAppID to send as (the receiver must be configured for it).
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
     pub sdkappid: i64,
 
-    /// The app's token: sent as ?token=… and used to sign (Sign/RequestTime).
+    /// The app's token: added as token=… (unless the URL has one) and used to sign each
+    /// attempt with RequestTime and Sign; see --auth.
     #[arg(
         long,
         env = "CALLHOOK_SEND_TOKEN",
@@ -218,44 +250,82 @@ pub struct SendArgs {
     )]
     pub token: Option<String>,
 
-    /// Number of calls to generate.
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    /// How the token is sent: both (token=… and Sign/RequestTime), token, or sign.
+    #[arg(long, value_enum, default_value_t = SendAuth::Both, requires = "token")]
+    pub auth: SendAuth,
+
+    /// Number of calls to generate; each makes several deliveries (one per participant
+    /// in the status family, one per action in the event family, …).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub calls: u64,
 
     /// Which callback family to send.
     #[arg(long, value_enum, default_value_t = SendFamily::Status)]
     pub family: SendFamily,
 
-    /// Deliveries in flight at once.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub concurrency: usize,
+    /// Requests in flight at once (a delivery waiting for its retry does not count).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: u64,
 
     /// Deliveries started per second at most (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    #[arg(long, default_value_t = 0.0, value_name = "R", value_parser = parse_rate)]
     pub rate: f64,
 
-    /// Send Tencent's documented example request once, byte for byte, and exit.
-    #[arg(long)]
+    /// Send Tencent's documented example request (a status callback of a 1-to-1 call by
+    /// "Alice"), with your SDKAppID, and nothing else.
+    #[arg(long, conflicts_with_all = ["calls", "family", "seed", "end_time"])]
     pub example: bool,
 
-    /// Seed of the call generator, for repeatable runs. Default: random.
+    /// Seed of the call generator: the same seed gives the same calls (participants,
+    /// outcomes, durations). Default: random (the summary prints it).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
 
-    /// Per-attempt timeout in milliseconds.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    /// The generated calls take place in the 24 hours before this Unix time (seconds).
+    /// Call ids and times depend on it and the seed, so with both fixed a run sends
+    /// byte-identical callbacks (a repeat is all duplicates). Default: now.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub end_time: Option<i64>,
+
+    /// Per-attempt timeout in milliseconds: no complete answer by then is a failed
+    /// attempt (retried).
+    #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 
-    /// Retry schedule in seconds, comma-separated (Tencent's: 0,1,1,2,3,5).
+    /// Delays before each retry, in seconds, comma-separated (Tencent's: 0,1,1,2,3,5,
+    /// then the delivery is dropped). Shorter schedules are for tests.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "0,1,1,2,3,5",
-        value_name = "S,S,…"
+        value_name = "S,S,…",
+        value_parser = parse_delay
     )]
-    pub retry_schedule: Vec<f64>,
+    pub retry_schedule: Vec<std::time::Duration>,
 
-    /// Print no progress bar and no summary, only errors.
+    /// Also write the summary as JSON to this file (`-`: to stdout, instead of the text).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Print no progress bar and no summary; the exit code still tells.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate (deliveries per second, 0 or more)"
+        )),
+    }
+}
+
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!("{s:?} is not a delay in seconds (0 to 3600)")),
+    }
 }

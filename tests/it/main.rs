@@ -12,4 +12,5 @@ mod process;
 
 mod callback;
 mod operations;
+mod send;
 mod spool;
