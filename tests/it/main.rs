@@ -11,5 +11,6 @@ mod pg;
 mod process;
 
 mod callback;
+mod families;
 mod operations;
 mod spool;

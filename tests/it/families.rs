@@ -1,0 +1,817 @@
+//! The three callback families end to end: a fixture for every command of every family,
+//! parsed by the protocol module and stored through the real endpoint on both backends;
+//! the event and v4 families' specifics; commands callhook does not know; authentication
+//! over HTTP.
+//!
+//! Fixtures live in `tests/fixtures/<family>/<command>.json` (the body as Tencent would
+//! send it, our own values) with `<command>.expected.json` beside it: the stored row(s),
+//! column by column, timestamps in Unix milliseconds.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use callhook::protocol::{Context, EventRow, classify, parse_delivery};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+/// The columns every sidecar names, in this order.
+const COLUMNS: [&str; 15] = [
+    "family",
+    "command",
+    "call_id",
+    "user_id",
+    "role",
+    "event",
+    "call_result",
+    "media_type",
+    "call_type",
+    "room_id",
+    "total_num",
+    "event_time",
+    "start_call_ts",
+    "accept_ts",
+    "end_ts",
+];
+
+const PLAIN_OK: &str = r#"{"ErrorCode":0,"ErrorMessage":"Success"}"#;
+const V4_OK: &str =
+    r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success"}"#;
+const DUPLICATE: &str = "Success (duplicate delivery, already stored)";
+
+/// One fixture: a body and the rows it must store.
+struct Fixture {
+    family: &'static str,
+    command: String,
+    body: Vec<u8>,
+    expected: Vec<Value>,
+}
+
+impl Fixture {
+    fn v4(&self) -> bool {
+        self.family == "v4"
+    }
+
+    /// The query Tencent builds for this family.
+    fn query(&self) -> String {
+        if self.v4() {
+            v4_query(APP, &self.command)
+        } else {
+            status_query(APP, &self.command)
+        }
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or_else(|e| panic!("{}: {e}", self.command))
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every fixture, checked to cover exactly the commands callhook knows.
+fn fixtures() -> Vec<Fixture> {
+    let mut all = Vec::new();
+    let families: [(&'static str, &[&str]); 3] = [
+        ("status", &callhook::protocol::STATUS_COMMANDS),
+        ("event", &callhook::protocol::EVENT_COMMANDS),
+        ("v4", &callhook::protocol::V4_COMMANDS),
+    ];
+    for (family, commands) in families {
+        let dir = fixtures_dir().join(family);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).file_name())
+            .filter_map(|n| n.to_str().map(str::to_owned))
+            .filter_map(|n| {
+                n.strip_suffix(".json")
+                    .filter(|s| !s.ends_with(".expected"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        let want: BTreeSet<&str> = commands.iter().copied().collect();
+        let have: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            have, want,
+            "tests/fixtures/{family} covers every {family} command"
+        );
+        for command in names {
+            let body = read(&dir.join(format!("{command}.json")));
+            let sidecar = read(&dir.join(format!("{command}.expected.json")));
+            let expected: Vec<Value> = serde_json::from_slice(&sidecar)
+                .unwrap_or_else(|e| panic!("{command}.expected.json: {e}"));
+            assert!(!expected.is_empty(), "{command}: no expected row");
+            for row in &expected {
+                let keys: Vec<&str> = row
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let mut want_keys = COLUMNS.to_vec();
+                want_keys.sort_unstable();
+                assert_eq!(
+                    keys, want_keys,
+                    "{command}.expected.json names every column"
+                );
+                assert_eq!(row["family"], family, "{command}");
+                assert_eq!(row["command"], command.as_str(), "{command}");
+            }
+            all.push(Fixture {
+                family,
+                command,
+                body,
+                expected,
+            });
+        }
+    }
+    assert_eq!(all.len(), 29);
+    all
+}
+
+/// The compared columns of a parsed row.
+fn parsed_columns(r: &EventRow) -> Value {
+    json!({
+        "family": r.family.as_str(),
+        "command": r.command,
+        "call_id": r.call_id,
+        "user_id": r.user_id,
+        "role": r.role.as_ref().map(|v| v.as_str()),
+        "event": r.event,
+        "call_result": r.call_result.as_ref().map(|v| v.as_str()),
+        "media_type": r.media_type.as_ref().map(|v| v.as_str()),
+        "call_type": r.call_type.as_ref().map(|v| v.as_str()),
+        "room_id": r.room_id,
+        "total_num": r.total_num,
+        "event_time": r.event_time,
+        "start_call_ts": r.start_call_ts,
+        "accept_ts": r.accept_ts,
+        "end_ts": r.end_ts,
+    })
+}
+
+/// The compared columns of a stored row.
+fn stored_columns(r: &StoredEvent) -> Value {
+    json!({
+        "family": r.family,
+        "command": r.command,
+        "call_id": r.call_id,
+        "user_id": r.user_id,
+        "role": r.role,
+        "event": r.event,
+        "call_result": r.call_result,
+        "media_type": r.media_type,
+        "call_type": r.call_type,
+        "room_id": r.room_id,
+        "total_num": r.total_num,
+        "event_time": r.event_time,
+        "start_call_ts": r.start_call_ts,
+        "accept_ts": r.accept_ts,
+        "end_ts": r.end_ts,
+    })
+}
+
+/// Rows in a stable order (a multi-row delivery's rows are not stored in body order).
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|r| (r["user_id"].to_string(), r["event"].to_string()));
+    rows
+}
+
+fn ctx<'a>(command: &'a str) -> Context<'a> {
+    Context {
+        sdkappid: APP,
+        command,
+        client_ip: None,
+        opt_platform: None,
+        remote_addr: None,
+        received_at: 1_704_900_000_000,
+    }
+}
+
+/// POSTs and returns the status and the answer's exact text.
+async fn post_raw(app: &TestApp, query: &str, body: Vec<u8>) -> (u16, String) {
+    let resp = app
+        .client
+        .post(app.url(&format!("/?{query}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /?{query}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures: the protocol level, then through HTTP on both backends.
+// ---------------------------------------------------------------------------------------
+
+/// Every fixture parses into exactly its expected rows, with the payload kept verbatim,
+/// and parsing is deterministic (the dedupe keys of a second parse are the same).
+#[test]
+fn every_fixture_parses_into_its_expected_rows() {
+    for f in fixtures() {
+        let parse = || {
+            parse_delivery(classify(&f.command), f.v4(), &ctx(&f.command), &f.body)
+                .unwrap_or_else(|r| panic!("{}: {r}", f.command))
+        };
+        let rows = parse();
+        let got = sorted(rows.iter().map(parsed_columns).collect());
+        assert_eq!(got, sorted(f.expected.clone()), "{}", f.command);
+        for r in &rows {
+            assert_eq!(
+                &*r.payload,
+                f.text(),
+                "{}: the payload is the body as sent",
+                f.command
+            );
+            assert_eq!(r.sdkappid, APP);
+        }
+        let keys: Vec<_> = rows.iter().map(|r| r.dedupe_key).collect();
+        let again: Vec<_> = parse().iter().map(|r| r.dedupe_key).collect();
+        assert_eq!(keys, again, "{}", f.command);
+        let distinct: HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{}: one key per row", f.command);
+        // A retry with other whitespace and key order is the same event.
+        let reformatted: Value = serde_json::from_slice(&f.body).unwrap_or_default();
+        let compact = serde_json::to_vec(&reformatted).unwrap_or_default();
+        let keys_compact: Vec<_> =
+            parse_delivery(classify(&f.command), f.v4(), &ctx(&f.command), &compact)
+                .unwrap_or_else(|r| panic!("{}: {r}", f.command))
+                .iter()
+                .map(|r| r.dedupe_key)
+                .collect();
+        assert_eq!(
+            keys, keys_compact,
+            "{}: reformatting is not a new event",
+            f.command
+        );
+    }
+}
+
+both_backends! {
+    /// Each fixture, posted with the query Tencent builds for its family, is answered with
+    /// the family's exact envelope and stored field by field; a second delivery of each is
+    /// a duplicate.
+    async fn every_fixture_is_stored_field_by_field(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let fixtures = fixtures();
+        let mut seen = 0;
+        for f in &fixtures {
+            let (status, answer) = post_raw(&app, &f.query(), f.body.clone()).await;
+            assert_eq!(status, 200, "{}: {answer}", f.command);
+            assert_eq!(answer, if f.v4() { V4_OK } else { PLAIN_OK }, "{}", f.command);
+
+            let rows = app.events().await;
+            let new = &rows[seen..];
+            seen = rows.len();
+            let got = sorted(new.iter().map(stored_columns).collect());
+            assert_eq!(got, sorted(f.expected.clone()), "{} stored", f.command);
+            let (ip, platform) = if f.v4() { ("10.0.0.8", "iOS") } else { ("10.0.0.7", "Android") };
+            let sent: Value = serde_json::from_slice(&f.body).unwrap_or_default();
+            for r in new {
+                assert_eq!(r.sdkappid, APP);
+                assert_eq!(r.client_ip.as_deref(), Some(ip), "{}", f.command);
+                assert_eq!(r.opt_platform.as_deref(), Some(platform), "{}", f.command);
+                assert_eq!(r.remote_addr.as_deref(), Some("127.0.0.1"));
+                assert_eq!(r.payload, sent, "{}: payload as received", f.command);
+                assert_eq!(r.deliveries, 1);
+                if backend == Backend::Sqlite {
+                    assert_eq!(r.payload_text, f.text(), "SQLite keeps the text byte for byte");
+                }
+            }
+        }
+        assert_eq!(seen, 30, "29 deliveries, the member change stores two rows");
+
+        for f in &fixtures {
+            let (status, answer) = post_raw(&app, &f.query(), f.body.clone()).await;
+            assert_eq!(status, 200, "{}: {answer}", f.command);
+            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+            assert_eq!(answer["ErrorCode"], 0);
+            assert_eq!(answer["ErrorMessage"], DUPLICATE, "{}", f.command);
+            if f.v4() {
+                assert_eq!((&answer["ActionStatus"], &answer["ErrorInfo"]), (&json!("OK"), &json!("")));
+            }
+        }
+        let rows = app.events().await;
+        assert_eq!(rows.len(), 30);
+        assert!(rows.iter().all(|r| r.deliveries == 2), "every row was delivered twice");
+        assert!(app.rejected().await.is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Event family specifics.
+// ---------------------------------------------------------------------------------------
+
+/// Command, call, user, role and event of a stored row.
+type EventSummary<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn event_body(call: &str, user: &str, role: Option<&str>, event: Option<&str>) -> Value {
+    let mut b = json!({
+        "UserId": user, "RoomId": "7001", "TotalNum": 2, "MediaType": "video",
+        "CallType": "single", "CallId": call, "CallResult": "", "EventTime": 1_704_880_100,
+        "StartCallTs": 1_704_880_000, "AcceptTs": 0, "EndTs": 0,
+    });
+    if let Some(role) = role {
+        b["Role"] = json!(role);
+    }
+    if let Some(event) = event {
+        b["Event"] = json!(event);
+    }
+    b
+}
+
+both_backends! {
+    /// `call_end` and `call_interrupted` exist for both roles with the same `Event`: only
+    /// `Role` tells them apart, and they are four different events of one call. Without
+    /// `Role` or `Event` in the body, the command's prefix and action fill them in. An empty
+    /// `CallResult` and 0 timestamps are NULL.
+    async fn event_family_roles_and_fallbacks(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let sends = [
+            ("caller_call_end", event_body("ev-1", "alice", Some("caller"), Some("call_end"))),
+            ("callee_call_end", event_body("ev-1", "bob", Some("callee"), Some("call_end"))),
+            ("caller_call_interrupted", event_body("ev-1", "alice", Some("caller"), Some("call_interrupted"))),
+            ("callee_call_interrupted", event_body("ev-1", "bob", Some("callee"), Some("call_interrupted"))),
+            // Same user, same event, same time, other role: still a different event.
+            ("callee_call_end", event_body("ev-2", "carol", Some("callee"), Some("call_end"))),
+            ("caller_call_end", event_body("ev-2", "carol", Some("caller"), Some("call_end"))),
+            // Fallbacks: the role from the prefix, the event from the command.
+            ("Callee_Reject_Call", event_body("ev-3", "bob", None, None)),
+            ("caller_start_call", event_body("ev-3", "alice", None, Some("StartCall"))),
+            ("invite_user", event_body("ev-3", "carol", None, None)),
+        ];
+        for (command, body) in &sends {
+            let (status, answer) = app.post(&status_query(APP, command), body.to_string()).await;
+            assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{command}: {answer}");
+        }
+        let rows = app.events().await;
+        let got: Vec<EventSummary<'_>> = rows
+            .iter()
+            .map(|r| (r.command.as_str(), r.call_id.as_deref().unwrap_or_default(), r.user_id.as_deref(), r.role.as_deref(), r.event.as_deref()))
+            .collect();
+        assert_eq!(got, vec![
+            ("caller_call_end", "ev-1", Some("alice"), Some("caller"), Some("call_end")),
+            ("callee_call_end", "ev-1", Some("bob"), Some("callee"), Some("call_end")),
+            ("caller_call_interrupted", "ev-1", Some("alice"), Some("caller"), Some("call_interrupted")),
+            ("callee_call_interrupted", "ev-1", Some("bob"), Some("callee"), Some("call_interrupted")),
+            ("callee_call_end", "ev-2", Some("carol"), Some("callee"), Some("call_end")),
+            ("caller_call_end", "ev-2", Some("carol"), Some("caller"), Some("call_end")),
+            ("Callee_Reject_Call", "ev-3", Some("bob"), Some("callee"), Some("reject_call")),
+            ("caller_start_call", "ev-3", Some("alice"), Some("caller"), Some("start_call")),
+            ("invite_user", "ev-3", Some("carol"), None, Some("invite_user")),
+        ]);
+        for r in &rows {
+            assert_eq!(r.family, "event");
+            assert_eq!(r.call_result, None, "an empty CallResult is NULL");
+            assert_eq!(r.event_time, Some(1_704_880_100_000));
+            assert_eq!(r.start_call_ts, Some(1_704_880_000_000));
+            assert_eq!((r.accept_ts, r.end_ts), (None, None), "0 timestamps are NULL");
+            assert_eq!(r.deliveries, 1);
+        }
+        // The body's Role wins over the prefix; an event command never infers a result.
+        let body = event_body("ev-4", "dave", Some("callee"), Some("call_rejected"));
+        app.post(&status_query(APP, "caller_call_rejected"), body.to_string()).await;
+        let last = app.events().await.pop().unwrap_or_else(|| panic!("no row"));
+        assert_eq!((last.role.as_deref(), last.call_result.as_deref()), (Some("callee"), None));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// v4 family specifics.
+// ---------------------------------------------------------------------------------------
+
+fn end_call(call: &str, result: &str, call_type: &str, media: &str, accept: i64) -> String {
+    json!({
+        "CallbackCommand": "Call.CallbackAfterEndCall",
+        "CallRecord": {
+            "CallId": call, "Caller_Account": "alice", "MediaType": media, "CallType": call_type,
+            "StartTime": 1_704_890_000, "EndTime": 1_704_890_060, "AcceptTime": accept,
+            "CallResult": result, "CalleeList_Account": ["alice", "bob", "carol"],
+            "RoomId": "5511", "RoomIdType": 1
+        },
+        "EventTime": 1_704_890_060_789_i64
+    })
+    .to_string()
+}
+
+both_backends! {
+    /// v4 values map onto the status vocabulary, `EventTime` is milliseconds, the record's
+    /// times seconds, and `AcceptTime` 0 is NULL. Every answer is the v4 envelope.
+    async fn v4_values_are_mapped(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let cases = [
+            ("NormalEnd", "SingleCall", "Audio", 1_704_890_004, "normal_end", "single", "audio"),
+            ("NotAnswer", "SingleCall", "Video", 0, "not_answer", "single", "video"),
+            ("CallBusy", "SingleCall", "Audio", 0, "call_busy", "single", "audio"),
+            ("Cancel", "MultiCall", "Video", 0, "cancel", "group", "video"),
+            ("Reject", "MultiCall", "Audio", 0, "reject", "group", "audio"),
+            ("Interrupt", "MultiCall", "Video", 1_704_890_010, "interrupt", "group", "video"),
+            ("Offline", "MultiCall", "Audio", 1_704_890_010, "offline", "group", "audio"),
+            ("SpaceWarp", "HoloCall", "Smell", 0, "space_warp", "holo_call", "smell"),
+        ];
+        for (i, (result, call_type, media, accept, ..)) in cases.iter().enumerate() {
+            let body = end_call(&format!("v4-{i}"), result, call_type, media, *accept);
+            let (status, answer) = post_raw(&app, &v4_query(APP, "Call.CallbackAfterEndCall"), body.into_bytes()).await;
+            assert_eq!((status, answer.as_str()), (200, V4_OK), "{result}");
+        }
+        let rows = app.events().await;
+        assert_eq!(rows.len(), cases.len());
+        for (r, (sent, _, _, accept, result, call_type, media)) in rows.iter().zip(cases) {
+            assert_eq!(r.family, "v4");
+            assert_eq!(r.command, "Call.CallbackAfterEndCall");
+            assert_eq!(r.call_result.as_deref(), Some(result), "{sent}");
+            assert_eq!(r.call_type.as_deref(), Some(call_type), "{sent}");
+            assert_eq!(r.media_type.as_deref(), Some(media), "{sent}");
+            assert_eq!(r.user_id.as_deref(), Some("alice"));
+            assert_eq!(r.role.as_deref(), Some("caller"));
+            assert_eq!(r.total_num, Some(3), "the caller listed among the callees counts once");
+            assert_eq!(r.event_time, Some(1_704_890_060_789), "EventTime is in milliseconds");
+            assert_eq!(r.start_call_ts, Some(1_704_890_000_000));
+            assert_eq!(r.end_ts, Some(1_704_890_060_000));
+            let want_accept = (accept != 0).then_some(accept * 1000);
+            assert_eq!(r.accept_ts, want_accept, "{sent}: AcceptTime 0 is NULL");
+            assert_eq!(r.room_id.as_deref(), Some("5511"));
+        }
+        // A refusal is the v4 envelope too.
+        let (status, answer) = post_raw(&app, &v4_query(APP, "Call.CallbackAfterEndCall"), b"{}".to_vec()).await;
+        assert_eq!(status, 400);
+        let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+        assert_eq!(answer["ActionStatus"], "FAIL");
+        assert_eq!(answer["ErrorCode"], 71002);
+        assert_eq!(answer["ErrorInfo"], answer["ErrorMessage"]);
+    }
+}
+
+both_backends! {
+    /// Member changes store one row per changed member, with both documented spellings of
+    /// every `ActionType` mapped onto one value.
+    async fn v4_member_actions_both_spellings(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let actions = [
+            ("Answer", "accept"), ("Accept", "accept"), ("Hangup", "hangup"), ("Hang Up", "hangup"),
+            ("Invite", "invite"), ("Invited", "invite"), ("Cancel_Invite", "cancel_invite"),
+            ("Canncel_Invite", "cancel_invite"), ("Reject", "reject"), ("NotAnswer", "not_answer"),
+            ("Join", "join"), ("Offline", "offline"),
+        ];
+        let changed: Vec<Value> = actions
+            .iter()
+            .enumerate()
+            .map(|(i, (a, _))| json!({"User_Account": format!("user-{i:02}"), "ActionType": a}))
+            .collect();
+        let body = json!({
+            "CallbackCommand": "Call.CallbackAfterMemberChanged",
+            "CallId": "member-1",
+            "UserList": [{"User_Account": "alice", "Status": "Calling"}, {"User_Account": "bob", "Status": "Waiting"}],
+            "ChangedUserList": changed,
+            "EventTime": 1_704_895_000_001_i64,
+        });
+        let (status, answer) = post_raw(&app, &v4_query(APP, "Call.CallbackAfterMemberChanged"), body.to_string().into_bytes()).await;
+        assert_eq!((status, answer.as_str()), (200, V4_OK));
+        let mut rows = app.events().await;
+        rows.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        let got: Vec<(Option<&str>, Option<&str>)> = rows.iter().map(|r| (r.user_id.as_deref(), r.event.as_deref())).collect();
+        let want: Vec<(Option<String>, Option<&str>)> = actions.iter().enumerate().map(|(i, (_, e))| (Some(format!("user-{i:02}")), Some(*e))).collect();
+        let want: Vec<(Option<&str>, Option<&str>)> = want.iter().map(|(u, e)| (u.as_deref(), *e)).collect();
+        assert_eq!(got, want);
+        for r in &rows {
+            assert_eq!((r.family.as_str(), r.call_id.as_deref()), ("v4", Some("member-1")));
+            assert_eq!(r.total_num, Some(2));
+            assert_eq!(r.event_time, Some(1_704_895_000_001));
+        }
+        // The same delivery again: every row is a repeat.
+        let (_, answer) = app.post(&v4_query(APP, "Call.CallbackAfterMemberChanged"), body.to_string()).await;
+        assert_eq!(answer["ErrorMessage"], DUPLICATE);
+        assert!(app.events().await.iter().all(|r| r.deliveries == 2));
+    }
+}
+
+/// Account ids of 18 to 25 digits, all beyond 2^53.
+const BIG_ACCOUNTS: [&str; 4] = [
+    "144115188075855873",
+    "9007199254740993123",
+    "18446744073709551617",
+    "1234567890123456789012345",
+];
+
+both_backends! {
+    /// Numeric `User_Account`s larger than a double can hold keep every digit, in the
+    /// payload and in `user_id`, for all three v4 commands.
+    async fn v4_big_numeric_accounts_keep_every_digit(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let [a, b, c, d] = BIG_ACCOUNTS;
+        let start = format!(
+            r#"{{"CallbackCommand":"Call.CallbackAfterStartCall","CallInfo":{{"CallId":"big-1","CallMediaType":"Audio","ChatGroupId":"","RoomId":"1","RoomIdType":1}},"UserList":[{{"User_Account":{a},"Status":"Calling"}},{{"User_Account":{b},"Status":"Waiting"}}],"EventTime":1704896000000}}"#
+        );
+        let end = format!(
+            r#"{{"CallbackCommand":"Call.CallbackAfterEndCall","CallRecord":{{"CallId":"big-1","Caller_Account":{c},"MediaType":"Audio","CallType":"SingleCall","StartTime":1704896000,"EndTime":1704896030,"AcceptTime":1704896002,"CallResult":"NormalEnd","CalleeList_Account":[{c},{d}],"RoomId":"1","RoomIdType":1}},"EventTime":1704896030000}}"#
+        );
+        let member = format!(
+            r#"{{"CallbackCommand":"Call.CallbackAfterMemberChanged","CallId":"big-1","UserList":[{{"User_Account":{a},"Status":"Calling"}}],"ChangedUserList":[{{"User_Account":{d},"ActionType":"Join"}}],"EventTime":1704896010000}}"#
+        );
+        let sends = [
+            ("Call.CallbackAfterStartCall", &start, a, b),
+            ("Call.CallbackAfterEndCall", &end, c, d),
+            ("Call.CallbackAfterMemberChanged", &member, d, a),
+        ];
+        for (command, body, user, other) in sends {
+            let (status, answer) = post_raw(&app, &v4_query(APP, command), body.clone().into_bytes()).await;
+            assert_eq!((status, answer.as_str()), (200, V4_OK), "{command}");
+            let rows = app.events().await;
+            let r = rows.last().unwrap_or_else(|| panic!("no row"));
+            assert_eq!(r.command, command);
+            assert_eq!(r.user_id.as_deref(), Some(user), "{command}: user_id keeps every digit");
+            for digits in [user, other] {
+                assert!(r.payload_text.contains(digits), "{command}: payload keeps {digits}: {}", r.payload_text);
+                assert!(!r.payload_text.contains(&format!("\"{digits}\"")), "{command}: still a JSON number");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands callhook does not know.
+// ---------------------------------------------------------------------------------------
+
+both_backends! {
+    /// A command the app's list allows but callhook does not know is stored generically:
+    /// the payload and whatever common fields it has; an identical redelivery is a
+    /// duplicate. A command neither known nor allowed is refused with 70001 and kept.
+    async fn unknown_but_allowed_commands_are_stored_generically(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |s| {
+            let mut list: HashSet<String> = callhook::protocol::known_commands().map(str::to_ascii_lowercase).collect();
+            list.insert("caller_new_thing".to_owned());
+            list.insert("call.callbackaftersomethingnew".to_owned());
+            if let Some(a) = s.apps.get_mut(&APP) {
+                a.commands = Some(list);
+            }
+        }).await;
+
+        let v1 = json!({
+            "UserId": "alice", "CallId": "new-1", "Role": "Caller", "Event": "NewThing",
+            "MediaType": "Video", "EventTime": 1_704_897_000, "Sparkle": {"level": 3}
+        }).to_string();
+        let q1 = status_query(APP, "caller_new_thing");
+        let (status, answer) = post_raw(&app, &q1, v1.clone().into_bytes()).await;
+        assert_eq!((status, answer.as_str()), (200, PLAIN_OK));
+
+        let v4 = json!({
+            "CallbackCommand": "Call.CallbackAfterSomethingNew", "CallId": "new-2",
+            "EventTime": 1_704_897_001_234_i64, "Gizmo": [1, 2, 3]
+        }).to_string();
+        let q4 = v4_query(APP, "Call.CallbackAfterSomethingNew");
+        let (status, answer) = post_raw(&app, &q4, v4.clone().into_bytes()).await;
+        assert_eq!((status, answer.as_str()), (200, V4_OK));
+
+        // Fields of the wrong type do not refuse an unknown command: they are just not typed.
+        let odd = json!({"UserId": {"nested": true}, "CallId": ["x"], "Whatever": null}).to_string();
+        let (status, _) = post_raw(&app, &q1, odd.clone().into_bytes()).await;
+        assert_eq!(status, 200);
+
+        let rows = app.events().await;
+        assert_eq!(rows.len(), 3);
+        let r = &rows[0];
+        assert_eq!((r.family.as_str(), r.command.as_str()), ("event", "caller_new_thing"));
+        assert_eq!((r.call_id.as_deref(), r.user_id.as_deref()), (Some("new-1"), Some("alice")));
+        assert_eq!((r.role.as_deref(), r.event.as_deref()), (Some("caller"), Some("new_thing")));
+        assert_eq!(r.media_type.as_deref(), Some("video"));
+        assert_eq!(r.event_time, Some(1_704_897_000_000));
+        assert_eq!(r.payload["Sparkle"], json!({"level": 3}));
+        let r = &rows[1];
+        assert_eq!((r.family.as_str(), r.command.as_str()), ("v4", "Call.CallbackAfterSomethingNew"));
+        assert_eq!(r.call_id.as_deref(), Some("new-2"));
+        assert_eq!(r.event_time, Some(1_704_897_001_234));
+        assert_eq!(r.payload["Gizmo"], json!([1, 2, 3]));
+        assert_eq!(r.opt_platform.as_deref(), Some("iOS"));
+        let r = &rows[2];
+        assert_eq!((r.call_id.as_deref(), r.user_id.as_deref()), (None, None));
+        assert_eq!(r.payload, serde_json::from_str::<Value>(&odd).unwrap_or_default());
+
+        // Identical redeliveries are duplicates; any change in the body is another event.
+        for (q, body) in [(&q1, &v1), (&q4, &v4), (&q1, &odd)] {
+            let (status, answer) = app.post(q, body.clone()).await;
+            assert_eq!((status, answer["ErrorMessage"].as_str()), (200, Some(DUPLICATE)));
+        }
+        let changed = v1.replace("\"level\":3", "\"level\":4");
+        let (_, answer) = app.post(&q1, changed).await;
+        assert_eq!(answer["ErrorMessage"], "Success");
+        let rows = app.events().await;
+        let deliveries: Vec<i64> = rows.iter().map(|r| r.deliveries).collect();
+        assert_eq!(deliveries, vec![2, 2, 2, 1]);
+
+        // Neither known nor allowed.
+        let (status, answer) = app.post(&status_query(APP, "caller_other_thing"), v1.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (400, Some(70001)));
+        let (status, answer) = app.post(&v4_query(APP, "Call.CallbackAfterSomethingElse"), v4.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (400, Some(70001)));
+        assert_eq!(answer["ActionStatus"], "FAIL");
+        assert_eq!(app.events().await.len(), 4);
+        let kept = app.rejected().await;
+        let kept: Vec<(Option<&str>, i64, &str)> = kept.iter().map(|r| (r.command.as_deref(), r.error_code, r.body.as_str())).collect();
+        assert_eq!(kept, vec![
+            (Some("caller_other_thing"), 70001, v1.as_str()),
+            (Some("Call.CallbackAfterSomethingElse"), 70001, v4.as_str()),
+        ]);
+    }
+}
+
+both_backends! {
+    /// Without a command list, a command callhook does not know is refused and kept.
+    async fn unknown_commands_are_refused_by_default(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let body = event_body("x", "alice", Some("caller"), Some("new_thing")).to_string();
+        let (status, answer) = app.post(&status_query(APP, "caller_new_thing"), body.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (400, Some(70001)));
+        assert!(app.events().await.is_empty());
+        let kept = app.rejected().await;
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].error_code, kept[0].body.as_str()), (70001, body.as_str()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication over HTTP.
+// ---------------------------------------------------------------------------------------
+
+fn now_secs() -> i64 {
+    callhook::now_millis() / 1000
+}
+
+fn signed(query: &str, token: &str, request_time: i64) -> String {
+    let rt = request_time.to_string();
+    format!(
+        "{query}&Sign={}&RequestTime={rt}",
+        callhook::auth::sign(token, &rt)
+    )
+}
+
+both_backends! {
+    /// With a token: `token=` right or a fresh valid signature is stored; a wrong, missing
+    /// or stale credential is 403 (71102) and stores nothing at all, in either table.
+    async fn authentication_over_http(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |s| s.sign_window = Duration::from_secs(60)).await;
+        let q = status_query(TOKEN_APP, "call_end");
+        let q4 = v4_query(TOKEN_APP, "Call.CallbackAfterStartCall");
+        let body = |call: &str| status_body(call, "alice", "caller", "normal_end").to_string();
+        let start = r#"{"CallInfo":{"CallId":"auth-v4"},"UserList":[{"User_Account":"alice","Status":"Calling"}],"EventTime":1704898000000}"#;
+        let now = now_secs();
+
+        let refused = [
+            ("missing", q.clone()),
+            ("wrong token", format!("{q}&token=nope")),
+            ("token prefix", format!("{q}&token={}", &TOKEN[..TOKEN.len() - 1])),
+            ("token with suffix", format!("{q}&token={TOKEN}x")),
+            ("empty token", format!("{q}&token=")),
+            ("wrong Sign", signed(&q, "not-the-token", now)),
+            ("stale RequestTime", signed(&q, TOKEN, now - 90)),
+            ("future RequestTime", signed(&q, TOKEN, now + 90)),
+            ("Sign without RequestTime", format!("{q}&Sign={}", callhook::auth::sign(TOKEN, &now.to_string()))),
+            ("RequestTime not a number", format!("{q}&Sign={}&RequestTime=soon", callhook::auth::sign(TOKEN, "soon"))),
+            ("Sign for another time", format!("{q}&Sign={}&RequestTime={now}", callhook::auth::sign(TOKEN, &(now - 1).to_string()))),
+        ];
+        for (name, query) in &refused {
+            let (status, answer) = app.post(query, body(name)).await;
+            assert_eq!((status, answer["ErrorCode"].as_i64()), (403, Some(71102)), "{name}: {answer}");
+            assert!(answer.get("ActionStatus").is_none(), "{name}");
+        }
+        let (status, answer) = post_raw(&app, &signed(&q4, TOKEN, now - 90), start.as_bytes().to_vec()).await;
+        assert_eq!(status, 403);
+        let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+        assert_eq!((answer["ActionStatus"].as_str(), answer["ErrorCode"].as_i64()), (Some("FAIL"), Some(71102)));
+        // A token is not a key for another app.
+        let (status, _) = app.post(&format!("{}&token={TOKEN}", status_query(1_400_000_003, "call_end")), body("other")).await;
+        assert_eq!(status, 403);
+        assert!(app.events().await.is_empty(), "nothing unauthenticated is stored");
+        assert!(app.rejected().await.is_empty(), "nor kept as a rejected delivery");
+
+        let accepted = [
+            ("token", format!("{q}&token={TOKEN}")),
+            ("token first", format!("token={TOKEN}&{q}")),
+            ("Sign", signed(&q, TOKEN, now)),
+            ("Sign near the window's edge", signed(&q, TOKEN, now - 50)),
+            ("upper-case Sign", {
+                let rt = now.to_string();
+                format!("{q}&SIGN={}&requesttime={rt}", callhook::auth::sign(TOKEN, &rt).to_uppercase())
+            }),
+        ];
+        for (name, query) in &accepted {
+            let (status, answer) = app.post(query, body(name)).await;
+            assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{name}: {answer}");
+        }
+        let (status, answer) = post_raw(&app, &signed(&q4, TOKEN, now), start.as_bytes().to_vec()).await;
+        assert_eq!((status, answer.as_str()), (200, V4_OK));
+        let rows = app.events().await;
+        let calls: Vec<&str> = rows.iter().filter_map(|r| r.call_id.as_deref()).collect();
+        assert_eq!(calls, vec!["token", "token first", "Sign", "Sign near the window's edge", "upper-case Sign", "auth-v4"]);
+        assert!(rows.iter().all(|r| r.sdkappid == TOKEN_APP));
+
+        // An app without a token ignores credentials.
+        let (status, _) = app.post(&format!("{}&token=anything", status_query(APP, "call_end")), body("open")).await;
+        assert_eq!(status, 200);
+
+        // Authenticated but malformed: kept, with the secrets redacted.
+        let with_token = format!("{q}&token={TOKEN}");
+        let with_sign = signed(&q, TOKEN, now);
+        app.post(&with_token, "{not json".to_owned()).await;
+        app.post(&with_sign, "[]".to_owned()).await;
+        let kept = app.rejected().await;
+        assert_eq!(kept.len(), 2);
+        let sign = callhook::auth::sign(TOKEN, &now.to_string());
+        for row in &kept {
+            assert_eq!(row.sdkappid, TOKEN_APP);
+            assert!(!row.query.contains(TOKEN), "token redacted: {}", row.query);
+            assert!(!row.query.contains(&sign), "Sign redacted: {}", row.query);
+            assert!(row.query.contains("REDACTED"));
+            assert!(row.query.contains("command=call_end"));
+        }
+        assert!(kept[1].query.contains(&format!("RequestTime={now}")));
+    }
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The token never shows in the logs, at any level, whether the delivery is accepted or
+/// refused. The runtime has one thread, so a thread-local subscriber sees every log line of
+/// the request path.
+#[tokio::test(flavor = "current_thread")]
+async fn tokens_never_appear_in_logs() {
+    // `tracing` caches, per callsite, whether anyone listens. With a single registered
+    // dispatcher it asks only the registering thread's default, so a callsite first hit by
+    // another test's thread would be cached as "never" and our lines lost. A second
+    // registered dispatcher makes it ask every dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let q = status_query(TOKEN_APP, "call_end");
+    let body = status_body("log-1", "alice", "caller", "normal_end").to_string();
+    let now = now_secs();
+    let sign = callhook::auth::sign(TOKEN, &now.to_string());
+    for query in [
+        format!("{q}&token={TOKEN}"),
+        format!("{q}&token={TOKEN}-wrong"),
+        format!("{q}&Sign={sign}&RequestTime={now}"),
+        format!("{q}&Sign={sign}&RequestTime={}", now - 1000),
+    ] {
+        app.post(&query, body.clone()).await;
+        app.post(&query, "{broken".to_owned()).await;
+    }
+    app.stop().await;
+    let text = String::from_utf8_lossy(
+        &logs
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    assert!(
+        text.contains("callback refused"),
+        "the capture works: {text}"
+    );
+    assert!(!text.contains(TOKEN), "the token is not logged:\n{text}");
+    assert!(
+        !text.contains(&sign),
+        "the signature is not logged:\n{text}"
+    );
+}
