@@ -1,7 +1,7 @@
 //! The three callback families end to end: a fixture for every command of every family,
 //! parsed by the protocol module and stored through the real endpoint on both backends;
 //! the event and v4 families' specifics; commands callhook does not know; authentication
-//! over HTTP.
+//! over HTTP; and hundreds of hostile and mutated bodies.
 //!
 //! Fixtures live in `tests/fixtures/<family>/<command>.json` (the body as Tencent would
 //! send it, our own values) with `<command>.expected.json` beside it: the stored row(s),
@@ -193,6 +193,16 @@ fn ctx<'a>(command: &'a str) -> Context<'a> {
         remote_addr: None,
         received_at: 1_704_900_000_000,
     }
+}
+
+/// Parses a body the way the endpoint does for `query`.
+fn parse_like_endpoint(
+    query: &str,
+    body: &[u8],
+) -> Result<Vec<EventRow>, callhook::protocol::Rejection> {
+    let q = callhook::protocol::CallbackQuery::parse(query);
+    let command = q.command.clone().unwrap_or_default();
+    parse_delivery(classify(&command), q.v4_style, &ctx(&command), body)
 }
 
 /// POSTs and returns the status and the answer's exact text.
@@ -814,4 +824,590 @@ async fn tokens_never_appear_in_logs() {
         !text.contains(&sign),
         "the signature is not logged:\n{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input.
+// ---------------------------------------------------------------------------------------
+
+/// A small deterministic generator (xorshift64*), so every run sends the same mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Bytes and snippets that tend to matter to a JSON parser.
+const INTERESTING_BYTES: &[u8] = b"\"{}[]\\,:0-9eE.+ \t\n\0\x7f\xc3\xef\xff";
+const INTERESTING_SNIPPETS: &[&str] = &[
+    "\\u0000",
+    "\\ud800",
+    "\\udc00\\ud800",
+    "1e999999",
+    "-1e-999999",
+    "18446744073709551616",
+    "9223372036854775808",
+    "[[[[[[[[",
+    "]]]]",
+    "null",
+    "\"\"",
+    ",",
+    "\u{feff}",
+    "\\",
+    "\"CallId\":\"dup\",",
+    "\"UserId\":1e400,",
+];
+
+/// Mutations of one fixture: byte flips, interesting bytes, truncations, deleted and
+/// duplicated spans, inserted snippets.
+fn mutations(body: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let len = body.len();
+    for _ in 0..6 {
+        let (i, x) = (rng.below(len), (rng.below(255) + 1) as u8);
+        let mut b = body.to_vec();
+        b[i] ^= x;
+        out.push((format!("flip byte {i} ^ {x:#04x}"), b));
+    }
+    for _ in 0..3 {
+        let (i, x) = (rng.below(len), *rng.pick(INTERESTING_BYTES));
+        let mut b = body.to_vec();
+        b[i] = x;
+        out.push((format!("byte {i} = {x:#04x}"), b));
+    }
+    for cut in [len / 2, rng.below(len), rng.below(len), len - 1] {
+        out.push((format!("truncated at {cut}"), body[..cut].to_vec()));
+    }
+    let (a, b) = (rng.below(len), rng.below(len));
+    let (a, b) = (a.min(b), a.max(b));
+    out.push((
+        format!("bytes {a}..{b} deleted"),
+        [&body[..a], &body[b..]].concat(),
+    ));
+    out.push((
+        format!("bytes {a}..{b} doubled"),
+        [&body[..b], &body[a..]].concat(),
+    ));
+    for _ in 0..2 {
+        let (i, s) = (rng.below(len), *rng.pick(INTERESTING_SNIPPETS));
+        out.push((
+            format!("{s:?} inserted at {i}"),
+            [&body[..i], s.as_bytes(), &body[i..]].concat(),
+        ));
+    }
+    out
+}
+
+/// Hand-made hostile bodies with the error code each must get (0: stored), for a status
+/// or event query (v4 ones for `Call.CallbackAfterStartCall`).
+///
+/// The classes: not JSON at all, or not a JSON object: 71001; JSON that cannot be stored
+/// unchanged (`\u0000`, lone surrogates, deeper than 64 levels, absurd numbers), wherever
+/// it sits: 71003; a known field ill-typed or given twice: 71002; over the limit: 71203.
+fn hostile_bodies(limit: usize) -> Vec<(String, u32, Vec<u8>)> {
+    let ok = |extra: &str| {
+        format!(r#"{{"CallId":"h","UserId":"u","Role":"caller",{extra}"EventTime":1704899000}}"#)
+    };
+    let deep_array = format!(
+        r#"{{"CallId":"h","UserId":"u","X":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let deep_object = format!(
+        r#"{{"CallId":"h","UserId":"u","X":{}1{}}}"#,
+        "{\"a\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
+    let deep_typed = format!(
+        r#"{{"CallId":"h","UserId":{}"u"{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let fill = |unit: &str, room: usize| {
+        let head = r#"{"CallId":"h","UserId":"big","X":["#;
+        let n = room.saturating_sub(head.len() + 2) / (unit.len() + 1);
+        let items = vec![unit; n.max(1)].join(",");
+        format!("{head}{items}]}}")
+    };
+    let mut v: Vec<(String, u32, Vec<u8>)> = vec![
+        ("empty".into(), 71001, vec![]),
+        ("whitespace".into(), 71001, b" \r\n\t ".to_vec()),
+        ("null".into(), 71001, b"null".to_vec()),
+        ("array".into(), 71001, b"[]".to_vec()),
+        ("string".into(), 71001, b"\"{}\"".to_vec()),
+        ("number".into(), 71001, b"12".to_vec()),
+        ("empty object".into(), 71002, b"{}".to_vec()),
+        (
+            "10k nested arrays, ignored field".into(),
+            71003,
+            deep_array.into_bytes(),
+        ),
+        (
+            "10k nested objects, ignored field".into(),
+            71003,
+            deep_object.into_bytes(),
+        ),
+        (
+            "10k nested arrays, typed field".into(),
+            71003,
+            deep_typed.into_bytes(),
+        ),
+        (
+            "10k open brackets".into(),
+            71001,
+            "[".repeat(10_000).into_bytes(),
+        ),
+        (
+            "10k open objects".into(),
+            71001,
+            "{\"a\":".repeat(10_000).into_bytes(),
+        ),
+        (
+            "65 levels".into(),
+            71003,
+            ok(&format!(r#""X":{}{},"#, "[".repeat(65), "]".repeat(65))).into_bytes(),
+        ),
+        (
+            "64 levels".into(),
+            0,
+            ok(&format!(r#""X":{}{},"#, "[".repeat(63), "]".repeat(63))).into_bytes(),
+        ),
+        (
+            "array of numbers up to the limit".into(),
+            0,
+            fill("1", limit).into_bytes(),
+        ),
+        (
+            "array of objects up to the limit".into(),
+            0,
+            fill("{}", limit).into_bytes(),
+        ),
+        (
+            "array of strings up to the limit".into(),
+            0,
+            fill("\"\\u00e9\"", limit).into_bytes(),
+        ),
+        (
+            "array one byte over the limit".into(),
+            71203,
+            fill("1", limit + 64).into_bytes(),
+        ),
+        (
+            "invalid UTF-8".into(),
+            71001,
+            [&b"{\"CallId\":\"h\",\"UserId\":\""[..], b"\xff\xfe", b"\"}"].concat(),
+        ),
+        (
+            "overlong UTF-8".into(),
+            71001,
+            [&b"{\"CallId\":\"h\",\"UserId\":\""[..], b"\xc0\xaf", b"\"}"].concat(),
+        ),
+        (
+            "UTF-8 encoded surrogate".into(),
+            71001,
+            [
+                &b"{\"CallId\":\"h\",\"UserId\":\""[..],
+                b"\xed\xa0\x80",
+                b"\"}",
+            ]
+            .concat(),
+        ),
+        (
+            "truncated UTF-8".into(),
+            71001,
+            [&b"{\"CallId\":\"h\",\"UserId\":\"\xe2\x82"[..], b"\"}"].concat(),
+        ),
+        (
+            "lone high surrogate, typed".into(),
+            71003,
+            br#"{"CallId":"h","UserId":"\ud800"}"#.to_vec(),
+        ),
+        (
+            "lone low surrogate, typed".into(),
+            71003,
+            br#"{"CallId":"h","UserId":"\udc00x"}"#.to_vec(),
+        ),
+        (
+            "lone surrogate, ignored".into(),
+            71003,
+            ok(r#""X":"\ud83d","#).into_bytes(),
+        ),
+        (
+            "reversed surrogates, ignored".into(),
+            71003,
+            ok(r#""X":"\ude00\ud83d","#).into_bytes(),
+        ),
+        (
+            "surrogate in a key".into(),
+            71003,
+            ok(r#""\ud800":1,"#).into_bytes(),
+        ),
+        (
+            "valid surrogate pair".into(),
+            0,
+            ok(r#""X":"\ud83d\ude00","#).into_bytes(),
+        ),
+        (
+            "duplicate typed key".into(),
+            71002,
+            ok(r#""CallId":"h2","#).into_bytes(),
+        ),
+        (
+            "duplicate ignored key".into(),
+            0,
+            ok(r#""X":1,"X":2,"#).into_bytes(),
+        ),
+        (
+            "i64 overflow".into(),
+            71002,
+            ok(r#""TotalNum":9223372036854775808,"#).into_bytes(),
+        ),
+        (
+            "i64 min".into(),
+            0,
+            ok(r#""TotalNum":-9223372036854775808,"#).into_bytes(),
+        ),
+        (
+            "u64 overflow".into(),
+            71002,
+            ok(r#""TotalNum":18446744073709551616,"#).into_bytes(),
+        ),
+        (
+            "f64 overflow, typed".into(),
+            71002,
+            ok(r#""EndTs":1e309,"#).into_bytes(),
+        ),
+        (
+            "1e999999, typed".into(),
+            71003,
+            ok(r#""EndTs":1e999999,"#).into_bytes(),
+        ),
+        (
+            "1e999999, ignored".into(),
+            71003,
+            ok(r#""X":1e999999,"#).into_bytes(),
+        ),
+        (
+            "-1e-999999, ignored".into(),
+            71003,
+            ok(r#""X":-1e-999999,"#).into_bytes(),
+        ),
+        ("1e400, ignored".into(), 0, ok(r#""X":1e400,"#).into_bytes()),
+        (
+            "1000-digit id".into(),
+            0,
+            ok(&format!(r#""X":{},"#, "7".repeat(1000))).into_bytes(),
+        ),
+        (
+            "1001-digit number".into(),
+            71003,
+            ok(&format!(r#""X":{},"#, "7".repeat(1001))).into_bytes(),
+        ),
+        (
+            "huge numeric UserId".into(),
+            0,
+            format!(r#"{{"CallId":"h","UserId":{}}}"#, "9".repeat(400)).into_bytes(),
+        ),
+        (
+            "fractional timestamp".into(),
+            0,
+            ok(r#""StartCallTs":1704899000.75,"#).into_bytes(),
+        ),
+        (
+            "negative timestamp".into(),
+            0,
+            ok(r#""StartCallTs":-1704899000,"#).into_bytes(),
+        ),
+        (
+            "timestamp after 9999".into(),
+            0,
+            ok(r#""StartCallTs":9999999999999999,"#).into_bytes(),
+        ),
+        (
+            "raw NUL in a string".into(),
+            71001,
+            ok("\"X\":\"a\0b\",").into_bytes(),
+        ),
+        (
+            "raw NUL between tokens".into(),
+            71001,
+            ok("\"X\":1,\0").into_bytes(),
+        ),
+        (
+            "escaped NUL, typed".into(),
+            71003,
+            ok(r#""RoomId":"a\u0000b","#).into_bytes(),
+        ),
+        (
+            "escaped NUL, ignored".into(),
+            71003,
+            ok(r#""X":"\u0000","#).into_bytes(),
+        ),
+        (
+            "escaped NUL in a key".into(),
+            71003,
+            ok(r#""\u0000":1,"#).into_bytes(),
+        ),
+        (
+            "BOM".into(),
+            0,
+            [&b"\xef\xbb\xbf"[..], ok("").as_bytes()].concat(),
+        ),
+        (
+            "two BOMs".into(),
+            71001,
+            [&b"\xef\xbb\xbf\xef\xbb\xbf"[..], ok("").as_bytes()].concat(),
+        ),
+        ("BOM inside".into(), 71001, ok("\u{feff}").into_bytes()),
+        (
+            "UTF-16 body".into(),
+            71001,
+            ok("").encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        ),
+        (
+            "trailing garbage".into(),
+            71001,
+            format!("{}x", ok("")).into_bytes(),
+        ),
+        (
+            "two objects".into(),
+            71001,
+            format!("{}{}", ok(""), ok("")).into_bytes(),
+        ),
+        (
+            "trailing comma".into(),
+            71001,
+            br#"{"CallId":"h","UserId":"u",}"#.to_vec(),
+        ),
+        (
+            "comments".into(),
+            71001,
+            b"{\"CallId\":\"h\", // the call\n\"UserId\":\"u\"}".to_vec(),
+        ),
+        (
+            "single quotes".into(),
+            71001,
+            b"{'CallId':'h','UserId':'u'}".to_vec(),
+        ),
+        (
+            "bad escape".into(),
+            71001,
+            br#"{"CallId":"h","UserId":"\x41"}"#.to_vec(),
+        ),
+        (
+            "bad unicode escape".into(),
+            71001,
+            br#"{"CallId":"h","UserId":"\uZZZZ"}"#.to_vec(),
+        ),
+        (
+            "control character".into(),
+            71001,
+            ok("\"X\":\"\x01\",").into_bytes(),
+        ),
+        ("NaN".into(), 71001, ok(r#""TotalNum":NaN,"#).into_bytes()),
+        (
+            "Infinity".into(),
+            71001,
+            ok(r#""TotalNum":Infinity,"#).into_bytes(),
+        ),
+        (
+            "leading zeros".into(),
+            71001,
+            ok(r#""TotalNum":007,"#).into_bytes(),
+        ),
+        (
+            "bool as id".into(),
+            71002,
+            br#"{"CallId":true,"UserId":"u"}"#.to_vec(),
+        ),
+        (
+            "number as CallResult".into(),
+            0,
+            ok(r#""CallResult":5,"#).into_bytes(),
+        ),
+        (
+            "object as CallResult".into(),
+            71002,
+            ok(r#""CallResult":{},"#).into_bytes(),
+        ),
+        (
+            "long key".into(),
+            0,
+            ok(&format!(r#""{}":1,"#, "k".repeat(30_000))).into_bytes(),
+        ),
+        (
+            "long string".into(),
+            0,
+            ok(&format!(r#""X":"{}","#, "\\n".repeat(20_000))).into_bytes(),
+        ),
+        (
+            "many keys".into(),
+            0,
+            ok(&(0..3000)
+                .map(|i| format!("\"k{i}\":{i},"))
+                .collect::<String>())
+            .into_bytes(),
+        ),
+    ];
+    let v4_start = |user_list: &str| {
+        format!(
+            r#"{{"CallInfo":{{"CallId":"h4"}},"UserList":{user_list},"EventTime":1704899000000}}"#
+        )
+        .into_bytes()
+    };
+    let users = (0..2500)
+        .map(|i| format!(r#"{{"User_Account":{i}}}"#))
+        .collect::<Vec<_>>()
+        .join(",");
+    v.push((
+        "v4 huge UserList".into(),
+        0,
+        v4_start(&format!("[{users}]")),
+    ));
+    v.push(("v4 UserList not a list".into(), 71002, v4_start("5")));
+    v.push((
+        "v4 UserList of nulls".into(),
+        71002,
+        v4_start("[null,null]"),
+    ));
+    v.push(("v4 UserList of numbers".into(), 71002, v4_start("[1,2]")));
+    v
+}
+
+/// Each hand-made hostile body gets its documented class from the protocol module, for
+/// the status, event and v4 families alike.
+#[test]
+fn hostile_bodies_are_classified() {
+    let limit = 65_536;
+    for (name, want, body) in hostile_bodies(limit) {
+        let queries = if name.starts_with("v4") {
+            vec![v4_query(APP, "Call.CallbackAfterStartCall")]
+        } else {
+            vec![
+                status_query(APP, "call_end"),
+                status_query(APP, "caller_start_call"),
+            ]
+        };
+        for q in queries {
+            let got = if body.len() > limit {
+                71203
+            } else {
+                match parse_like_endpoint(&q, &body) {
+                    Ok(_) => 0,
+                    Err(r) => r.code.code(),
+                }
+            };
+            assert_eq!(got, want, "{name} ({q})");
+        }
+    }
+}
+
+both_backends! {
+    /// Hundreds of hostile and mutated bodies: every answer is a JSON envelope, 200 or 4xx,
+    /// over a connection that stays usable; the answer agrees with what the protocol module
+    /// says about the same bytes; valid ones are stored (once per distinct event) and
+    /// refused ones kept in rejected_deliveries. The service still answers afterwards.
+    async fn hostile_and_mutated_bodies_never_fail_the_service(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let limit = app.state.settings.body_limit;
+        let fixtures = fixtures();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut cases: Vec<(String, String, Vec<u8>)> = Vec::new();
+        for f in &fixtures {
+            for (name, body) in mutations(&f.body, &mut rng) {
+                cases.push((format!("{}: {name}", f.command), f.query(), body));
+            }
+        }
+        let status_q = status_query(APP, "call_end");
+        let event_q = status_query(APP, "caller_start_call");
+        let v4_q = v4_query(APP, "Call.CallbackAfterStartCall");
+        for (name, _, body) in hostile_bodies(limit) {
+            let q = if name.starts_with("v4") { &v4_q } else if body.len() % 2 == 0 { &status_q } else { &event_q };
+            cases.push((name, q.clone(), body));
+        }
+        assert!(cases.len() >= 500, "{} cases", cases.len());
+
+        let mut keys = HashSet::new();
+        let mut refused = Vec::new();
+        let mut stored = 0;
+        for (name, query, body) in &cases {
+            let expected = if body.len() > limit {
+                Err((413, 71203))
+            } else {
+                parse_like_endpoint(query, body).map_err(|r| (r.code.http_status(), i64::from(r.code.code())))
+            };
+            let (status, answer) = app.post(query, body.clone()).await;
+            assert!(status < 500, "{name}: {status} {answer}");
+            let code = answer["ErrorCode"].as_i64();
+            assert!(answer["ErrorMessage"].is_string(), "{name}: {answer}");
+            match &expected {
+                Ok(rows) => {
+                    assert_eq!((status, code), (200, Some(0)), "{name}: valid, must be stored: {answer}");
+                    keys.extend(rows.iter().map(|r| r.dedupe_key));
+                    stored += 1;
+                }
+                Err((want_status, want_code)) => {
+                    assert_eq!((status, code), (*want_status, Some(*want_code)), "{name}: {answer}");
+                    refused.push(*want_code);
+                }
+            }
+        }
+        let codes: BTreeSet<i64> = refused.iter().copied().collect();
+        eprintln!("hostile: {} cases, {stored} stored, {} refused, codes {codes:?}", cases.len(), refused.len());
+        assert!(stored > 20 && refused.len() > 300, "both kinds are exercised: {stored} stored, {} refused", refused.len());
+        assert_eq!(codes, BTreeSet::from([71001, 71002, 71003, 71203]), "every body refusal class is exercised");
+        // Counted in SQL: some stored payloads hold numbers beyond f64, which the test
+        // helper's serde_json::Value cannot represent.
+        let rows = scalar(app.store(), "SELECT count(*) FROM call_events").await;
+        assert_eq!(rows, keys.len() as i64, "one row per distinct valid event");
+        let kept: Vec<i64> = app.rejected().await.iter().map(|r| r.error_code).collect();
+        assert_eq!(kept, refused, "every refusal is kept, in order");
+
+        let (status, _) = app.get("/healthz").await;
+        assert_eq!(status, 200, "the service still answers");
+        let (status, answer) = app.post_status("call_end", &status_body("after", "u", "caller", "cancel")).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)));
+    }
+}
+
+both_backends! {
+    /// Hostile queries: every answer is a non-5xx envelope.
+    async fn hostile_queries_are_answered(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let body = status_body("q", "u", "caller", "cancel").to_string();
+        let long = "c".repeat(6000);
+        let queries = [
+            format!("sdkappid={APP}&command=%00"),
+            format!("sdkappid={APP}&command=%FF%FE"),
+            format!("sdkappid={APP}&command=%"),
+            format!("sdkappid={APP}&command={long}"),
+            format!("sdkappid={APP}&command=call_end&contenttype=%00"),
+            format!("sdkappid={APP}%00&command=call_end"),
+            format!("sdkappid=+{APP}&command=call_end"),
+            "sdkappid=99999999999999999999999&command=call_end".to_owned(),
+            "sdkappid=-1&command=call_end".to_owned(),
+            format!("SDKAPPID={APP}&COMMAND=CALL_END&CONTENTTYPE=JSON"),
+            format!("sdkappid={APP}&command=call_end&sdkappid=1"),
+            format!("sdkappid={APP}&CallbackCommand="),
+            "&&&==&=".to_owned(),
+            String::new(),
+        ];
+        for q in &queries {
+            let (status, answer) = app.post(q, body.clone()).await;
+            assert!(status < 500 && answer["ErrorCode"].is_i64(), "{q}: {status} {answer}");
+        }
+        let (status, _) = app.get("/healthz").await;
+        assert_eq!(status, 200);
+    }
 }
