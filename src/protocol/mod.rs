@@ -6,6 +6,8 @@
 //! raw body  ──► UTF-8 ──► typed body (v1 / v4) ──► storable? ──► Vec<EventRow>
 //! ```
 
+#[cfg(test)]
+mod proptests;
 pub mod query;
 pub mod reply;
 pub mod scan;
