@@ -1411,3 +1411,42 @@ both_backends! {
         assert_eq!(status, 200);
     }
 }
+
+both_backends! {
+    /// A NUL in a query value (found by fuzzing: it reached `command`, `event`,
+    /// `client_ip` and `opt_platform`, which PostgreSQL text cannot hold) is decoded like
+    /// invalid UTF-8, as U+FFFD: the delivery or its refusal is stored the same way on
+    /// both backends.
+    async fn nul_in_query_values_is_stored_as_replacement_character(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let body = event_body("nul-q", "alice", Some("caller"), None).to_string();
+        let q = format!("sdkappid={APP}&command=caller_start_call&contenttype=json&clientip=10.0.0.1%00&optplatform=i%00OS");
+        let (status, answer) = app.post(&q, body.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{answer}");
+        let rows = app.events().await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].client_ip.as_deref(), Some("10.0.0.1\u{FFFD}"));
+        assert_eq!(rows[0].opt_platform.as_deref(), Some("i\u{FFFD}OS"));
+
+        // An unknown command with a NUL is refused, and the refusal is kept.
+        let q = status_query(APP, "caller_start_call%00");
+        let (status, answer) = app.post(&q, body.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (400, Some(70001)), "{answer}");
+        let kept = app.rejected().await;
+        assert_eq!(kept.len(), 1, "the refusal is kept on {backend:?}");
+        assert_eq!(kept[0].command.as_deref(), Some("caller_start_call\u{FFFD}"));
+        assert_eq!(kept[0].query, q);
+
+        // Allowed as it arrives (the allow-list is compared after decoding), it is stored.
+        drop(app);
+        let app = TestApp::spawn_with(backend, |s| {
+            if let Some(a) = s.apps.get_mut(&APP) {
+                a.commands = Some(HashSet::from(["caller_start_call\u{FFFD}".to_owned()]));
+            }
+        }).await;
+        let (status, answer) = app.post(&q, body.clone()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{answer}");
+        let rows = app.events().await;
+        assert_eq!(rows[0].command, "caller_start_call\u{FFFD}");
+    }
+}
