@@ -561,13 +561,17 @@ both_backends! {
     /// the payload and whatever common fields it has; an identical redelivery is a
     /// duplicate. A command neither known nor allowed is refused with 70001 and kept.
     async fn unknown_but_allowed_commands_are_stored_generically(backend: Backend) {
+        // The app as a configuration file declares it, resolved the way `serve` does.
+        let mut commands: Vec<String> = callhook::protocol::known_commands().map(|c| format!("{c:?}")).collect();
+        commands.extend(["\"caller_new_thing\"".to_owned(), "\"Call.CallbackAfterSomethingNew\"".to_owned()]);
+        let toml = format!("[[apps]]\nsdkappid = {APP}\ncommands = [{}]\n", commands.join(", "));
+        let file = callhook::config::FileConfig::parse(&toml).unwrap_or_else(|e| panic!("{e}"));
+        let resolved = callhook::config::Settings::resolve(&callhook::cli::ServeArgs::default(), file, None, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let configured = resolved.apps.get(&APP).cloned().unwrap_or_else(|| panic!("no app"));
+        assert_eq!(configured.commands.as_ref().map(|c| c.len()), Some(31));
         let app = TestApp::spawn_with(backend, |s| {
-            let mut list: HashSet<String> = callhook::protocol::known_commands().map(str::to_ascii_lowercase).collect();
-            list.insert("caller_new_thing".to_owned());
-            list.insert("call.callbackaftersomethingnew".to_owned());
-            if let Some(a) = s.apps.get_mut(&APP) {
-                a.commands = Some(list);
-            }
+            s.apps.insert(APP, configured);
         }).await;
 
         let v1 = json!({
