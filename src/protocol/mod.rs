@@ -6,6 +6,8 @@
 //! raw body  ──► UTF-8 ──► typed body (v1 / v4) ──► storable? ──► Vec<EventRow>
 //! ```
 
+#[cfg(test)]
+mod proptests;
 pub mod query;
 pub mod reply;
 pub mod scan;
@@ -278,57 +280,73 @@ pub fn parse_delivery(
     }
     let payload: Arc<str> = Arc::from(text);
     let rows = match kind {
-        Kind::Status => vec![v1::status_row(parse_json(text)?, ctx, &payload)?],
-        Kind::Event => vec![v1::event_row(parse_json(text)?, ctx, &payload)?],
-        Kind::V4StartCall => vec![v4::start_call_row(parse_json(text)?, ctx, &payload)?],
-        Kind::V4EndCall => vec![v4::end_call_row(parse_json(text)?, ctx, &payload)?],
-        Kind::V4MemberChanged => v4::member_changed_rows(parse_json(text)?, ctx, &payload)?,
-        Kind::Unknown if v4_style => vec![v4::generic_row(parse_lenient(text)?, ctx, &payload)],
-        Kind::Unknown => vec![v1::generic_row(parse_lenient(text)?, ctx, &payload)],
+        Kind::Status => vec![v1::status_row(typed(text)?, ctx, &payload)?],
+        Kind::Event => vec![v1::event_row(typed(text)?, ctx, &payload)?],
+        Kind::V4StartCall => vec![v4::start_call_row(typed(text)?, ctx, &payload)?],
+        Kind::V4EndCall => vec![v4::end_call_row(typed(text)?, ctx, &payload)?],
+        Kind::V4MemberChanged => v4::member_changed_rows(typed(text)?, ctx, &payload)?,
+        Kind::Unknown if v4_style => vec![v4::generic_row(lenient(text)?, ctx, &payload)],
+        Kind::Unknown => vec![v1::generic_row(lenient(text)?, ctx, &payload)],
     };
-    scan::check_storable(text)
-        .map_err(|why| Rejection::new(ErrorCode::Unstorable, format!("body {why}")))?;
     Ok(rows)
 }
 
-/// Parses a typed body; the error names the offending field's path.
-fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() && path != "." {
-            Rejection::new(ErrorCode::InvalidField, format!("{path}: {inner}"))
-        } else {
-            Rejection::new(
-                ErrorCode::InvalidJson,
-                format!("body is not valid JSON: {inner}"),
-            )
-        }
-    })?;
-    de.end().map_err(|e| {
-        Rejection::new(
-            ErrorCode::InvalidJson,
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
+/// A typed body from JSON that can be stored unchanged.
+fn typed<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
+    let value = parse_json(text)?;
+    storable(text)?;
     Ok(value)
 }
 
 /// For commands callhook does not know: typed fields when they parse, otherwise none
-/// (the JSON itself must still be valid).
-fn parse_lenient<'a, T: Deserialize<'a> + Default>(text: &'a str) -> Result<T, Rejection> {
+/// (the body must still be valid JSON that can be stored unchanged).
+fn lenient<'a, T: Deserialize<'a> + Default>(text: &'a str) -> Result<T, Rejection> {
     match parse_json(text) {
-        Ok(v) => Ok(v),
-        Err(r) if r.code == ErrorCode::InvalidField => {
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
-                Rejection::new(
-                    ErrorCode::InvalidJson,
-                    format!("body is not valid JSON: {e}"),
-                )
-            })?;
-            Ok(T::default())
+        Ok(v) => {
+            storable(text)?;
+            Ok(v)
         }
+        // `parse_json` only says "field" once the body is known to be valid and storable.
+        Err(r) if r.code == ErrorCode::InvalidField => Ok(T::default()),
         Err(r) => Err(r),
     }
+}
+
+fn storable(text: &str) -> Result<(), Rejection> {
+    scan::check_storable(text)
+        .map_err(|why| Rejection::new(ErrorCode::Unstorable, format!("body {why}")))
+}
+
+/// Parses a typed body.
+///
+/// A failure is classified by what is wrong with the body as a whole, not by the field the
+/// typed parser happened to meet it in, so the same hostile content gets the same answer
+/// wherever it sits: not JSON at all (71001); JSON that cannot be stored unchanged, such
+/// as a lone surrogate or an absurd number (71003); otherwise a field that is ill-typed or
+/// given twice (71002, naming the field's path).
+fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let (path, err) = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => match de.end() {
+            Ok(()) => return Ok(value),
+            Err(e) => (String::new(), e),
+        },
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("body is not valid JSON: {e}"),
+        ));
+    }
+    storable(text)?;
+    let at = if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    Err(Rejection::new(
+        ErrorCode::InvalidField,
+        format!("{at}{err}"),
+    ))
 }

@@ -26,6 +26,10 @@ pub struct CallbackQuery {
 impl CallbackQuery {
     /// Parses a raw query string. Never fails: invalid percent-encoding is kept as text
     /// and validated where the value is used. The first occurrence of a name wins.
+    ///
+    /// Values are decoded leniently and always storable: invalid UTF-8 becomes U+FFFD
+    /// (as `form_urlencoded` decodes it), and so does NUL (`%00`), which no PostgreSQL text
+    /// column can hold. `command`, `clientip` and `optplatform` reach the database.
     pub fn parse(raw: &str) -> Self {
         let mut q = Self::default();
         let mut callback_command = None;
@@ -43,7 +47,11 @@ impl CallbackQuery {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(value.into_owned());
+                *slot = Some(if value.contains('\0') {
+                    value.replace('\0', "\u{FFFD}")
+                } else {
+                    value.into_owned()
+                });
             }
         }
         if callback_command.is_some() {
@@ -133,6 +141,14 @@ mod tests {
         let q = CallbackQuery::parse("command=call_end&command=reject");
         assert_eq!(q.command.as_deref(), Some("call_end"));
         assert!(!q.v4_style);
+    }
+
+    #[test]
+    fn values_are_storable_text() {
+        let q = CallbackQuery::parse("command=call_end%00&clientip=%FF1&OptPlatform=i%00OS");
+        assert_eq!(q.command.as_deref(), Some("call_end\u{FFFD}"));
+        assert_eq!(q.clientip.as_deref(), Some("\u{FFFD}1"));
+        assert_eq!(q.optplatform.as_deref(), Some("i\u{FFFD}OS"));
     }
 
     #[test]

@@ -38,23 +38,27 @@ pub fn unix_time(value: Option<i64>) -> Option<Millis> {
 
 /// Lower snake case: `NormalEnd` → `normal_end`, `Not_answer` → `not_answer`,
 /// `Hang Up` → `hang_up`. Idempotent: normalising a normalised value changes nothing.
+///
+/// Any whitespace, `-`, `_` and `.` separate words; a word starts at a letter with a lower
+/// case (upper or title case) that follows a lower-case letter or a digit, or that ends a
+/// run of them before a lower-case letter (`HTTPServer` → `http_server`). Letters are
+/// lowered; everything else is kept.
 pub fn normalize(raw: &str) -> String {
-    let raw = raw.trim();
-    let mut out = String::with_capacity(raw.len() + 4);
     let chars: Vec<char> = raw.chars().collect();
+    let mut out = String::with_capacity(raw.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
-        if c == ' ' || c == '-' || c == '_' || c == '.' {
+        if is_separator(c) {
             if !out.is_empty() && !out.ends_with('_') {
                 out.push('_');
             }
             continue;
         }
-        if c.is_uppercase() {
+        if has_lower_case(c) {
             let prev = i.checked_sub(1).map(|p| chars[p]);
             let next = chars.get(i + 1).copied();
             let boundary = match prev {
                 Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                Some(p) if has_lower_case(p) => next.is_some_and(|n| n.is_lowercase()),
                 _ => false,
             };
             if boundary && !out.is_empty() && !out.ends_with('_') {
@@ -69,6 +73,18 @@ pub fn normalize(raw: &str) -> String {
         out.pop();
     }
     out
+}
+
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '-' | '_' | '.')
+}
+
+/// Whether lowering changes `c` (upper and title case letters). Deciding word boundaries
+/// by this, rather than by `char::is_uppercase`, keeps `normalize` idempotent: its output
+/// has no such letter left, so a second pass finds no boundary the first did not.
+fn has_lower_case(c: char) -> bool {
+    let mut lower = c.to_lowercase();
+    !(lower.next() == Some(c) && lower.next().is_none())
 }
 
 /// Defines a vocabulary enum: known values as variants, anything else kept as
@@ -278,6 +294,15 @@ mod tests {
             ("iOS", "i_os"),
             ("", ""),
             ("__", ""),
+            // Not idempotent before: Unicode whitespace was kept inside, then trimmed by a
+            // second pass (found by the property tests); an upper-case letter without a
+            // lower case started a word only on the second pass.
+            ("_\ta", "a"),
+            ("a\u{3000}-", "a"),
+            ("a\u{3000}b", "a_b"),
+            ("A\u{1D400}", "a\u{1D400}"),
+            // Title case letters are lowered too.
+            ("\u{1C5}ungla", "\u{1C6}ungla"),
         ] {
             assert_eq!(normalize(raw), want, "normalize({raw:?})");
         }

@@ -11,6 +11,7 @@ mod pg;
 mod process;
 
 mod callback;
+mod families;
 mod operations;
 mod send;
 mod spool;
