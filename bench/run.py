@@ -8,6 +8,7 @@ Measures, in one run, interleaved, with several repetitions each:
                  storage sink that writes nothing (examples/noop_receiver.rs)
   sqlite-default callhook on SQLite with default settings
   sqlite-batch1  callhook on SQLite with --max-batch 1
+  pg-w4-b256 …   sweep modes: --writers / --max-batch / --queue-depth (w, b, q)
 each at 64 connections (throughput) and 4 connections (latency), with wrk driving realistic
 status callbacks (unique CallIds, ~10% repeated deliveries). After every run it checks that
 the database holds exactly the acknowledged deliveries (nothing lost, nothing doubled), and
@@ -265,6 +266,11 @@ def start_mode(mode, bins, pg, workdir):
         kind, db = "sqlite", path
     if mode.endswith("batch1"):
         cmd += ["--max-batch", "1"]
+    for part in mode.split("-")[1:]:
+        # Sweep modes such as pg-w4-b256: --writers 4 --max-batch 256 (q: --queue-depth).
+        flag = {"w": "--writers", "b": "--max-batch", "q": "--queue-depth"}.get(part[:1])
+        if flag and part[1:].isdigit():
+            cmd += [flag, part[1:]]
     return Server(cmd, port, logfile), kind, db
 
 
@@ -329,8 +335,8 @@ def main():
         print(summarize(records, modes))
         return
     for m in modes:
-        if m not in MODES:
-            sys.exit(f"unknown mode {m}; choose from {','.join(MODES)}")
+        if m not in MODES and not m.startswith(("pg-w", "pg-b", "sqlite-b")):
+            sys.exit(f"unknown mode {m}; choose from {','.join(MODES)} or a sweep mode like pg-w2-b256")
     ensure_wrk()
     bins = build()
     workdir = tempfile.mkdtemp(prefix="callhook-bench-")

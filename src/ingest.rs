@@ -330,7 +330,9 @@ impl Writer {
                 }
                 rejected.answer(true);
             }
-            Err(StoreError::Data(msg)) if events.len() + rejected.len() > 1 => {
+            Err(StoreError::Data(msg)) => {
+                // Find the delivery at fault (even in a batch of one, so that it is kept in
+                // rejected_deliveries and answered 400, not retried forever).
                 tracing::warn!(error = %msg, "a batch was refused for its data; writing its deliveries one by one");
                 self.write_one_by_one(events, rejected).await;
             }
@@ -552,6 +554,122 @@ mod tests {
         };
         let body = format!(r#"{{"CallId":"{call}","UserId":"u"}}"#);
         parse_delivery(Kind::Status, false, &ctx, body.as_bytes()).unwrap_or_default()
+    }
+
+    /// A sink that refuses, for its data, any batch holding a row of call "poison", and
+    /// records what it committed.
+    #[derive(Default)]
+    struct Picky {
+        committed: Mutex<Vec<String>>,
+        rejected: Mutex<Vec<String>>,
+    }
+
+    impl BatchSink for Picky {
+        fn write_batch<'a>(
+            &'a self,
+            rows: &'a [BatchRow<'a>],
+            rejected: &'a [RejectedRow],
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>> {
+            Box::pin(async move {
+                if rows
+                    .iter()
+                    .any(|r| r.row.call_id.as_deref() == Some("poison"))
+                {
+                    return Err(StoreError::Data("invalid input syntax".into()));
+                }
+                let mut c = self
+                    .committed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                c.extend(rows.iter().filter_map(|r| r.row.call_id.clone()));
+                let mut rj = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                rj.extend(rejected.iter().map(|r| r.reason.clone()));
+                Ok(vec![true; rows.len()])
+            })
+        }
+    }
+
+    fn start(sink: Arc<Picky>, writers: usize) -> (Ingest, Writers) {
+        let settings = IngestSettings {
+            queue_depth: 64,
+            max_batch: 64,
+            writers,
+        };
+        Ingest::start(
+            sink,
+            &settings,
+            Arc::new(DbHealth::default()),
+            None,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_delivery_the_database_refuses_is_isolated_and_kept() {
+        let sink = Arc::new(Picky::default());
+        let (ingest, writers) = start(Arc::clone(&sink), 1);
+        // Alone in its batch: answered as unstorable and kept, not retried forever.
+        let alone = ingest.submit(delivery("poison")).await;
+        assert!(
+            matches!(alone, Err(IngestError::Unstorable(_))),
+            "{alone:?}"
+        );
+        // In a batch with good deliveries: only it is refused.
+        let (a, p, b) = tokio::join!(
+            ingest.submit(delivery("a")),
+            ingest.submit(delivery("poison")),
+            ingest.submit(delivery("b")),
+        );
+        assert_eq!((a, b), (Ok(Outcome::Inserted), Ok(Outcome::Inserted)));
+        assert!(matches!(p, Err(IngestError::Unstorable(_))));
+        ingest.close();
+        writers.finish().await;
+        let mut committed = sink
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        committed.sort();
+        assert_eq!(committed, vec!["a", "b"]);
+        let kept = sink
+            .rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(
+            kept.len(),
+            2,
+            "both refusals are kept in rejected_deliveries: {kept:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_a_closed_one_too() {
+        let sink = Arc::new(Picky::default());
+        let settings = IngestSettings {
+            queue_depth: 1,
+            max_batch: 1,
+            writers: 1,
+        };
+        let health = Arc::new(DbHealth::default());
+        let (ingest, writers) =
+            Ingest::start(sink, &settings, health, None, Duration::from_secs(5));
+        // Nothing drains while this task holds the (current-thread) runtime: the first
+        // delivery fills the queue, the second is refused without waiting.
+        let first = ingest.push(Job::Events {
+            rows: delivery("x"),
+            reply: oneshot::channel().0,
+            enqueued: Instant::now(),
+        });
+        assert!(first.is_ok());
+        let second = ingest.submit(delivery("y")).await;
+        assert_eq!(second, Err(IngestError::Overloaded(1)));
+        ingest.close();
+        assert_eq!(
+            ingest.submit(delivery("z")).await,
+            Err(IngestError::ShuttingDown)
+        );
+        writers.finish().await;
     }
 
     #[test]
