@@ -77,27 +77,15 @@ pub fn status_row(
     ctx: &Context<'_>,
     payload: &Arc<str>,
 ) -> Result<EventRow, Rejection> {
-    require(&body)?;
-    let raw_time = body.event_time.unwrap_or(0);
-    let mut row = EventRow::base(ctx, Family::Status, payload);
-    body.fill(&mut row);
-    if row.call_result.is_none() {
-        row.call_result = CallResult::from_status_command(ctx.command);
-    }
-    row.dedupe_key = dedupe_key(&[
-        b"status",
-        &row.sdkappid.to_le_bytes(),
-        opt(&row.call_id),
-        opt(&row.user_id),
-        row.role
-            .as_ref()
-            .map_or(&b""[..], |r| r.as_str().as_bytes()),
+    participant_row(body, ctx, payload, Family::Status, |row| {
+        if row.call_result.is_none() {
+            row.call_result = CallResult::from_status_command(ctx.command);
+        }
+        // A participant's outcome: who, on which side, with which result.
         row.call_result
             .as_ref()
-            .map_or(&b""[..], |r| r.as_str().as_bytes()),
-        &raw_time.to_le_bytes(),
-    ]);
-    Ok(row)
+            .map_or_else(Vec::new, |r| r.as_str().as_bytes().to_vec())
+    })
 }
 
 /// A call event: one user action. `CallId` and `UserId` are required; `Role` and `Event`
@@ -107,31 +95,47 @@ pub fn event_row(
     ctx: &Context<'_>,
     payload: &Arc<str>,
 ) -> Result<EventRow, Rejection> {
+    participant_row(body, ctx, payload, Family::Event, |row| {
+        let command = ctx.command.to_ascii_lowercase();
+        let (prefix_role, action) = match command.split_once('_') {
+            Some(("caller", rest)) => (Some(Role::Caller), rest),
+            Some(("callee", rest)) => (Some(Role::Callee), rest),
+            _ => (None, command.as_str()),
+        };
+        if row.role.is_none() {
+            row.role = prefix_role;
+        }
+        if row.event.is_none() {
+            row.event = Some(action.to_owned());
+        }
+        // A participant's action: who, on which side, which command.
+        command.into_bytes()
+    })
+}
+
+/// The shared shape of both families: one participant's row, completed by `finish`, which
+/// returns what (besides call, user, role and event time) identifies the event.
+fn participant_row(
+    body: V1Body,
+    ctx: &Context<'_>,
+    payload: &Arc<str>,
+    family: Family,
+    finish: impl FnOnce(&mut EventRow) -> Vec<u8>,
+) -> Result<EventRow, Rejection> {
     require(&body)?;
     let raw_time = body.event_time.unwrap_or(0);
-    let mut row = EventRow::base(ctx, Family::Event, payload);
+    let mut row = EventRow::base(ctx, family, payload);
     body.fill(&mut row);
-    let command = ctx.command.to_ascii_lowercase();
-    let (prefix_role, action) = match command.split_once('_') {
-        Some(("caller", rest)) => (Some(Role::Caller), rest),
-        Some(("callee", rest)) => (Some(Role::Callee), rest),
-        _ => (None, command.as_str()),
-    };
-    if row.role.is_none() {
-        row.role = prefix_role;
-    }
-    if row.event.is_none() {
-        row.event = Some(action.to_owned());
-    }
+    let what = finish(&mut row);
     row.dedupe_key = dedupe_key(&[
-        b"event",
+        family.as_str().as_bytes(),
         &row.sdkappid.to_le_bytes(),
         opt(&row.call_id),
         opt(&row.user_id),
         row.role
             .as_ref()
             .map_or(&b""[..], |r| r.as_str().as_bytes()),
-        command.as_bytes(),
+        &what,
         &raw_time.to_le_bytes(),
     ]);
     Ok(row)
@@ -174,4 +178,47 @@ fn require(body: &V1Body) -> Result<(), Rejection> {
 
 fn opt(v: &Option<String>) -> &[u8] {
     v.as_deref().unwrap_or_default().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Kind, parse_delivery};
+
+    /// Dedupe keys are stored: changing how they are derived would make a retry that
+    /// arrives after an upgrade a new event. This pins them.
+    #[test]
+    fn dedupe_keys_are_stable_across_versions() {
+        let ctx = Context {
+            sdkappid: 8_888_888,
+            command: "call_end",
+            client_ip: None,
+            opt_platform: None,
+            remote_addr: None,
+            received_at: 0,
+        };
+        let body = br#"{"UserId":"Alice","CallId":"aheahfo-eqwnknoihfsd-qweqf","Role":"caller","CallResult":"normal_end","EventTime":170485688}"#;
+        let key = |kind, command| {
+            let ctx = Context {
+                command,
+                ..ctx.clone()
+            };
+            parse_delivery(kind, false, &ctx, body)
+                .ok()
+                .and_then(|rows| rows.first().map(|r| hex::encode(r.dedupe_key)))
+        };
+        assert_eq!(
+            key(Kind::Status, "call_end"),
+            key(Kind::Status, "normal_end"),
+            "the command is not part of a status event"
+        );
+        assert_eq!(key(Kind::Status, "call_end").as_deref(), Some(STATUS_KEY));
+        assert_eq!(
+            key(Kind::Event, "caller_call_end").as_deref(),
+            Some(EVENT_KEY)
+        );
+    }
+
+    const STATUS_KEY: &str = "9cc0262c0c7bf3b0e456e10f2e99a55a";
+    const EVENT_KEY: &str = "c478fcd478d9308f39c0c12c516f2856";
 }
