@@ -18,7 +18,9 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(64 * 1024)
         .lossy(true)
-        .finish(stderr);
+        // Buffered: the worker writes everything queued, then flushes, so a burst of
+        // request lines costs one write(2), not one per line.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, stderr));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

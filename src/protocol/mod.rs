@@ -325,8 +325,13 @@ fn storable(text: &str) -> Result<(), Rejection> {
 /// as a lone surrogate or an absurd number (71003); otherwise a field that is ill-typed or
 /// given twice (71002, naming the field's path).
 fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
+    // The common case, a valid body, takes the plain parser; only a failure is parsed again
+    // with path tracking, to name the offending field.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
-    let (path, err) = match serde_path_to_error::deserialize(&mut de) {
+    let (path, err) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => match de.end() {
             Ok(()) => return Ok(value),
             Err(e) => (String::new(), e),
