@@ -8,4 +8,5 @@ mod helpers;
 #[allow(dead_code)]
 mod pg;
 
+mod analytics;
 mod callback;
