@@ -321,3 +321,15 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Connects for reading analytics only (`callhook report`): a small pool, no statement
+    /// logging; SQLite opens the file read-only.
+    pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        if crate::config::DatabaseUrl::new(url).is_sqlite() {
+            Ok(Self::Sqlite(SqliteStore::connect_for_reading(url).await?))
+        } else {
+            Ok(Self::Postgres(PgStore::connect_for_reading(url)?))
+        }
+    }
+}

@@ -329,3 +329,25 @@ fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
         None => format!("{base}{tail}"),
     }
 }
+
+impl PgStore {
+    /// A small pool for reading analytics (`callhook report`): statement logging off, so a
+    /// long report query is not reported as a slow statement on the user's terminal.
+    pub fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        use sqlx::ConnectOptions as _;
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| {
+                format!(
+                    "invalid PostgreSQL URL {}",
+                    crate::config::DatabaseUrl::new(url).redacted()
+                )
+            })?
+            .application_name("callhook report")
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+}

@@ -237,3 +237,24 @@ fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
         None => format!("{base}{tail}"),
     }
 }
+
+impl SqliteStore {
+    /// A small read-only pool for reading analytics (`callhook report`): the file must
+    /// exist and is never written; statement logging off.
+    pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        use sqlx::ConnectOptions as _;
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url}"))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5))
+            .disable_statement_logging();
+        let path = options.get_filename().display().to_string();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        Ok(Self { pool })
+    }
+}

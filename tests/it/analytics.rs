@@ -1,11 +1,13 @@
-//! Analytics: the `calls` and `call_stats_daily` views, on a known
+//! Analytics: the `calls` and `call_stats_daily` views and `callhook report`, on a known
 //! scenario built through the HTTP endpoint — every outcome, caller and callee status
 //! events, event-family actions, v4 records and member changes, a group call, two UTC
-//! days, two apps, retries — asserted row by row on both backends.
+//! days, two apps, retries — asserted row by row and format by format on both backends.
 
 use chrono::{DateTime, NaiveDate};
 use serde_json::{Value, json};
 
+use callhook::cli::ReportFormat;
+use callhook::report::{self, Report};
 use callhook::store::{DayRange, Store};
 
 use crate::both_backends;
@@ -894,4 +896,278 @@ async fn both_backends_compute_identical_statistics() {
             .iter()
             .any(|r| r.p90_talk_seconds.is_some_and(|p| p.fract() != 0.0))
     );
+}
+
+async fn scenario_report(backend: Backend) -> (TestApp, Report) {
+    let app = TestApp::spawn(backend).await;
+    post_scenario(&app).await;
+    let r = report::build(app.store(), scenario_range(), None)
+        .await
+        .unwrap_or_else(|e| panic!("report: {e:#}"));
+    (app, r)
+}
+
+fn render(r: &Report, format: ReportFormat) -> String {
+    report::render(r, format).unwrap_or_else(|e| panic!("render: {e:#}"))
+}
+
+const TABLE: &str = "\
+Calls from 2024-01-10 to 2024-01-11 (UTC, 2 days), all apps
+
+day         sdkappid    calls  answered  not_answer  reject  call_busy  cancel  interrupt  answer_rate  avg_talk_s  p50_talk_s  p90_talk_s
+2024-01-10  1400000001      8         3           1       1          1       1          0        37.5%       155.0       125.0       265.0
+2024-01-11  1400000001      3         1           0       0          0       0          1        33.3%       450.0       450.0       570.0
+2024-01-11  1400000002      1         0           0       1          0       0          0         0.0%           -           -           -
+----------  ----------  -----  --------  ----------  ------  ---------  ------  ---------  -----------  ----------  ----------  ----------
+total       all            12         4           1       2          1       1          1        33.3%       273.0       300.0       480.0
+";
+
+const JSON: &str = r#"[
+  {
+    "day": "2024-01-10",
+    "sdkappid": 1400000001,
+    "calls": 8,
+    "answered": 3,
+    "not_answer": 1,
+    "reject": 1,
+    "call_busy": 1,
+    "cancel": 1,
+    "interrupt": 0,
+    "answer_rate": 0.375,
+    "avg_talk_seconds": 155.0,
+    "p50_talk_seconds": 125.0,
+    "p90_talk_seconds": 265.0
+  },
+  {
+    "day": "2024-01-11",
+    "sdkappid": 1400000001,
+    "calls": 3,
+    "answered": 1,
+    "not_answer": 0,
+    "reject": 0,
+    "call_busy": 0,
+    "cancel": 0,
+    "interrupt": 1,
+    "answer_rate": 0.3333333333333333,
+    "avg_talk_seconds": 450.0,
+    "p50_talk_seconds": 450.0,
+    "p90_talk_seconds": 570.0
+  },
+  {
+    "day": "2024-01-11",
+    "sdkappid": 1400000002,
+    "calls": 1,
+    "answered": 0,
+    "not_answer": 0,
+    "reject": 1,
+    "call_busy": 0,
+    "cancel": 0,
+    "interrupt": 0,
+    "answer_rate": 0.0,
+    "avg_talk_seconds": null,
+    "p50_talk_seconds": null,
+    "p90_talk_seconds": null
+  }
+]
+"#;
+
+const CSV: &str = "\
+day,sdkappid,calls,answered,not_answer,reject,call_busy,cancel,interrupt,answer_rate,avg_talk_seconds,p50_talk_seconds,p90_talk_seconds
+2024-01-10,1400000001,8,3,1,1,1,1,0,0.375,155,125,265
+2024-01-11,1400000001,3,1,0,0,0,0,1,0.3333333333333333,450,450,570
+2024-01-11,1400000002,1,0,0,1,0,0,0,0,,,
+";
+
+both_backends! {
+    /// table, json and csv, exactly; the period's totals are over every call of the period.
+    async fn report_text_formats_are_exact(backend: Backend) {
+        let (_app, r) = scenario_report(backend).await;
+        assert_eq!(render(&r, ReportFormat::Table), TABLE);
+        assert_eq!(render(&r, ReportFormat::Json), JSON);
+        assert_eq!(render(&r, ReportFormat::Csv), CSV);
+        // 30–60 s: 40; 2–5 min: 125; 5–10 min: 300, 300 (5 min is the bucket's start);
+        // 10–20 min: 600.
+        assert_eq!(r.talk_histogram, vec![0, 0, 1, 0, 1, 2, 1, 0, 0, 0]);
+    }
+}
+
+/// The report's period summary (totals) uses the view's definitions: for a one-day period
+/// it is that day's row, to the bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_summary_matches_the_daily_view() {
+    let (_db, store) = random_calls(Backend::Sqlite).await;
+    let daily = store
+        .daily_stats(random_calls_range(), None)
+        .await
+        .unwrap_or_else(|e| panic!("stats: {e}"));
+    for row in &daily {
+        let one = DayRange {
+            since: row.day,
+            until: row.day + chrono::Duration::days(1),
+        };
+        let r = report::build(&store, one, None)
+            .await
+            .unwrap_or_else(|e| panic!("report: {e:#}"));
+        assert_eq!(r.totals.calls, row.calls);
+        assert_eq!(r.totals.answer_rate, Some(row.answer_rate));
+        assert_eq!(
+            r.totals.talk.avg_seconds, row.avg_talk_seconds,
+            "{}",
+            row.day
+        );
+        assert_eq!(
+            r.totals.talk.p50_seconds, row.p50_talk_seconds,
+            "{}",
+            row.day
+        );
+        assert_eq!(
+            r.totals.talk.p90_seconds, row.p90_talk_seconds,
+            "{}",
+            row.day
+        );
+    }
+    store.close().await;
+}
+
+/// Checks that markup is well-formed: every element closed, in order (void elements must
+/// be self-closed), attributes quoted.
+fn assert_well_formed(html: &str) {
+    let body = html
+        .strip_prefix("<!DOCTYPE html>\n")
+        .unwrap_or_else(|| panic!("no doctype"));
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = body;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let close = rest
+            .find('>')
+            .unwrap_or_else(|| panic!("unclosed tag near {rest:.40}"));
+        let tag = &rest[..close];
+        rest = &rest[close + 1..];
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "unbalanced quotes in <{tag}>"
+        );
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = stack
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> without an opening tag"));
+            assert_eq!(top, name, "</{name}> closes <{top}>");
+        } else if !tag.ends_with('/') {
+            let name = tag.split_whitespace().next().unwrap_or_default().to_owned();
+            if name == "style" {
+                // CSS may contain '>': skip to the end of the element.
+                let end = rest
+                    .find("</style>")
+                    .unwrap_or_else(|| panic!("unclosed <style>"));
+                rest = &rest[end + "</style>".len()..];
+                continue;
+            }
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+}
+
+both_backends! {
+    /// The HTML page: well-formed, self-contained, three charts, and the headline numbers.
+    async fn report_html_is_self_contained(backend: Backend) {
+        let (_app, r) = scenario_report(backend).await;
+        let html = render(&r, ReportFormat::Html);
+        assert_well_formed(&html);
+        assert_eq!(html.matches("<svg ").count(), 3, "three charts");
+        for forbidden in ["<script", "http://", "https://", "url(", "@import", " src=", "<link"] {
+            assert!(!html.contains(forbidden), "the page must not contain {forbidden:?}");
+        }
+        for text in [
+            "<title>Call report: 2024-01-10 to 2024-01-11</title>",
+            "Calls per day, by result",
+            "Answer rate per day",
+            "How long calls lasted",
+            "Day (UTC)",
+            "Talk time (from answer to hang-up)",
+            ">Answered</text>", ">Rejected</text>", ">Other</text>",
+            "<div class=\"value\">12</div>",
+            "<div class=\"value\">33.3%</div>",
+            "4 of 12 calls answered",
+            "<div class=\"value\">4 min 33 s</div>",
+            "median 5 min 00 s",
+            "<title>2024-01-10: 3 answered</title>",
+            "<td>2024-01-10</td><td>1400000001</td><td>8</td><td>3</td>",
+            "<tr class=\"total\"><td>Total</td><td>all</td><td>12</td><td>4</td>",
+        ] {
+            assert!(html.contains(text), "the page should contain {text:?}");
+        }
+    }
+}
+
+both_backends! {
+    /// An empty period is a sensible report in every format, not an error.
+    async fn empty_period_reports_no_calls(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let range = DayRange { since: day("2024-01-01"), until: day("2024-01-08") };
+        let r = report::build(app.store(), range, None).await.unwrap_or_else(|e| panic!("{e:#}"));
+        let table = render(&r, ReportFormat::Table);
+        assert!(table.contains("(no calls in this period)"), "{table}");
+        // The day column is as wide as "total"; every count 0, every rate and time "-".
+        let sp = |n: usize| " ".repeat(n);
+        let totals = format!(
+            "total{}all{}0{}0{}0{}0{}0{}0{}0{}-{}-{}-{}-\n",
+            sp(2), sp(11), sp(9), sp(11), sp(7), sp(10), sp(7), sp(10), sp(12), sp(11), sp(11), sp(11)
+        );
+        assert!(table.ends_with(&totals), "{table}");
+        assert_eq!(render(&r, ReportFormat::Json), "[]\n");
+        assert_eq!(render(&r, ReportFormat::Csv), format!("{}\n", report::COLUMNS.join(",")));
+        let html = render(&r, ReportFormat::Html);
+        assert_well_formed(&html);
+        assert!(html.contains("No calls in this period"));
+    }
+}
+
+fn run_callhook(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args(args)
+        .env_remove("CALLHOOK_DATABASE_URL")
+        .env_remove("CALLHOOK_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("running callhook: {e}"))
+}
+
+both_backends! {
+    /// The real binary prints the same JSON as the library; bad input is one line on stderr.
+    async fn report_command_prints_json(backend: Backend) {
+        let (app, _) = scenario_report(backend).await;
+        let url = app.db.url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run_callhook(&["report", "--database-url", &url, "--since", "2024-01-10", "--until", "2024-01-12", "--format", "json"])
+        }).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), JSON);
+
+        let url = app.db.url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run_callhook(&["report", "--database-url", &url, "--since", "2024-02-30"])
+        }).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "callhook: error: --since \"2024-02-30\" is not a date: expected YYYY-MM-DD (a UTC day)\n"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// A report on an SQLite file that does not exist says so, and creates nothing.
+#[test]
+fn report_on_a_missing_sqlite_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("nothing.db");
+    let url = format!("sqlite://{}", path.display());
+    let out = run_callhook(&["report", "--database-url", &url]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!path.exists());
 }
