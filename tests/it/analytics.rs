@@ -1171,3 +1171,61 @@ fn report_on_a_missing_sqlite_file_is_an_error() {
     assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!path.exists());
 }
+
+/// Splits the README's SQL cookbook into its SQL blocks: (backends it is for, SQL).
+/// A block that starts with `-- PostgreSQL` or `-- SQLite` is for that backend only.
+fn cookbook() -> Vec<(Option<Backend>, String)> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("## SQL cookbook")
+        .unwrap_or_else(|| panic!("no SQL cookbook in the README"));
+    let section = &readme[start + 3..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    section
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| {
+            let sql = block
+                .split("```")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let only = if sql.starts_with("-- PostgreSQL") {
+                Some(Backend::Postgres)
+            } else if sql.starts_with("-- SQLite") {
+                Some(Backend::Sqlite)
+            } else {
+                None
+            };
+            (only, sql)
+        })
+        .collect()
+}
+
+both_backends! {
+    /// Every recipe of the README's SQL cookbook runs as written on its backend(s).
+    async fn readme_cookbook_runs_as_written(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        post_scenario(&app).await;
+        let recipes = cookbook();
+        assert!(recipes.len() >= 6, "the cookbook has its recipes");
+        let mut ran = 0;
+        for (only, sql) in recipes {
+            if only.is_some_and(|b| b != backend) {
+                continue;
+            }
+            let rows = match app.store() {
+                Store::Postgres(s) => sqlx::query(&sql).fetch_all(s.pool()).await.map(|r| r.len()),
+                Store::Sqlite(s) => sqlx::query(&sql).fetch_all(s.pool()).await.map(|r| r.len()),
+            };
+            let rows = rows.unwrap_or_else(|e| panic!("{backend:?}: {e}\n{sql}"));
+            // Recipes without a time window see the scenario.
+            if !sql.contains("now") {
+                assert!(rows > 0, "{backend:?}: no rows from\n{sql}");
+            }
+            ran += 1;
+        }
+        assert!(ran >= 5);
+    }
+}
