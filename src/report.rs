@@ -1,8 +1,499 @@
-//! `callhook report` (analytics) — built in its own change.
+//! `callhook report`: call analytics for a period of UTC days, from the
+//! `call_stats_daily` view (and `call_rollup` for the period's talk times), as a terminal
+//! table, JSON, CSV or one self-contained HTML page with SVG charts.
+//!
+//! Building ([`build`]) and rendering ([`render`]) are separate, so tests (and other
+//! programs) get the same text the command prints without running a process.
 
-use crate::cli::ReportArgs;
-use crate::config::FileConfig;
+use std::fmt::Write as _;
 
-pub async fn run(_args: &ReportArgs, _file: &FileConfig) -> anyhow::Result<()> {
-    anyhow::bail!("`callhook report` is not available in this build yet")
+use anyhow::Context as _;
+use chrono::NaiveDate;
+
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::config::{DatabaseUrl, FileConfig, database_url, validate_database_url};
+use crate::store::{DailyStats, DayRange, Store};
+
+mod html;
+
+/// Days covered when `--since` is not given.
+pub const DEFAULT_DAYS: i64 = 7;
+
+/// Everything a report shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub range: DayRange,
+    /// The one app reported on, or `None` for all.
+    pub sdkappid: Option<i64>,
+    /// The `call_stats_daily` rows of the period, by day and app.
+    pub days: Vec<DailyStats>,
+    pub totals: Totals,
+    /// Calls by talk time, over [`TALK_BUCKETS`].
+    pub talk_histogram: Vec<u64>,
+}
+
+/// The whole period, every app of the report together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub calls: i64,
+    pub answered: i64,
+    pub not_answer: i64,
+    pub reject: i64,
+    pub call_busy: i64,
+    pub cancel: i64,
+    pub interrupt: i64,
+    /// answered / calls; `None` without calls.
+    pub answer_rate: Option<f64>,
+    pub talk: TalkSummary,
+}
+
+impl Totals {
+    /// Calls whose outcome is none of the six columns (offline, unknown, not known yet).
+    pub fn other(&self) -> i64 {
+        self.calls
+            - self.answered
+            - self.not_answer
+            - self.reject
+            - self.call_busy
+            - self.cancel
+            - self.interrupt
+    }
+}
+
+/// Talk times of the calls whose talk time is known, with the same definitions (and the
+/// same rounding, to the millisecond) as `call_stats_daily`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TalkSummary {
+    pub calls: i64,
+    pub avg_seconds: Option<f64>,
+    pub p50_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+}
+
+impl TalkSummary {
+    /// From talk times in whole milliseconds, sorted ascending.
+    pub fn from_sorted_ms(ms: &[i64]) -> Self {
+        let n = ms.len() as i128;
+        let avg_seconds = (n > 0).then(|| {
+            let sum: i128 = ms.iter().map(|&v| i128::from(v)).sum();
+            // Integer division truncates toward zero, like both databases do.
+            ((2 * sum + n) / (2 * n)) as f64 / 1000.0
+        });
+        Self {
+            calls: ms.len() as i64,
+            avg_seconds,
+            p50_seconds: percentile_cont_ms(ms, 0.5),
+            p90_seconds: percentile_cont_ms(ms, 0.9),
+        }
+    }
+}
+
+/// PostgreSQL's `percentile_cont` over sorted values, evaluated in the same floating-point
+/// steps, then rounded half up to the millisecond and given in seconds — exactly what the
+/// `call_stats_daily` view computes.
+pub fn percentile_cont_ms(sorted_ms: &[i64], p: f64) -> Option<f64> {
+    let last = sorted_ms.len().checked_sub(1)?;
+    let pos = p * last as f64;
+    let first = pos.floor();
+    let lo = sorted_ms.get(first as usize).copied()? as f64;
+    let hi = sorted_ms.get(pos.ceil() as usize).copied()? as f64;
+    let value = lo + (pos - first) * (hi - lo);
+    Some((value + 0.5).trunc() / 1000.0)
+}
+
+/// Talk-time histogram buckets: a label and the lower bound in milliseconds (each bucket
+/// runs to the next one's bound; the last is open).
+pub const TALK_BUCKETS: [(&str, i64); 10] = [
+    ("under 10 s", 0),
+    ("10–30 s", 10_000),
+    ("30–60 s", 30_000),
+    ("1–2 min", 60_000),
+    ("2–5 min", 120_000),
+    ("5–10 min", 300_000),
+    ("10–20 min", 600_000),
+    ("20–30 min", 1_200_000),
+    ("30–60 min", 1_800_000),
+    ("1 h and more", 3_600_000),
+];
+
+/// Counts talk times (ms) per [`TALK_BUCKETS`] bucket; negative times count in the first.
+pub fn histogram(talk_ms: &[i64]) -> Vec<u64> {
+    let mut counts = vec![0u64; TALK_BUCKETS.len()];
+    for &t in talk_ms {
+        let i = TALK_BUCKETS
+            .iter()
+            .rposition(|&(_, from)| t >= from)
+            .unwrap_or(0);
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// Why a report cannot be made from the arguments given: one line each.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    #[error("{flag} {value:?} is not a date: expected YYYY-MM-DD (a UTC day)")]
+    BadDate { flag: &'static str, value: String },
+    #[error(
+        "the period is empty: --since {since} is not before --until {until} (--until is exclusive)"
+    )]
+    EmptyPeriod { since: NaiveDate, until: NaiveDate },
+}
+
+/// The period from `--since` / `--until`: UTC days, `until` exclusive. Defaults: until =
+/// tomorrow (today included), since = [`DEFAULT_DAYS`] days before until.
+pub fn resolve_range(
+    since: Option<&str>,
+    until: Option<&str>,
+    today: NaiveDate,
+) -> Result<DayRange, ReportError> {
+    let parse = |flag: &'static str, value: &str| {
+        NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| ReportError::BadDate {
+            flag,
+            value: value.to_owned(),
+        })
+    };
+    let until = match until {
+        Some(u) => parse("--until", u)?,
+        None => today + chrono::Duration::days(1),
+    };
+    let since = match since {
+        Some(s) => parse("--since", s)?,
+        None => until - chrono::Duration::days(DEFAULT_DAYS),
+    };
+    if since >= until {
+        return Err(ReportError::EmptyPeriod { since, until });
+    }
+    Ok(DayRange { since, until })
+}
+
+/// Reads what a report shows from the database.
+pub async fn build(
+    store: &Store,
+    range: DayRange,
+    sdkappid: Option<i64>,
+) -> anyhow::Result<Report> {
+    // Two independent reads, each folding the period's calls: run them side by side.
+    let (days, talk_ms) = tokio::try_join!(
+        async {
+            store
+                .daily_stats(range, sdkappid)
+                .await
+                .context("reading call_stats_daily")
+        },
+        async {
+            store
+                .talk_times_ms(range, sdkappid)
+                .await
+                .context("reading talk times")
+        },
+    )?;
+    let mut totals = Totals::default();
+    for d in &days {
+        totals.calls += d.calls;
+        totals.answered += d.answered;
+        totals.not_answer += d.not_answer;
+        totals.reject += d.reject;
+        totals.call_busy += d.call_busy;
+        totals.cancel += d.cancel;
+        totals.interrupt += d.interrupt;
+    }
+    totals.answer_rate = (totals.calls > 0).then(|| totals.answered as f64 / totals.calls as f64);
+    totals.talk = TalkSummary::from_sorted_ms(&talk_ms);
+    Ok(Report {
+        range,
+        sdkappid,
+        days,
+        totals,
+        talk_histogram: histogram(&talk_ms),
+    })
+}
+
+/// The report as the format asks: text ending in a newline.
+pub fn render(report: &Report, format: ReportFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        ReportFormat::Table => table(report),
+        ReportFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&report.days)?;
+            s.push('\n');
+            s
+        }
+        ReportFormat::Csv => csv(report),
+        ReportFormat::Html => html::page(report),
+    })
+}
+
+/// `callhook report`.
+pub async fn run(args: &ReportArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let range = resolve_range(
+        args.since.as_deref(),
+        args.until.as_deref(),
+        chrono::Utc::now().date_naive(),
+    )?;
+    let url = database_url(&args.db, file);
+    validate_database_url(&url)?;
+    let store = open(&url).await?;
+    let result = async {
+        if !store.has_analytics().await? {
+            anyhow::bail!(
+                "the database has no analytics views yet: run `callhook migrate` (or restart `callhook serve`) to add them"
+            );
+        }
+        let report = build(&store, range, args.sdkappid).await?;
+        render(&report, args.format)
+    }
+    .await;
+    store.close().await;
+    let text = result?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Opens the database for reading. An SQLite file that does not exist is an error here
+/// (a report never creates a database).
+async fn open(url: &str) -> anyhow::Result<Store> {
+    if DatabaseUrl::new(url).is_sqlite() {
+        use std::str::FromStr as _;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url}"))?;
+        let path = options.get_filename();
+        if !path.exists() {
+            anyhow::bail!("no database at {} (give --database-url)", path.display());
+        }
+    }
+    Store::connect_for_reading(url).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Text formats
+
+/// The `call_stats_daily` column names, in order.
+pub const COLUMNS: [&str; 13] = [
+    "day",
+    "sdkappid",
+    "calls",
+    "answered",
+    "not_answer",
+    "reject",
+    "call_busy",
+    "cancel",
+    "interrupt",
+    "answer_rate",
+    "avg_talk_seconds",
+    "p50_talk_seconds",
+    "p90_talk_seconds",
+];
+
+/// The last day a range includes, for people (`until` is exclusive).
+fn last_day(range: DayRange) -> NaiveDate {
+    range.until - chrono::Duration::days(1)
+}
+
+fn scope(report: &Report) -> String {
+    match report.sdkappid {
+        Some(app) => format!("sdkappid {app}"),
+        None => "all apps".to_owned(),
+    }
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"))
+}
+
+/// An aligned table with a totals row.
+fn table(report: &Report) -> String {
+    let headers = [
+        "day",
+        "sdkappid",
+        "calls",
+        "answered",
+        "not_answer",
+        "reject",
+        "call_busy",
+        "cancel",
+        "interrupt",
+        "answer_rate",
+        "avg_talk_s",
+        "p50_talk_s",
+        "p90_talk_s",
+    ];
+    let mut rows: Vec<Vec<String>> = report
+        .days
+        .iter()
+        .map(|d| {
+            vec![
+                d.day.to_string(),
+                d.sdkappid.to_string(),
+                d.calls.to_string(),
+                d.answered.to_string(),
+                d.not_answer.to_string(),
+                d.reject.to_string(),
+                d.call_busy.to_string(),
+                d.cancel.to_string(),
+                d.interrupt.to_string(),
+                percent(Some(d.answer_rate)),
+                seconds(d.avg_talk_seconds),
+                seconds(d.p50_talk_seconds),
+                seconds(d.p90_talk_seconds),
+            ]
+        })
+        .collect();
+    let t = &report.totals;
+    let total = vec![
+        "total".to_owned(),
+        report
+            .sdkappid
+            .map_or_else(|| "all".to_owned(), |a| a.to_string()),
+        t.calls.to_string(),
+        t.answered.to_string(),
+        t.not_answer.to_string(),
+        t.reject.to_string(),
+        t.call_busy.to_string(),
+        t.cancel.to_string(),
+        t.interrupt.to_string(),
+        percent(t.answer_rate),
+        seconds(t.talk.avg_seconds),
+        seconds(t.talk.p50_seconds),
+        seconds(t.talk.p90_seconds),
+    ];
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows.iter().chain(std::iter::once(&total)) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            // day and sdkappid to the left, numbers to the right
+            if i < 2 {
+                let _ = write!(s, "{cell:<w$}");
+            } else {
+                let _ = write!(s, "{cell:>w$}");
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let mut out = format!(
+        "Calls from {} to {} (UTC, {} days), {}\n\n",
+        report.range.since,
+        last_day(report.range),
+        report.range.days(),
+        scope(report)
+    );
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    out.push_str(&line(&header));
+    out.push('\n');
+    if rows.is_empty() {
+        out.push_str("(no calls in this period)\n");
+    }
+    for row in rows.drain(..) {
+        out.push_str(&line(&row));
+        out.push('\n');
+    }
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&line(&rule));
+    out.push('\n');
+    out.push_str(&line(&total));
+    out.push('\n');
+    out
+}
+
+/// CSV with a header row; floats in their shortest exact form, empty for NULL.
+fn csv(report: &Report) -> String {
+    let mut out = COLUMNS.join(",");
+    out.push('\n');
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for d in &report.days {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            d.day,
+            d.sdkappid,
+            d.calls,
+            d.answered,
+            d.not_answer,
+            d.reject,
+            d.call_busy,
+            d.cancel,
+            d.interrupt,
+            d.answer_rate,
+            opt(d.avg_talk_seconds),
+            opt(d.p50_talk_seconds),
+            opt(d.p90_talk_seconds),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
+    }
+
+    #[test]
+    fn default_range_is_the_last_seven_days_including_today() {
+        let r = resolve_range(None, None, day("2024-01-10"));
+        assert_eq!(
+            r,
+            Ok(DayRange {
+                since: day("2024-01-04"),
+                until: day("2024-01-11")
+            })
+        );
+        let r = resolve_range(None, Some("2024-02-01"), day("2024-01-10"));
+        assert_eq!(r.map(|r| r.since), Ok(day("2024-01-25")));
+    }
+
+    #[test]
+    fn bad_dates_are_one_line_errors() {
+        let e = resolve_range(Some("2024-13-01"), None, day("2024-01-10"));
+        assert_eq!(
+            e.map_err(|e| e.to_string()),
+            Err("--since \"2024-13-01\" is not a date: expected YYYY-MM-DD (a UTC day)".to_owned())
+        );
+        let e = resolve_range(Some("2024-01-10"), Some("2024-01-10"), day("2024-01-10"));
+        assert!(matches!(e, Err(ReportError::EmptyPeriod { .. })));
+        assert!(resolve_range(None, Some("yesterday"), day("2024-01-10")).is_err());
+    }
+
+    #[test]
+    fn percentile_matches_postgres_percentile_cont() {
+        // percentile_cont(0.5) of (1, 2, 3, 4) s is 2.5 s; percentile_cont(0.9) is 3.7 s.
+        let ms = [1000, 2000, 3000, 4000];
+        assert_eq!(percentile_cont_ms(&ms, 0.5), Some(2.5));
+        assert_eq!(percentile_cont_ms(&ms, 0.9), Some(3.7));
+        assert_eq!(percentile_cont_ms(&[7000], 0.9), Some(7.0));
+        assert_eq!(percentile_cont_ms(&[], 0.5), None);
+        // Rounded half up to the millisecond.
+        assert_eq!(percentile_cont_ms(&[0, 1], 0.5), Some(0.001));
+    }
+
+    #[test]
+    fn talk_summary_rounds_the_mean_to_the_millisecond() {
+        let s = TalkSummary::from_sorted_ms(&[1000, 1000, 1001]);
+        assert_eq!(s.avg_seconds, Some(1.0));
+        let s = TalkSummary::from_sorted_ms(&[1000, 1001]);
+        assert_eq!(s.avg_seconds, Some(1.001), "1000.5 ms rounds half up");
+        assert_eq!(TalkSummary::from_sorted_ms(&[]), TalkSummary::default());
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let h = histogram(&[-5, 0, 9_999, 10_000, 59_999, 3_600_000, 99_999_999]);
+        assert_eq!(h, vec![3, 1, 1, 0, 0, 0, 0, 0, 0, 2]);
+    }
 }

@@ -223,3 +223,139 @@ pub(crate) fn inserted_flags(
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// Analytics (the `calls`, `call_rollup` and `call_stats_daily` views of migration 0002)
+
+/// A period of whole UTC days: `since` included, `until` excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRange {
+    pub since: chrono::NaiveDate,
+    pub until: chrono::NaiveDate,
+}
+
+impl DayRange {
+    /// The number of days in the period.
+    pub fn days(&self) -> i64 {
+        (self.until - self.since).num_days().max(0)
+    }
+
+    /// Every day of the period, in order.
+    pub fn iter(&self) -> impl Iterator<Item = chrono::NaiveDate> + use<> {
+        let since = self.since;
+        (0..self.days()).map(move |d| since + chrono::Duration::days(d))
+    }
+}
+
+/// One row of `call_stats_daily`; the fields are its columns, in order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DailyStats {
+    #[serde(serialize_with = "serialize_day")]
+    pub day: chrono::NaiveDate,
+    pub sdkappid: i64,
+    pub calls: i64,
+    pub answered: i64,
+    pub not_answer: i64,
+    pub reject: i64,
+    pub call_busy: i64,
+    pub cancel: i64,
+    pub interrupt: i64,
+    pub answer_rate: f64,
+    pub avg_talk_seconds: Option<f64>,
+    pub p50_talk_seconds: Option<f64>,
+    pub p90_talk_seconds: Option<f64>,
+}
+
+fn serialize_day<S: serde::Serializer>(day: &chrono::NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&day.format("%Y-%m-%d"))
+}
+
+/// The row as both backends return it: the day as `YYYY-MM-DD` text.
+pub(crate) type DailyStatsRow = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn daily_stats_from(row: DailyStatsRow) -> Result<DailyStats, StoreError> {
+    let (day, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt, rate) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
+    );
+    let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+        .map_err(|e| StoreError::Other(format!("call_stats_daily.day {day:?}: {e}")))?;
+    Ok(DailyStats {
+        day,
+        sdkappid,
+        calls,
+        answered,
+        not_answer,
+        reject,
+        call_busy,
+        cancel,
+        interrupt,
+        answer_rate: rate,
+        avg_talk_seconds: row.10,
+        p50_talk_seconds: row.11,
+        p90_talk_seconds: row.12,
+    })
+}
+
+impl Store {
+    /// The `call_stats_daily` rows of a period, for one app or all, ordered by day and
+    /// app.
+    pub async fn daily_stats(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<DailyStats>, StoreError> {
+        let rows = match self {
+            Self::Postgres(s) => s.daily_stats(range, sdkappid).await?,
+            Self::Sqlite(s) => s.daily_stats(range, sdkappid).await?,
+        };
+        rows.into_iter().map(daily_stats_from).collect()
+    }
+
+    /// The talk times (`call_rollup.talk_ms`, whole milliseconds) of the period's calls
+    /// whose talk time is known, ascending: what the period's talk-time summary and
+    /// histogram are computed from.
+    pub async fn talk_times_ms(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<i64>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.talk_times_ms(range, sdkappid).await,
+            Self::Sqlite(s) => s.talk_times_ms(range, sdkappid).await,
+        }
+    }
+
+    /// Whether the analytics views exist (migration 0002 has been applied).
+    pub async fn has_analytics(&self) -> Result<bool, StoreError> {
+        match self {
+            Self::Postgres(s) => s.has_analytics().await,
+            Self::Sqlite(s) => s.has_analytics().await,
+        }
+    }
+}
+
+impl Store {
+    /// Connects for reading analytics only (`callhook report`): a small pool, no statement
+    /// logging; SQLite opens the file read-only.
+    pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        if crate::config::DatabaseUrl::new(url).is_sqlite() {
+            Ok(Self::Sqlite(SqliteStore::connect_for_reading(url).await?))
+        } else {
+            Ok(Self::Postgres(PgStore::connect_for_reading(url)?))
+        }
+    }
+}

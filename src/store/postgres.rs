@@ -202,3 +202,112 @@ fn classify(e: sqlx::Error) -> StoreError {
         _ => None,
     })
 }
+
+// ---------------------------------------------------------------------------------------
+// Analytics: reads of the views of migrations/postgres/0002_analytics.sql.
+
+/// `call_stats_daily` for a period; `$3` (when present) narrows to one app.
+const DAILY_STATS: &str = r#"
+SELECT day::text, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt,
+       answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
+FROM call_stats_daily
+WHERE day >= $1::date AND day < $2::date
+"#;
+
+const TALK_TIMES: &str = r#"
+SELECT talk_ms
+FROM call_rollup
+WHERE day >= $1::date AND day < $2::date AND talk_ms IS NOT NULL
+"#;
+
+impl PgStore {
+    pub(crate) async fn daily_stats(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<super::DailyStatsRow>, StoreError> {
+        let sql = with_app_filter(DAILY_STATS, sdkappid, "ORDER BY day, sdkappid");
+        let mut q = sqlx::query_as(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        let mut tx = self.analytics_tx().await?;
+        let rows = q.fetch_all(&mut *tx).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(rows)
+    }
+
+    pub(crate) async fn talk_times_ms(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let sql = with_app_filter(TALK_TIMES, sdkappid, "ORDER BY talk_ms");
+        let mut q = sqlx::query_scalar(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        let mut tx = self.analytics_tx().await?;
+        let rows = q.fetch_all(&mut *tx).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(rows)
+    }
+
+    /// A read-only transaction for the analytics views, without JIT: the views' per-call
+    /// folding makes the planner's cost estimate large enough to trigger JIT compilation,
+    /// which takes longer than the query itself (about 1 s at a million events).
+    async fn analytics_tx(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query("SET LOCAL jit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        Ok(tx)
+    }
+
+    pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT to_regclass('call_stats_daily') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+}
+
+/// Appends `AND sdkappid = $3` when one app is asked for (a separate statement, so the
+/// condition reaches the index), then `tail`.
+fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
+    match sdkappid {
+        Some(_) => format!("{base} AND sdkappid = $3\n{tail}"),
+        None => format!("{base}{tail}"),
+    }
+}
+
+impl PgStore {
+    /// A small pool for reading analytics (`callhook report`): statement logging off, so a
+    /// long report query is not reported as a slow statement on the user's terminal.
+    pub fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        use sqlx::ConnectOptions as _;
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| {
+                format!(
+                    "invalid PostgreSQL URL {}",
+                    crate::config::DatabaseUrl::new(url).redacted()
+                )
+            })?
+            .application_name("callhook report")
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+}

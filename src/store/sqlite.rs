@@ -172,3 +172,89 @@ fn classify(e: sqlx::Error) -> StoreError {
         }
     })
 }
+
+// ---------------------------------------------------------------------------------------
+// Analytics: reads of the views of migrations/sqlite/0002_analytics.sql.
+
+const DAILY_STATS: &str = r#"
+SELECT day, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt,
+       answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
+FROM call_stats_daily
+WHERE day >= ?1 AND day < ?2
+"#;
+
+const TALK_TIMES: &str = r#"
+SELECT talk_ms
+FROM call_rollup
+WHERE day >= ?1 AND day < ?2 AND talk_ms IS NOT NULL
+"#;
+
+impl SqliteStore {
+    pub(crate) async fn daily_stats(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<super::DailyStatsRow>, StoreError> {
+        let sql = with_app_filter(DAILY_STATS, sdkappid, "ORDER BY day, sdkappid");
+        let mut q = sqlx::query_as(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        q.fetch_all(&self.pool).await.map_err(classify)
+    }
+
+    pub(crate) async fn talk_times_ms(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let sql = with_app_filter(TALK_TIMES, sdkappid, "ORDER BY talk_ms");
+        let mut q = sqlx::query_scalar(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        q.fetch_all(&self.pool).await.map_err(classify)
+    }
+
+    pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'view' AND name = 'call_stats_daily'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)
+    }
+}
+
+/// Appends `AND sdkappid = ?3` when one app is asked for, then `tail`.
+fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
+    match sdkappid {
+        Some(_) => format!("{base} AND sdkappid = ?3\n{tail}"),
+        None => format!("{base}{tail}"),
+    }
+}
+
+impl SqliteStore {
+    /// A small read-only pool for reading analytics (`callhook report`): the file must
+    /// exist and is never written; statement logging off.
+    pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
+        use sqlx::ConnectOptions as _;
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url}"))?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5))
+            .disable_statement_logging();
+        let path = options.get_filename().display().to_string();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        Ok(Self { pool })
+    }
+}

@@ -10,6 +10,7 @@ mod pg;
 #[allow(dead_code)]
 mod process;
 
+mod analytics;
 mod callback;
 mod families;
 mod operations;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Analytics benchmark: loads EVENTS call events (default 1,000,000: ~30 days of calls, every
+# family and outcome, some retried) into a throwaway PostgreSQL cluster and an SQLite file,
+# then times, on each backend, without and then with the indexes of migration 0002:
+#   - SELECT * FROM call_stats_daily WHERE day >= … AND day < …   (7 days)
+#   - SELECT * FROM calls WHERE sdkappid = … AND call_id = …       (one call)
+#   - callhook report --since … --until … (table and html)         (7 days, the real binary)
+# Each is run RUNS times (default 5); the median is what docs/BENCHMARKS.md reports.
+#
+#   bench/analytics.sh [EVENTS]
+#
+# Needs: cargo, and PostgreSQL's server binaries (/usr/lib/postgresql/*/bin, or set
+# CALLHOOK_PG_BIN); PostgreSQL need not be running — the script starts its own cluster on a
+# Unix socket and removes it at the end (KEEP=1 keeps it and the SQLite file).
+# WORKDIR=… chooses where the data goes (default: a new directory under /tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${1:-1000000}
+RUNS=${RUNS:-5}
+WORK=${WORKDIR:-$(mktemp -d /tmp/callhook-analytics-XXXXXX)}
+END=${END:-$(date -u +%F)}   # the last day of the generated calls
+
+echo "== building (release)"
+cargo build --release --quiet --bin callhook --example analytics_load
+BIN=$PWD/target/release/callhook
+LOAD=$PWD/target/release/examples/analytics_load
+
+echo "== starting PostgreSQL in $WORK/pg"
+PGBIN=${CALLHOOK_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
+  echo "no PostgreSQL server binaries found: install postgresql or set CALLHOOK_PG_BIN" >&2
+  exit 1
+fi
+mkdir -p "$WORK/pg"
+as_pg() {
+  # initdb refuses to run as root: run the cluster as the postgres user then.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+if [ "$(id -u)" = 0 ]; then chown postgres "$WORK/pg"; fi
+as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
+# Durability settings only speed up the load; the timed queries only read.
+as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w -o \
+  "-c listen_addresses='' -c unix_socket_directories='$WORK/pg' -c shared_buffers=512MB -c work_mem=64MB -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  start >/dev/null
+cleanup() {
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
+}
+trap cleanup EXIT
+
+PG_URL="postgres://postgres@localhost/postgres?host=$WORK/pg"
+SQLITE_URL="sqlite://$WORK/callhook.db"
+
+for url in "$PG_URL" "$SQLITE_URL"; do
+  echo "== loading $EVENTS events into ${url%%:*} (calls up to $END)"
+  "$LOAD" load --database-url "$url" --events "$EVENTS" --end "$END"
+done
+
+for url in "$PG_URL" "$SQLITE_URL"; do
+  echo
+  echo "== ${url%%:*}: without the analytics indexes"
+  "$LOAD" indexes --database-url "$url" drop
+  "$LOAD" time --database-url "$url" --runs "$RUNS" --callhook "$BIN"
+  echo "== ${url%%:*}: with the analytics indexes"
+  "$LOAD" indexes --database-url "$url" create
+  "$LOAD" time --database-url "$url" --runs "$RUNS" --callhook "$BIN"
+done
+du -sh "$WORK/callhook.db" | sed 's/^/SQLite file: /'

@@ -1,0 +1,805 @@
+//! Analytics benchmark tool: loads a realistic, repeatable mix of call events into a
+//! callhook database, and times the analytics queries. Driven by `bench/analytics.sh`;
+//! runnable on its own:
+//!
+//! ```sh
+//! cargo run --release --example analytics_load -- load --database-url sqlite:///tmp/a.db --events 1000000
+//! cargo run --release --example analytics_load -- time --database-url sqlite:///tmp/a.db
+//! ```
+//!
+//! `load` simulates calls (1-to-1 and group; every outcome; status, event and v4
+//! families; some deliveries retried) over `--days` UTC days ending with `--end`, turns
+//! each simulated callback into rows with callhook's own parser, and writes them in the
+//! order they would arrive, with the same batched insert the receiver uses — no HTTP, so a
+//! million events load in a minute or two. The same `--seed` gives the same events on
+//! every backend. `indexes drop|create` removes or restores migration 0002's indexes (as
+//! written in the migration files), to time the views without them.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use chrono::{NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use callhook::config::DatabaseSettings;
+use callhook::protocol::{self, Context, EventRow};
+use callhook::store::{BatchRow, Store};
+
+#[derive(Parser)]
+#[command(about = "Load call events for the analytics benchmark, and time the queries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Apply the migrations and insert generated events.
+    Load {
+        #[arg(long)]
+        database_url: String,
+        /// How many events (rows of call_events) to write, about.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// How many UTC days the calls spread over.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// The last day (UTC, YYYY-MM-DD). Default: today.
+        #[arg(long)]
+        end: Option<NaiveDate>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
+    /// Time the analytics queries; prints one line per query with the median.
+    Time {
+        #[arg(long)]
+        database_url: String,
+        /// How often each query runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The callhook binary, to time `callhook report` as a user runs it.
+        #[arg(long)]
+        callhook: Option<std::path::PathBuf>,
+    },
+    /// Drop or (re)create the indexes migration 0002 adds (to time the views without them).
+    Indexes {
+        #[arg(long)]
+        database_url: String,
+        #[arg(value_parser = ["drop", "create"])]
+        action: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Cmd::Load {
+                database_url,
+                events,
+                days,
+                end,
+                seed,
+                batch,
+            } => {
+                let end = end.unwrap_or_else(|| Utc::now().date_naive());
+                load(&database_url, events, days, end, seed, batch).await
+            }
+            Cmd::Time {
+                database_url,
+                runs,
+                callhook,
+            } => time(&database_url, runs, callhook.as_deref()).await,
+            Cmd::Indexes {
+                database_url,
+                action,
+            } => indexes(&database_url, action == "create").await,
+        }
+    })
+}
+
+async fn connect(url: &str) -> anyhow::Result<Store> {
+    let mut settings = DatabaseSettings::new(url);
+    settings.acquire_timeout = std::time::Duration::from_secs(30);
+    Store::connect(&settings).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+const APPS: [i64; 2] = [1_400_000_001, 1_400_000_002];
+
+/// splitmix64: small, fast, repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi].
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Picks an index by weight.
+    fn weighted(&mut self, weights: &[f64]) -> usize {
+        let total: f64 = weights.iter().sum();
+        let mut x = self.unit() * total;
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+}
+
+/// How calls end, with their share (1-to-1 calls; group calls end `normal_end`).
+const OUTCOMES: [(&str, f64); 7] = [
+    ("normal_end", 0.62),
+    ("not_answer", 0.13),
+    ("reject", 0.08),
+    ("cancel", 0.08),
+    ("call_busy", 0.04),
+    ("interrupt", 0.04),
+    ("offline", 0.01),
+];
+
+/// Calls per hour of the (UTC) day, relative.
+const HOURS: [f64; 24] = [
+    1.0, 0.6, 0.4, 0.4, 0.5, 1.0, 2.5, 4.5, 6.5, 7.5, 8.0, 8.0, 7.0, 7.5, 8.0, 8.0, 8.5, 9.0, 9.0,
+    8.5, 7.0, 5.0, 3.0, 1.8,
+];
+
+/// One callback to deliver: the query's command, the body, the platform, its time (ms) and
+/// how many times Tencent delivered it.
+struct Delivery {
+    sdkappid: i64,
+    command: &'static str,
+    v4: bool,
+    body: Value,
+    platform: &'static str,
+    at_ms: i64,
+    deliveries: i32,
+}
+
+struct Sim {
+    rng: Rng,
+    call_no: u64,
+}
+
+impl Sim {
+    /// Generates one call's deliveries, starting at `start` (Unix seconds).
+    fn call(&mut self, start: i64, out: &mut Vec<Delivery>) {
+        self.call_no += 1;
+        let rng = &mut self.rng;
+        let sdkappid = if rng.chance(0.8) { APPS[0] } else { APPS[1] };
+        let call_id = format!(
+            "c{:08x}-{:06}",
+            self.call_no.wrapping_mul(2_654_435_761),
+            self.call_no
+        );
+        let group = rng.chance(0.1);
+        let n_callees = if group { rng.range(2, 5) } else { 1 };
+        let user = |rng: &mut Rng| format!("u{:05}", rng.range(1, 20_000));
+        let caller = user(rng);
+        let mut callees: Vec<String> = Vec::new();
+        while (callees.len() as i64) < n_callees {
+            let u = user(rng);
+            if u != caller && !callees.contains(&u) {
+                callees.push(u);
+            }
+        }
+        let media = if rng.chance(0.7) { "audio" } else { "video" };
+        let weights: Vec<f64> = OUTCOMES.iter().map(|(_, w)| *w).collect();
+        let mut outcome = if group {
+            "normal_end"
+        } else {
+            OUTCOMES[rng.weighted(&weights)].0
+        };
+        // family: 0 status only, 1 status + event, 2 v4
+        let family = rng.weighted(&[0.45, 0.25, 0.30]);
+        if outcome == "offline" && family != 2 {
+            outcome = "interrupt";
+        }
+        let ring = match outcome {
+            "not_answer" => 30,
+            "call_busy" => 1,
+            _ => rng.range(2, 25),
+        };
+        let answered = outcome == "normal_end" || (outcome == "interrupt" && rng.chance(0.5));
+        // Talk time: exponential, mean 150 s, at most 2 h.
+        let talk = if answered {
+            ((-rng.unit().max(1e-9).ln()) * 150.0).clamp(3.0, 7200.0) as i64
+        } else {
+            0
+        };
+        let accept = answered.then_some(start + ring);
+        let end = start + ring + talk;
+        let platform =
+            ["iOS", "Android", "Web", "miniProgram"][rng.weighted(&[0.35, 0.45, 0.15, 0.05])];
+        let room = format!("room-{}", self.call_no);
+        let call_type = if group { "group" } else { "single" };
+        let total = 1 + callees.len() as i64;
+        let mut push = |rng: &mut Rng, command: &'static str, v4: bool, body: Value, at: i64| {
+            let deliveries = if rng.chance(0.03) {
+                rng.range(2, 4) as i32
+            } else {
+                1
+            };
+            out.push(Delivery {
+                sdkappid,
+                command,
+                v4,
+                body,
+                platform,
+                at_ms: at * 1000 + rng.range(150, 1500),
+                deliveries,
+            });
+        };
+
+        if family == 2 {
+            let mut users = vec![json!({"User_Account": caller, "Status": "Calling"})];
+            users.extend(
+                callees
+                    .iter()
+                    .map(|c| json!({"User_Account": c, "Status": "Waiting"})),
+            );
+            push(
+                rng,
+                "Call.CallbackAfterStartCall",
+                true,
+                json!({
+                    "CallbackCommand": "Call.CallbackAfterStartCall",
+                    "CallInfo": {"CallId": call_id, "CallMediaType": cap(media), "ChatGroupId": if group { format!("grp-{}", self.call_no) } else { String::new() }, "RoomId": room, "RoomIdType": 2},
+                    "UserList": users, "EventTime": start * 1000,
+                }),
+                start,
+            );
+            let mut member = |rng: &mut Rng, who: &str, action: &str, at: i64| {
+                push(
+                    rng,
+                    "Call.CallbackAfterMemberChanged",
+                    true,
+                    json!({
+                        "CallbackCommand": "Call.CallbackAfterMemberChanged", "CallId": call_id,
+                        "UserList": [{"User_Account": caller, "Status": "Calling"}],
+                        "ChangedUserList": [{"User_Account": who, "ActionType": action}],
+                        "EventTime": at * 1000 + 7,
+                    }),
+                    at,
+                );
+            };
+            match (outcome, accept) {
+                (_, Some(a)) => {
+                    for c in &callees {
+                        member(rng, c, "Accept", a);
+                    }
+                    member(rng, &callees[0], "Hangup", end);
+                }
+                ("reject", None) => member(rng, &callees[0], "Reject", start + ring),
+                ("not_answer", None) => member(rng, &callees[0], "NotAnswer", start + ring),
+                _ => {}
+            }
+            let v4_result = match outcome {
+                "normal_end" => "NormalEnd",
+                "not_answer" => "NotAnswer",
+                "reject" => "Reject",
+                "cancel" => "Cancel",
+                "call_busy" => "CallBusy",
+                "interrupt" => "Interrupt",
+                _ => "Offline",
+            };
+            let mut list = vec![caller.clone()];
+            list.extend(callees.iter().cloned());
+            push(
+                rng,
+                "Call.CallbackAfterEndCall",
+                true,
+                json!({
+                    "CallbackCommand": "Call.CallbackAfterEndCall",
+                    "CallRecord": {
+                        "CallId": call_id, "Caller_Account": caller, "MediaType": cap(media),
+                        "CallType": if group { "MultiCall" } else { "SingleCall" },
+                        "StartTime": start, "EndTime": end, "AcceptTime": accept.unwrap_or(0),
+                        "CallResult": v4_result, "CalleeList_Account": list, "RoomId": room, "RoomIdType": 2,
+                    },
+                    "EventTime": (end + 1) * 1000,
+                }),
+                end + 1,
+            );
+            return;
+        }
+
+        // Status family: one callback per participant after the call.
+        let status_body = |user: &str, role: &str, result: &str, at: i64| {
+            let normal = result == "normal_end";
+            json!({
+                "UserId": user, "RoomId": room, "TotalNum": total, "MediaType": media,
+                "CallType": call_type, "CallId": call_id, "Role": role, "CallResult": result,
+                "EventTime": at,
+                "StartCallTs": if normal { start } else { 0 },
+                "AcceptTs": if normal { accept.unwrap_or(0) } else { 0 },
+                "EndTs": if normal { end } else { 0 },
+            })
+        };
+        push(
+            rng,
+            "call_end",
+            false,
+            status_body(&caller, "caller", outcome, end + 1),
+            end + 1,
+        );
+        for c in &callees {
+            let at = end + rng.range(1, 3);
+            push(
+                rng,
+                "call_end",
+                false,
+                status_body(c, "callee", outcome, at),
+                at,
+            );
+        }
+        if family == 0 {
+            return;
+        }
+        // Event family: one callback per user action.
+        let mut event = |rng: &mut Rng, command: &'static str, user: &str, role: &str, at: i64| {
+            let action = command.split_once('_').map_or(command, |(_, a)| a);
+            push(
+                rng,
+                command,
+                false,
+                json!({
+                    "UserId": user, "RoomId": room, "TotalNum": total, "MediaType": media,
+                    "CallType": call_type, "CallId": call_id, "Role": role, "CallResult": "",
+                    "Event": action, "EventTime": at,
+                    "StartCallTs": start, "AcceptTs": accept.unwrap_or(0), "EndTs": 0,
+                }),
+                at,
+            );
+        };
+        event(rng, "caller_start_call", &caller, "caller", start);
+        for c in &callees {
+            event(rng, "callee_receive_call", c, "callee", start + 1);
+        }
+        let first = callees[0].clone();
+        match outcome {
+            _ if accept.is_some() => {
+                let a = start + ring;
+                event(rng, "callee_accept_call", &first, "callee", a);
+                event(rng, "caller_call_accepted", &caller, "caller", a);
+                if outcome == "interrupt" {
+                    event(rng, "caller_call_interrupted", &caller, "caller", end);
+                } else {
+                    event(rng, "caller_call_end", &caller, "caller", end);
+                    event(rng, "callee_call_end", &first, "callee", end);
+                }
+            }
+            "reject" => {
+                event(rng, "callee_reject_call", &first, "callee", start + ring);
+                event(rng, "caller_call_rejected", &caller, "caller", start + ring);
+            }
+            "not_answer" => {
+                event(
+                    rng,
+                    "callee_not_answer_call",
+                    &first,
+                    "callee",
+                    start + ring,
+                );
+                event(rng, "caller_call_missed", &caller, "caller", start + ring);
+            }
+            "call_busy" => event(rng, "caller_call_busy", &caller, "caller", start + 1),
+            "cancel" => {
+                event(rng, "caller_cancel_call", &caller, "caller", start + ring);
+                event(rng, "callee_call_canceled", &first, "callee", start + ring);
+            }
+            _ => event(rng, "caller_call_failed", &caller, "caller", start + 1),
+        }
+    }
+}
+
+/// `audio` → `Audio` (the v4 spelling).
+fn cap(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+async fn load(
+    url: &str,
+    events: u64,
+    days: i64,
+    end: NaiveDate,
+    seed: u64,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let store = connect(url).await?;
+    store.migrate().await?;
+    let first_day = end - chrono::Duration::days(days - 1);
+    let day0 = first_day
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp())
+        .context("first day")?;
+    let mut sim = Sim {
+        rng: Rng(seed),
+        call_no: 0,
+    };
+    // Day weights: weekends are quieter, and every day a little different.
+    let day_weights: Vec<f64> = (0..days)
+        .map(|d| {
+            let weekday = (first_day + chrono::Duration::days(d))
+                .format("%u")
+                .to_string();
+            let base = if weekday == "6" || weekday == "7" {
+                0.7
+            } else {
+                1.0
+            };
+            base * (0.85 + 0.3 * sim.rng.unit())
+        })
+        .collect();
+    // How many calls make about `events` events: measured on a pilot run.
+    let mut pilot = Sim {
+        rng: Rng(seed ^ 0x5EED),
+        call_no: 0,
+    };
+    let mut sample = Vec::new();
+    for _ in 0..20_000 {
+        pilot.call(0, &mut sample);
+    }
+    let per_call = sample.len() as f64 / 20_000.0;
+    let calls = (events as f64 / per_call).round() as usize;
+    // The calls' start times, in order: a receiver stores events in the order they arrive,
+    // so a day's events sit together in the table, as they would in production.
+    let mut starts: Vec<i64> = (0..calls)
+        .map(|_| {
+            let day = sim.rng.weighted(&day_weights) as i64;
+            let hour = sim.rng.weighted(&HOURS) as i64;
+            day0 + day * 86_400 + hour * 3600 + sim.rng.range(0, 3599)
+        })
+        .collect();
+    starts.sort_unstable();
+
+    let started = Instant::now();
+    let mut written: u64 = 0;
+    let mut pending: Vec<(EventRow, i32)> = Vec::with_capacity(batch + 16);
+    // Deliveries generated but not yet due: every delivery happens at or after its call's
+    // start, so those due before the next call's start can be written in time order.
+    let mut waiting: Vec<Delivery> = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        sim.call(start, &mut waiting);
+        let last = i + 1 == starts.len();
+        if waiting.len() < 20_000 && !last {
+            continue;
+        }
+        waiting.sort_by_key(|d| d.at_ms);
+        let due = if last {
+            waiting.len()
+        } else {
+            waiting.partition_point(|d| d.at_ms < start * 1000)
+        };
+        for d in waiting.drain(..due) {
+            parse_into(&d, &mut pending)?;
+            if pending.len() >= batch {
+                written += flush(&store, &mut pending).await?;
+                if written % 100_000 < batch as u64 {
+                    eprintln!("{written} events written");
+                }
+            }
+        }
+    }
+    written += flush(&store, &mut pending).await?;
+    // Fresh statistics (and, for PostgreSQL, the visibility map), as a running system has.
+    match &store {
+        Store::Postgres(s) => {
+            sqlx::query("VACUUM ANALYZE call_events")
+                .execute(s.pool())
+                .await?;
+        }
+        Store::Sqlite(s) => {
+            sqlx::query("ANALYZE").execute(s.pool()).await?;
+        }
+    }
+    eprintln!(
+        "{written} events ({} calls, days {first_day} to {end}) written in {:.1} s",
+        sim.call_no,
+        started.elapsed().as_secs_f64()
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// Turns a delivery into rows with callhook's own parser.
+fn parse_into(d: &Delivery, pending: &mut Vec<(EventRow, i32)>) -> anyhow::Result<()> {
+    let body = d.body.to_string();
+    let ctx = Context {
+        sdkappid: d.sdkappid,
+        command: d.command,
+        client_ip: Some("203.0.113.7"),
+        opt_platform: Some(d.platform),
+        remote_addr: Some("127.0.0.1"),
+        received_at: d.at_ms,
+    };
+    let rows = protocol::parse_delivery(protocol::classify(d.command), d.v4, &ctx, body.as_bytes())
+        .map_err(|r| anyhow::anyhow!("generated a delivery callhook rejects: {r}: {body}"))?;
+    pending.extend(rows.into_iter().map(|r| (r, d.deliveries)));
+    Ok(())
+}
+
+async fn flush(store: &Store, pending: &mut Vec<(EventRow, i32)>) -> anyhow::Result<u64> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<BatchRow<'_>> = pending
+        .iter()
+        .map(|(row, deliveries)| BatchRow {
+            row,
+            deliveries: *deliveries,
+        })
+        .collect();
+    store.write_batch(&rows, &[]).await?;
+    let n = pending.len() as u64;
+    pending.clear();
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------
+// Timing
+
+async fn time(url: &str, runs: usize, callhook: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let store = connect(url).await?;
+    let runs = runs.max(1);
+    // The report's default window: the 7 days up to the newest event.
+    let (last, lookup): (String, (i64, String)) = match &store {
+        Store::Postgres(s) => (
+            sqlx::query_scalar("SELECT (max(received_at) AT TIME ZONE 'UTC')::date::text FROM call_events")
+                .fetch_one(s.pool())
+                .await?,
+            sqlx::query_as("SELECT sdkappid, call_id FROM call_events WHERE id >= (SELECT max(id) / 2 FROM call_events) ORDER BY id LIMIT 1")
+                .fetch_one(s.pool())
+                .await?,
+        ),
+        Store::Sqlite(s) => (
+            sqlx::query_scalar("SELECT date(max(received_at)) FROM call_events")
+                .fetch_one(s.pool())
+                .await?,
+            sqlx::query_as("SELECT sdkappid, call_id FROM call_events WHERE id >= (SELECT max(id) / 2 FROM call_events) ORDER BY id LIMIT 1")
+                .fetch_one(s.pool())
+                .await?,
+        ),
+    };
+    let until = NaiveDate::parse_from_str(&last, "%Y-%m-%d")? + chrono::Duration::days(1);
+    let since = until - chrono::Duration::days(7);
+    let (since, until) = (since.to_string(), until.to_string());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "backend {}; window {since} .. {until} (until exclusive); lookup {} {}; load average {}",
+        store.backend(),
+        lookup.0,
+        lookup.1,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let stats_sql = match &store {
+        Store::Postgres(_) => {
+            "SELECT * FROM call_stats_daily WHERE day >= $1::date AND day < $2::date"
+        }
+        Store::Sqlite(_) => "SELECT * FROM call_stats_daily WHERE day >= ?1 AND day < ?2",
+    };
+    let calls_sql = match &store {
+        Store::Postgres(_) => "SELECT * FROM calls WHERE sdkappid = $1 AND call_id = $2",
+        Store::Sqlite(_) => "SELECT * FROM calls WHERE sdkappid = ?1 AND call_id = ?2",
+    };
+    // The 7-day window, one day in its middle, and (PostgreSQL) the 7 days without JIT, as
+    // `callhook report` runs them: JIT is on by default and compiles these plans slowly.
+    let mid =
+        (NaiveDate::parse_from_str(&since, "%Y-%m-%d")? + chrono::Duration::days(3)).to_string();
+    let mid_end =
+        (NaiveDate::parse_from_str(&mid, "%Y-%m-%d")? + chrono::Duration::days(1)).to_string();
+    let mut windows = vec![
+        (
+            "call_stats_daily, 7 days",
+            since.clone(),
+            until.clone(),
+            false,
+        ),
+        ("call_stats_daily, 1 day", mid, mid_end, false),
+    ];
+    if let Store::Postgres(_) = &store {
+        windows.push((
+            "call_stats_daily, 7 days, jit off",
+            since.clone(),
+            until.clone(),
+            true,
+        ));
+    }
+    let mut samples = Vec::new();
+    for (what, from, to, jit_off) in &windows {
+        samples.clear();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let n = match &store {
+                Store::Postgres(s) => {
+                    let mut tx = s.pool().begin().await?;
+                    if *jit_off {
+                        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+                    }
+                    let n = sqlx::query(stats_sql)
+                        .bind(from)
+                        .bind(to)
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .len();
+                    tx.commit().await?;
+                    n
+                }
+                Store::Sqlite(s) => sqlx::query(stats_sql)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(s.pool())
+                    .await?
+                    .len(),
+            };
+            samples.push((t.elapsed().as_secs_f64() * 1000.0, n));
+        }
+        report_line(what, &samples);
+    }
+
+    samples.clear();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let n = match &store {
+            Store::Postgres(s) => sqlx::query(calls_sql)
+                .bind(lookup.0)
+                .bind(&lookup.1)
+                .fetch_all(s.pool())
+                .await?
+                .len(),
+            Store::Sqlite(s) => sqlx::query(calls_sql)
+                .bind(lookup.0)
+                .bind(&lookup.1)
+                .fetch_all(s.pool())
+                .await?
+                .len(),
+        };
+        samples.push((t.elapsed().as_secs_f64() * 1000.0, n));
+    }
+    report_line("calls, one call", &samples);
+
+    if let Some(bin) = callhook {
+        for format in ["table", "html"] {
+            samples.clear();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let out = std::process::Command::new(bin)
+                    .args([
+                        "report",
+                        "--database-url",
+                        url,
+                        "--since",
+                        &since,
+                        "--until",
+                        &until,
+                        "--format",
+                        format,
+                    ])
+                    .output()
+                    .with_context(|| format!("running {}", bin.display()))?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "callhook report failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                samples.push((t.elapsed().as_secs_f64() * 1000.0, out.stdout.len()));
+            }
+            report_line(
+                &format!("callhook report --format {format}, 7 days"),
+                &samples,
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Prints the median and every run, in milliseconds.
+fn report_line(what: &str, samples: &[(f64, usize)]) {
+    let mut ms: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    let all: Vec<String> = samples.iter().map(|s| format!("{:.1}", s.0)).collect();
+    println!(
+        "{what:<40} median {median:>9.1} ms   runs [{}]   ({} rows/bytes)",
+        all.join(", "),
+        samples.last().map_or(0, |s| s.1)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The analytics indexes, as migration 0002 writes them
+
+const PG_MIGRATION: &str = include_str!("../migrations/postgres/0002_analytics.sql");
+const SQLITE_MIGRATION: &str = include_str!("../migrations/sqlite/0002_analytics.sql");
+
+/// The `CREATE INDEX` statements of a migration, with the index names. Comments go first
+/// (they may contain semicolons), then the text is split into statements.
+fn index_statements(migration: &str) -> Vec<(String, String)> {
+    let code: String = migration
+        .lines()
+        .map(|l| l.split_once("--").map_or(l, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.split(';')
+        .filter_map(|stmt| {
+            let sql = stmt.trim();
+            let rest = sql.strip_prefix("CREATE INDEX ")?;
+            let name = rest.split_whitespace().next()?.to_owned();
+            Some((name, sql.to_owned()))
+        })
+        .collect()
+}
+
+async fn indexes(url: &str, create: bool) -> anyhow::Result<()> {
+    let store = connect(url).await?;
+    let migration = match &store {
+        Store::Postgres(_) => PG_MIGRATION,
+        Store::Sqlite(_) => SQLITE_MIGRATION,
+    };
+    let statements = index_statements(migration);
+    anyhow::ensure!(
+        !statements.is_empty(),
+        "no CREATE INDEX found in migration 0002"
+    );
+    for (name, create_sql) in statements {
+        let sql = if create {
+            create_sql.replacen("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1)
+        } else {
+            format!("DROP INDEX IF EXISTS {name}")
+        };
+        match &store {
+            Store::Postgres(s) => {
+                sqlx::query(&sql).execute(s.pool()).await?;
+                sqlx::query("ANALYZE call_events").execute(s.pool()).await?;
+            }
+            Store::Sqlite(s) => {
+                sqlx::query(&sql).execute(s.pool()).await?;
+                sqlx::query("ANALYZE").execute(s.pool()).await?;
+            }
+        }
+        println!(
+            "{}: {}",
+            store.backend(),
+            sql.lines().next().unwrap_or_default()
+        );
+    }
+    store.close().await;
+    Ok(())
+}
