@@ -1,6 +1,6 @@
-//! PostgreSQL backend: one statement per batch — `INSERT … SELECT FROM unnest(…)` for the
-//! events, a CTE for rejected deliveries — prepared once whatever the batch size, with
-//! `ON CONFLICT` on the dedupe key, committed implicitly in the same round trip.
+//! PostgreSQL backend: one statement per batch of events, `INSERT … SELECT FROM unnest(…)`
+//! prepared once whatever the batch size, with `ON CONFLICT` on the dedupe key, committed
+//! implicitly in the same round trip.
 
 use std::str::FromStr;
 
@@ -18,22 +18,13 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// The whole batch is ONE statement: rejected deliveries are inserted by a data-modifying
-/// CTE, events by `INSERT … SELECT FROM unnest(…)`. Sent outside an explicit transaction,
-/// the statement is its own transaction: PostgreSQL commits it (and, with the default
-/// `synchronous_commit`, flushes its WAL) before answering, so one round trip both writes
-/// and durably commits the batch. Timestamps travel as bigint milliseconds and become
-/// timestamptz here, exactly.
-const WRITE_BATCH: &str = r#"
-WITH rejected AS (
-    INSERT INTO rejected_deliveries
-        (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
-    SELECT timestamptz 'epoch' + r.received_at * interval '1 millisecond',
-           r.sdkappid, r.command, r.query, r.body, r.error_code, r.reason, r.remote_addr
-    FROM unnest($24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::text[],
-                $29::int[], $30::text[], $31::text[])
-        AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
-)
+/// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
+/// column (one prepared statement whatever the batch size; measured against multi-row
+/// VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
+/// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
+/// flushes its WAL) before answering, so one round trip writes and durably commits the
+/// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
+const INSERT_EVENTS: &str = r#"
 INSERT INTO call_events (
     sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
     call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
@@ -61,6 +52,18 @@ ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
     SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
         last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
 RETURNING dedupe_key, deliveries
+"#;
+
+/// Rejected deliveries, the rare case: their own statement, so the events' statement does
+/// not open `rejected_deliveries` and its indexes on every batch.
+const INSERT_REJECTED: &str = r#"
+INSERT INTO rejected_deliveries
+    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+SELECT timestamptz 'epoch' + r.received_at * interval '1 millisecond',
+       r.sdkappid, r.command, r.query, r.body, r.error_code, r.reason, r.remote_addr
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::text[], $8::text[])
+    AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
 "#;
 
 impl PgStore {
@@ -124,55 +127,89 @@ impl PgStore {
         inserted_flags(rows, &returned.map_err(classify)?)
     }
 
+    /// One implicit transaction when the batch holds only events (the common case) or only
+    /// rejections; an explicit one around both statements otherwise.
     async fn try_write(
         &self,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
-        let order = &sorted_indices(rows);
-        let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
-        let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
-        let rej = |f: fn(&RejectedRow) -> Option<&str>| rejected.iter().map(f).collect::<Vec<_>>();
-        sqlx::query_as(WRITE_BATCH)
-            .bind(column(rows, order, |r| r.sdkappid))
-            .bind(column(rows, order, |r| r.family.as_str()))
-            .bind(column(rows, order, |r| r.command.as_str()))
-            .bind(col(|r| r.call_id.as_deref()))
-            .bind(col(|r| r.user_id.as_deref()))
-            .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
-            .bind(col(|r| r.event.as_deref()))
-            .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
-            .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
-            .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
-            .bind(col(|r| r.room_id.as_deref()))
-            .bind(int(|r| r.total_num))
-            .bind(int(|r| r.event_time))
-            .bind(int(|r| r.start_call_ts))
-            .bind(int(|r| r.accept_ts))
-            .bind(int(|r| r.end_ts))
-            .bind(col(|r| r.client_ip.as_deref()))
-            .bind(col(|r| r.opt_platform.as_deref()))
-            .bind(col(|r| r.remote_addr.as_deref()))
-            .bind(column(rows, order, |r| &*r.payload))
-            .bind(
-                order
-                    .iter()
-                    .map(|&i| rows[i].deliveries)
-                    .collect::<Vec<i32>>(),
-            )
-            .bind(column(rows, order, |r| r.received_at))
-            .bind(column(rows, order, |r| &r.dedupe_key[..]))
-            .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
-            .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
-            .bind(rej(|r| r.command.as_deref()))
-            .bind(rej(|r| Some(r.query.as_str())))
-            .bind(rej(|r| Some(r.body.as_str())))
-            .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
-            .bind(rej(|r| Some(r.reason.as_str())))
-            .bind(rej(|r| r.remote_addr.as_deref()))
-            .fetch_all(&self.pool)
-            .await
+        match (rows.is_empty(), rejected.is_empty()) {
+            (_, true) => insert_events(&self.pool, rows).await,
+            (true, false) => insert_rejected(&self.pool, rejected)
+                .await
+                .map(|()| Vec::new()),
+            (false, false) => {
+                let mut tx = self.pool.begin().await?;
+                let returned = insert_events(&mut *tx, rows).await?;
+                insert_rejected(&mut *tx, rejected).await?;
+                tx.commit().await?;
+                Ok(returned)
+            }
+        }
     }
+}
+
+async fn insert_events<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    rows: &[BatchRow<'_>],
+) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let order = &sorted_indices(rows);
+    let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
+    let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
+    sqlx::query_as(INSERT_EVENTS)
+        .bind(column(rows, order, |r| r.sdkappid))
+        .bind(column(rows, order, |r| r.family.as_str()))
+        .bind(column(rows, order, |r| r.command.as_str()))
+        .bind(col(|r| r.call_id.as_deref()))
+        .bind(col(|r| r.user_id.as_deref()))
+        .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
+        .bind(col(|r| r.event.as_deref()))
+        .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
+        .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
+        .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
+        .bind(col(|r| r.room_id.as_deref()))
+        .bind(int(|r| r.total_num))
+        .bind(int(|r| r.event_time))
+        .bind(int(|r| r.start_call_ts))
+        .bind(int(|r| r.accept_ts))
+        .bind(int(|r| r.end_ts))
+        .bind(col(|r| r.client_ip.as_deref()))
+        .bind(col(|r| r.opt_platform.as_deref()))
+        .bind(col(|r| r.remote_addr.as_deref()))
+        .bind(column(rows, order, |r| &*r.payload))
+        .bind(
+            order
+                .iter()
+                .map(|&i| rows[i].deliveries)
+                .collect::<Vec<i32>>(),
+        )
+        .bind(column(rows, order, |r| r.received_at))
+        .bind(column(rows, order, |r| &r.dedupe_key[..]))
+        .fetch_all(db)
+        .await
+}
+
+async fn insert_rejected<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    rejected: &[RejectedRow],
+) -> Result<(), sqlx::Error> {
+    let text = |f: fn(&RejectedRow) -> Option<&str>| rejected.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_REJECTED)
+        .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
+        .bind(text(|r| r.command.as_deref()))
+        .bind(text(|r| Some(r.query.as_str())))
+        .bind(text(|r| Some(r.body.as_str())))
+        .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
+        .bind(text(|r| Some(r.reason.as_str())))
+        .bind(text(|r| r.remote_addr.as_deref()))
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 /// One column of the batch, in lock order.
