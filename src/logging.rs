@@ -16,7 +16,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let stderr = std::io::stderr();
     let ansi = stderr.is_terminal();
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
+        .buffered_lines_limit(8 * 1024)
         .lossy(true)
         // Buffered: the worker writes everything queued, then flushes, so a burst of
         // request lines costs one write(2), not one per line.
