@@ -107,8 +107,27 @@ def main():
             outage["up_at"] = time.time()
             bench.log(f"PostgreSQL started again at t={outage['up_at'] - start:.1f}s")
 
+        def watch():
+            # Polls /readyz through the whole run and notes the first moment after
+            # PostgreSQL's return at which the spool is empty and the database up.
+            while outage["drained_at"] is None and not outage["stop_watch"]:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                        ready = json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    ready = json.loads(e.read() or b"{}")
+                except (OSError, ValueError):
+                    ready = {}
+                if (outage["up_at"] and ready.get("spooled_events") == 0
+                        and ready.get("database") == "up"):
+                    outage["drained_at"] = time.time()
+                time.sleep(0.1)
+
+        outage["drained_at"], outage["stop_watch"] = None, False
         chaos_thread = threading.Thread(target=chaos)
         chaos_thread.start()
+        watch_thread = threading.Thread(target=watch)
+        watch_thread.start()
         n = 0
         while time.time() - start < args.load:
             t = threading.Thread(target=deliver, args=(url, f"loss-{n}", results, lock))
@@ -123,16 +142,13 @@ def main():
         bench.log(f"sent {n} deliveries: {len(results['acked'])} acknowledged "
                   f"({results['spooled']} from the spool), {len(results['dropped'])} dropped")
 
-        # Phase 2: wait for the spool to drain, then check the database.
-        drained_at = None
+        # Phase 2: wait for the spool to drain (at most 2 minutes), then check the database.
         deadline = time.time() + 120
-        while time.time() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-                ready = json.loads(r.read())
-            if ready.get("spooled_events") == 0 and ready.get("database") == "up":
-                drained_at = time.time()
-                break
+        while outage["drained_at"] is None and time.time() < deadline:
             time.sleep(0.2)
+        outage["stop_watch"] = True
+        watch_thread.join()
+        drained_at = outage["drained_at"]
         rows = pg.psql("SELECT call_id, deliveries FROM call_events WHERE call_id LIKE 'loss-%'", db="bench")
         stored = {}
         duplicates = 0
