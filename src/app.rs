@@ -79,10 +79,16 @@ impl Application {
             write_timeout,
         );
         let metrics = crate::metrics::install();
+        let mut background = JoinSet::new();
+        if let Some(handle) = &metrics {
+            background.spawn(crate::metrics::upkeep(
+                handle.clone(),
+                Duration::from_secs(5),
+            ));
+        }
         let state = Arc::new(AppState::new(
             settings, ingest, store, health, spool, metrics,
         ));
-        let mut background = JoinSet::new();
         background.spawn(probe_and_replay(Arc::clone(&state)));
         Ok(Self {
             listener,

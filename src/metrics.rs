@@ -63,6 +63,19 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Drains the recorder's pending histogram samples every `period`, for as long as the
+/// process runs. A recorder from `build_recorder` (unlike `install_recorder`) has no
+/// upkeep task of its own: each observation would stay in memory until the next scrape,
+/// so a deployment that nobody scrapes would grow by a few bytes per request without end.
+pub async fn upkeep(handle: PrometheusHandle, period: std::time::Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
