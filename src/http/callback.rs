@@ -149,6 +149,10 @@ pub async fn handle(
     let sdkappid = query.sdkappid.as_deref().map(|s| truncate(s, 20));
     let cmd = query.command.as_deref().map(|s| truncate(s, 64));
     let remote = remote.map(tracing::field::display);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| truncate(s, 128));
     if answer.code == ErrorCode::Success {
         tracing::info!(
             family,
@@ -157,6 +161,7 @@ pub async fn handle(
             outcome = answer.outcome,
             latency_ms,
             remote,
+            request_id,
             "callback"
         );
     } else {
@@ -169,6 +174,7 @@ pub async fn handle(
             reason = %answer.message,
             latency_ms,
             remote,
+            request_id,
             "callback refused"
         );
     }

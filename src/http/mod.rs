@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::PropagateRequestIdLayer;
 
 use crate::config::Settings;
 use crate::health::DbHealth;
@@ -96,6 +97,9 @@ pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panicked))
+        // A proxy's (or a load generator's) `X-Request-Id` comes back on every answer, and
+        // the callback log line carries it, so one delivery can be followed end to end.
+        .layer(PropagateRequestIdLayer::x_request_id())
         .with_state(state)
 }
 

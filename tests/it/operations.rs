@@ -75,6 +75,35 @@ both_backends! {
     }
 }
 
+both_backends! {
+    /// A proxy's X-Request-Id comes back on every answer: stored, refused, unknown path.
+    async fn request_ids_are_echoed(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        for (path, status, body) in [
+            (format!("/?{}", status_query(APP, "call_end")), 200, status_body("rid-1", "u", "caller", "reject").to_string()),
+            (format!("/?{}", status_query(APP, "call_end")), 400, "{not json".to_owned()),
+            ("/nowhere".to_owned(), 404, String::new()),
+        ] {
+            let resp = app
+                .client
+                .post(app.url(&path))
+                .header("X-Request-Id", format!("rid-{status}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let echoed = resp.headers().get("x-request-id").map(|v| v.as_bytes().to_vec());
+            let (got, envelope) = parse(resp).await;
+            assert_eq!(got, status, "{path}: {envelope}");
+            assert_eq!(echoed.as_deref(), Some(format!("rid-{status}").as_bytes()), "{path}");
+        }
+        let rows = app.events().await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].call_id.as_deref(), Some("rid-1"));
+        assert_eq!(app.rejected().await.len(), 1, "the malformed one is kept");
+    }
+}
+
 /// Posts unique deliveries from `concurrency` tasks until `stop` is set or the server goes
 /// away; returns the call ids that were acknowledged with ErrorCode 0.
 async fn load(base: String, concurrency: usize, stop: Arc<AtomicBool>) -> BTreeSet<String> {
@@ -364,7 +393,7 @@ async fn json_logs_carry_the_request_and_no_secrets() {
     )
     .await;
     let client = reqwest::Client::new();
-    for token in [TOKEN, "wrong-token"] {
+    for (n, token) in [TOKEN, "wrong-token"].into_iter().enumerate() {
         let url = server.url(&format!(
             "/?{}&token={token}",
             status_query(TOKEN_APP, "call_end")
@@ -372,6 +401,7 @@ async fn json_logs_carry_the_request_and_no_secrets() {
         let body = status_body("log-1", "u", "caller", "normal_end").to_string();
         client
             .post(url)
+            .header("X-Request-Id", format!("proxy-req-{n}"))
             .body(body)
             .send()
             .await
@@ -396,12 +426,11 @@ async fn json_logs_carry_the_request_and_no_secrets() {
     assert_eq!(stored["family"], "status");
     assert_eq!(stored["command"], "call_end");
     assert_eq!(stored["outcome"], "stored");
+    assert_eq!(stored["request_id"], "proxy-req-0");
     assert!(stored["latency_ms"].as_f64().is_some());
-    assert!(
-        entries
-            .iter()
-            .any(|e| e["message"] == "callback refused" && e["code"] == 71102)
-    );
+    assert!(entries.iter().any(|e| e["message"] == "callback refused"
+        && e["code"] == 71102
+        && e["request_id"] == "proxy-req-1"));
     let all = lines.join("\n");
     assert!(
         !all.contains(TOKEN) && !all.contains("wrong-token"),
