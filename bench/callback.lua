@@ -1,15 +1,16 @@
 -- wrk script for callhook's benchmark: realistic status callbacks with unique CallIds and
--- ~10% repeated deliveries (every tenth request repeats the delivery sent five requests
--- earlier on the same connection, like a sender's retry).
+-- ~10% repeated deliveries (every tenth request of a thread repeats the delivery it sent
+-- five requests earlier, like a sender's retry; the two may be in flight at once).
 --
--- Run with as many threads as connections (-t N -c N): each thread then has one
--- connection, so its responses arrive in request order and done() can report exactly
--- which deliveries were acknowledged (request k of a thread is answered by its k-th
--- response; at most one request per thread is in flight when wrk stops). bench/run.py
--- checks those against the database.
+-- Every request carries `X-Request-Id: <k>`, its index within the thread, and callhook
+-- echoes the header on its answer, so response() knows exactly which request an answer
+-- belongs to whatever the number of connections per thread. done() reports, per thread,
+-- how many requests were generated and which of them were NOT acknowledged (in flight at
+-- the stop, or answered with anything but HTTP 200 and ErrorCode 0); bench/run.py checks
+-- the database against that.
 --
 -- Environment: CALLHOOK_BENCH_RUN (id prefix), CALLHOOK_BENCH_SDKAPPID,
--- CALLHOOK_BENCH_OUT (where done() writes the per-thread counts as JSON).
+-- CALLHOOK_BENCH_OUT (where done() writes the per-thread results as JSON).
 
 local run = os.getenv("CALLHOOK_BENCH_RUN") or "run"
 local sdkappid = os.getenv("CALLHOOK_BENCH_SDKAPPID") or "1400000001"
@@ -31,7 +32,8 @@ end
 -- Per thread (each has its own Lua state).
 sent = 0
 acked = 0
-failed = {}
+ok_answers = 0
+unacked = {}
 
 local function delivery(k)
   if k % 10 == 9 then
@@ -40,13 +42,11 @@ local function delivery(k)
   return k
 end
 
--- The request index is the number of responses so far: with one connection per thread a
--- request is generated only after the previous response, and wrk's extra priming call to
--- request() at start-up (whose result is never sent) gets the same index as the first real
--- request, so it cannot shift the numbering.
 function request()
-  local n = delivery(acked + #failed)
+  local k = sent
   sent = sent + 1
+  unacked[k] = true
+  local n = delivery(k)
   local call = run .. "-" .. tid .. "-" .. n
   local body = string.format(
     '{"UserId":"user-%d","RoomId":"room-%d","TotalNum":2,"MediaType":"video",'
@@ -54,14 +54,20 @@ function request()
       .. '"EventTime":1704856890,"StartCallTs":1704856873,"AcceptTs":1704856876,'
       .. '"EndTs":1704856885}',
     n, n, call, results[(n % 10) + 1])
+  headers["X-Request-Id"] = tostring(k)
   return wrk.format("POST", path, headers, body)
 end
 
 function response(status, hdrs, body)
-  if status == 200 and string.find(body, '"ErrorCode":0', 1, true) then
+  if status ~= 200 or not string.find(body, '"ErrorCode":0', 1, true) then
+    return
+  end
+  -- Counted apart, so that a missing or unknown echo cannot pass for "nothing acknowledged".
+  ok_answers = ok_answers + 1
+  local k = tonumber(hdrs["x-request-id"] or hdrs["X-Request-Id"] or "")
+  if k ~= nil and unacked[k] then
+    unacked[k] = nil
     acked = acked + 1
-  else
-    failed[#failed + 1] = acked + #failed
   end
 end
 
@@ -78,16 +84,16 @@ function done(summary, latency, requests)
     ',"p99_us":', latency:percentile(99), ',"p999_us":', latency:percentile(99.9),
     ',"max_us":', latency.max, ',"threads":[')
   for i, t in ipairs(threads) do
-    local fails = t:get("failed")
     local list = {}
-    for _, k in ipairs(fails) do
+    for k, _ in pairs(t:get("unacked")) do
       list[#list + 1] = tostring(k)
     end
     if i > 1 then
       f:write(",")
     end
     f:write('{"tid":', t:get("tid"), ',"sent":', t:get("sent"), ',"acked":', t:get("acked"),
-      ',"failed":[', table.concat(list, ","), ']}')
+      ',"ok_answers":', t:get("ok_answers"),
+      ',"unacked":[', table.concat(list, ","), ']}')
   end
   f:write("]}\n")
   f:close()
