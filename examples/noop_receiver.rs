@@ -15,6 +15,9 @@ use callhook::config::{AppSettings, Settings};
 use callhook::ingest::BatchSink;
 use callhook::store::{BatchRow, RejectedRow, Store, StoreError};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Noop;
 
 impl BatchSink for Noop {

@@ -7,6 +7,9 @@ use clap::Parser;
 use callhook::cli::{Cli, Command, LogFormat};
 use callhook::config::{ConfigError, FileConfig, Settings, database_url, validate_database_url};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match cli.config.as_deref().map(FileConfig::load).transpose() {
