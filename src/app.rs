@@ -60,6 +60,8 @@ impl Application {
         sink: Arc<dyn BatchSink>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        // First: gauges set while starting (queue capacity, spool contents) must reach it.
+        let metrics = crate::metrics::install();
         let health = Arc::new(DbHealth::default());
         let spool = match &settings.spool.dir {
             Some(dir) => Some(Arc::new(Spool::open(dir, settings.spool.max_bytes)?)),
@@ -78,7 +80,6 @@ impl Application {
             spool.clone(),
             write_timeout,
         );
-        let metrics = crate::metrics::install();
         let mut background = JoinSet::new();
         if let Some(handle) = &metrics {
             background.spawn(crate::metrics::upkeep(

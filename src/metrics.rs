@@ -63,8 +63,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Drains the recorder's pending histogram samples every `period`, for as long as the
-/// process runs. A recorder from `build_recorder` (unlike `install_recorder`) has no
+/// Drains the recorder's pending histogram samples every `period`, until the task is
+/// aborted at shutdown. A recorder from `build_recorder` (unlike `install_recorder`) has no
 /// upkeep task of its own: each observation would stay in memory until the next scrape,
 /// so a deployment that nobody scrapes would grow by a few bytes per request without end.
 pub async fn upkeep(handle: PrometheusHandle, period: std::time::Duration) {

@@ -436,6 +436,19 @@ async fn json_logs_carry_the_request_and_no_secrets() {
         !all.contains(TOKEN) && !all.contains("wrong-token"),
         "no token in the logs:\n{all}"
     );
+    // In a fresh process, gauges set while starting reach the exporter too.
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("callhook_queue_capacity 4096"),
+        "{metrics}"
+    );
 }
 
 /// Configuration problems: one line naming the problem, exit code 2.
