@@ -576,10 +576,52 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_resolves() -> Result<(), ConfigError> {
+        // As it is, with nothing in the environment, the example configures exactly what
+        // the built-in defaults do (it says so), for its one app.
         let text = include_str!("../config.example.toml");
+        let none = |_: &str| None;
+        let example =
+            Settings::resolve(&ServeArgs::default(), FileConfig::parse(text)?, None, &none)?;
+        let defaults = Settings::resolve(
+            &ServeArgs::default(),
+            FileConfig::parse("[[apps]]\nsdkappid = 1400000001\n")?,
+            None,
+            &none,
+        )?;
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+        // Its commented-out examples are valid too.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "trusted_proxies =",
+                        "pool_size =",
+                        "commands =",
+                        "[[apps]]",
+                        "sdkappid =",
+                        "token_env =",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    format!("{rest}\n")
+                }
+                // The example replaces the default it follows.
+                _ if l == "trusted_proxies = []" => String::new(),
+                _ => format!("{l}\n"),
+            })
+            .collect();
         let env = |k: &str| (k == "CALLHOOK_TOKEN_1400000002").then(|| "from-env".to_owned());
-        let s = Settings::resolve(&ServeArgs::default(), FileConfig::parse(text)?, None, &env)?;
-        assert!(!s.apps.is_empty());
+        let s = Settings::resolve(
+            &ServeArgs::default(),
+            FileConfig::parse(&uncommented)?,
+            None,
+            &env,
+        )?;
+        assert_eq!(s.apps.len(), 2);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.database.pool_size, 4);
         Ok(())
     }
 
