@@ -7,7 +7,9 @@
 -- belongs to whatever the number of connections per thread. done() reports, per thread,
 -- how many requests were generated and which of them were NOT acknowledged (in flight at
 -- the stop, or answered with anything but HTTP 200 and ErrorCode 0); bench/run.py checks
--- the database against that.
+-- the database against that. wrk calls request() once more than it sends (a priming call
+-- on thread 0's script before the run starts), so one index per run is never sent and
+-- counts as unacknowledged.
 --
 -- Environment: CALLHOOK_BENCH_RUN (id prefix), CALLHOOK_BENCH_SDKAPPID,
 -- CALLHOOK_BENCH_OUT (where done() writes the per-thread results as JSON).

@@ -2,7 +2,8 @@
 """Where the CPU goes: a whole-machine perf profile of one benchmark run.
 
 Starts one mode of bench/run.py (default pg-default), drives it with the same wrk
-workload, records every CPU with `perf record -a -g` for the middle of the run, and
+workload, records every CPU with `perf record -a -g` for the middle of the run (from
+1.5 s in to 1.5 s before the end), and
 prints a summary that explains the throughput:
 
   1. the share of all CPU time per process (callhook, postgres, wrk, idle, other);
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +32,8 @@ import run as bench  # noqa: E402
 
 # perf names threads, not processes: callhook's are tokio's workers and the log writer.
 GROUPS = {
-    "callhook": ["callhook", "tokio-rt-worker", "tracing-appende", "noop_receiver"],
+    "callhook": ["callhook", "tokio-rt-worker", "tracing-appende", "noop_receiver",
+                 "sqlx-sqlite-wor"],
     "postgres": ["postgres"],
     "idle": ["swapper"],
 }
@@ -132,12 +135,27 @@ def main():
         server, _, _ = bench.start_mode(args.mode, bins, pg, workdir)
         bench.run_wrk(server.port, args.conns, 2, "warm", workdir)
         record_for = max(2, args.duration - 3)
-        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "999",
-                                 "-o", data, "--", "sleep", str(record_for)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for old in (data, data + ".old"):
+            if os.path.exists(old):
+                os.remove(old)
+        perf_log = os.path.join(workdir, "perf.log")
+
+        def record():
+            time.sleep(1.5)
+            with open(perf_log, "wb") as log:
+                return subprocess.run(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "999",
+                                       "-o", data, "--", "sleep", str(record_for)],
+                                      stdout=subprocess.DEVNULL, stderr=log).returncode
+
+        outcome = {}
+        recorder = threading.Thread(target=lambda: outcome.update(rc=record()))
         t0 = time.time()
+        recorder.start()
         result = bench.run_wrk(server.port, args.conns, args.duration, "prof", workdir)
-        perf.wait()
+        recorder.join()
+        if outcome.get("rc") != 0 or not os.path.exists(data):
+            with open(perf_log) as f:
+                sys.exit(f"perf record failed (is kernel.perf_event_paranoid <= -1?):\n{f.read()}")
         secs = result["duration_us"] / 1e6
         acked = sum(t["acked"] for t in result["threads"])
         bench.log(f"{args.mode} at {args.conns} connections: {acked / secs:,.0f} req/s "

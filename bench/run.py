@@ -135,7 +135,9 @@ def cpu_seconds(pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            # utime + stime, plus the reaped children's (cutime + cstime): a PostgreSQL backend
+            # or autovacuum worker that exits during a run is counted in its postmaster's.
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         except (OSError, IndexError, ValueError):
             pass
     return total / CLK_TCK
@@ -337,7 +339,7 @@ def main():
         print(summarize(records, modes))
         return
     for m in modes:
-        if m not in MODES and not m.startswith(("pg-w", "pg-b", "sqlite-b")):
+        if m not in MODES and not m.startswith(("pg-w", "pg-b", "pg-q", "sqlite-b", "sqlite-q")):
             sys.exit(f"unknown mode {m}; choose from {','.join(MODES)} or a sweep mode like pg-w2-b256")
     ensure_wrk()
     bins = build()
@@ -366,9 +368,14 @@ def main():
                         rss_after, rss_peak = memory(server.proc.pid)
                         seconds = res["duration_us"] / 1e6
                         acked = sum(t["acked"] for t in res["threads"])
+                        ok_answers = sum(t["ok_answers"] for t in res["threads"])
+                        if ok_answers != acked:
+                            raise RuntimeError(f"{ok_answers} answers with ErrorCode 0 but only {acked} carried "
+                                               "the X-Request-Id of a request in flight: is it echoed?")
                         rec = {
                             "rep": rep, "mode": mode, "conns": conns, "seconds": seconds,
                             "rps": acked / seconds, "responses": res["requests"], "errors": res["errors"],
+                            "not_acknowledged_answers": res["requests"] - ok_answers,
                             "p50_ms": res["p50_us"] / 1000, "p90_ms": res["p90_us"] / 1000,
                             "p99_ms": res["p99_us"] / 1000, "p999_ms": res["p999_us"] / 1000,
                             "max_ms": res["max_us"] / 1000,
@@ -394,6 +401,12 @@ def main():
     bad = [r for r in records if r.get("lost") or r.get("doubled")]
     if bad:
         sys.exit(f"{len(bad)} runs lost or doubled deliveries")
+    # Every answer of this workload should be ErrorCode 0: a run whose answers were refused
+    # (wrong app, overload, database down) would otherwise pass the check with nothing in it.
+    refused = [r for r in records if r["not_acknowledged_answers"] or r["errors"] or r["rps"] == 0]
+    if refused:
+        sys.exit(f"{len(refused)} runs had answers other than ErrorCode 0, or socket errors: "
+                 + ", ".join(f"{r['mode']}@{r['conns']} rep {r['rep']}" for r in refused))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ Two phases, like a two-phase load test:
      started again --outage seconds later — longer than the ~12 s retry window, so without
      the spool every call ending in between would be lost.
   2. Check: after the load, wait until callhook reports an empty spool, then prove that
-     every acknowledged delivery is in call_events exactly once (one row per event, its
-     deliveries count covering every acknowledged attempt), and report how long the spool
-     took to drain after PostgreSQL returned.
+     every acknowledged delivery is in call_events exactly once (one row per event, whose
+     deliveries count is not more than the attempts the sender made), and report how long
+     the spool took to drain after PostgreSQL returned.
 
 Usage:  python3 bench/spool_loss.py [--rate 200] [--load 60] [--outage-at 10] [--outage 30]
 It builds callhook in release mode and starts its own PostgreSQL; exit code 1 on any loss.
@@ -157,7 +157,9 @@ def main():
             duplicates += call_id in stored
             stored[call_id] = int(deliveries)
         lost = [c for c in results["acked"] if c not in stored]
-        undercounted = [c for c in results["acked"] if c in stored and stored[c] < 1]
+        # A row counts the deliveries that reached the database: never more than the sender's
+        # attempts (a spooled event replayed twice, after a crash mid-replay, could be).
+        overcounted = [c for c, attempts in results["acked"].items() if stored.get(c, 0) > attempts]
         report = {
             "deliveries": n,
             "acknowledged": len(results["acked"]),
@@ -167,11 +169,12 @@ def main():
             "rows": len(stored),
             "lost": len(lost),
             "duplicate_rows": duplicates,
+            "overcounted": len(overcounted),
             "outage_seconds": round(outage["up_at"] - outage["down_at"], 1) if outage["up_at"] else None,
             "drained_seconds_after_return": round(drained_at - outage["up_at"], 1) if drained_at and outage["up_at"] else None,
         }
         print(json.dumps(report, indent=2))
-        if lost or duplicates or undercounted or results["dropped"] or drained_at is None:
+        if lost or duplicates or overcounted or results["dropped"] or drained_at is None:
             sys.exit("LOSS TEST FAILED")
         print("every acknowledged delivery is in call_events exactly once")
     finally:
