@@ -10,7 +10,8 @@ histograms from /metrics, in counts above 10, 25 and 50 ms:
   commit   time to write and commit one batch (one per ~15 requests);
   queue    time a delivery waited for a writer;
 
-and PostgreSQL's checkpoint count (pg_stat_bgwriter) and WAL written, before and after.
+and PostgreSQL's checkpoint count (pg_stat_bgwriter), before and after. --fresh-wal
+measures a cluster as initdb left it, without the WAL warm-up the benchmarks do.
 
 Usage:  python3 bench/tail.py [--runs 6] [--duration 8]
 Builds callhook in release mode and starts its own PostgreSQL, like bench/run.py.
@@ -50,10 +51,12 @@ def main():
     ap.add_argument("--runs", type=int, default=6)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--fresh-wal", action="store_true",
+                    help="skip the WAL warm-up (see run.py's Postgres.warm_wal): a cluster as initdb left it")
     args = ap.parse_args()
     bench.ensure_wrk()
     bins = bench.build()
-    pg = bench.Postgres()
+    pg = bench.Postgres(warm_wal=not args.fresh_wal)
     workdir = tempfile.mkdtemp(prefix="callhook-tail-")
     try:
         subprocess.run([bins[0], "migrate", "--database-url", pg.url], check=True, stdout=subprocess.DEVNULL)
