@@ -439,7 +439,7 @@ async fn load(
     batch: usize,
 ) -> anyhow::Result<()> {
     let store = connect(url).await?;
-    store.migrate().await?;
+    store.migrate(std::time::Duration::from_secs(3600)).await?;
     let first_day = end - chrono::Duration::days(days - 1);
     let day0 = first_day
         .and_hms_opt(0, 0, 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Loss test for the outage spool: PostgreSQL down longer than Tencent's retry window.
+"""Loss test for the outage journal: PostgreSQL down longer than Tencent's retry window.
 
 Two phases, like a two-phase load test:
   1. Load: senders post unique status callbacks at a steady rate for --load seconds, each
@@ -63,7 +63,7 @@ def deliver(url, call_id, results, lock):
         if ok:
             with lock:
                 results["acked"][call_id] = attempts
-                results["spooled"] += "spooled" in message
+                results["spooled"] += "journaled" in message
             return
     with lock:
         results["dropped"].append(call_id)
@@ -118,7 +118,7 @@ def main():
                     ready = json.loads(e.read() or b"{}")
                 except (OSError, ValueError):
                     ready = {}
-                if (outage["up_at"] and ready.get("spooled_events") == 0
+                if (outage["up_at"] and ready.get("journal_events") == 0
                         and ready.get("database") == "up"):
                     outage["drained_at"] = time.time()
                 time.sleep(0.1)

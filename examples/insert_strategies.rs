@@ -246,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
     let secs: f64 = std::env::args().nth(2).map_or(Ok(3.0), |s| s.parse())?;
     let reps: usize = std::env::args().nth(3).map_or(Ok(3), |s| s.parse())?;
     let store = Store::connect(&callhook::config::DatabaseSettings::new(&url)).await?;
-    store.migrate().await?;
+    store.migrate(std::time::Duration::from_secs(3600)).await?;
     store.close().await;
     println!("| batch | writers | unnest rows/s | values rows/s | copy rows/s |");
     println!("|---|---|---|---|---|");

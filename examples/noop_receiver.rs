@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::new(url, [AppSettings::new(sdkappid)]);
     settings.listen = listen.parse()?;
     let store = Store::connect(&settings.database).await?;
-    store.migrate().await?;
+    store.migrate(std::time::Duration::from_secs(3600)).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     Application::build_with_sink(settings, store, Arc::new(Noop), listener)
         .await?

@@ -1,11 +1,15 @@
-//! Start-up and shutdown: builds the store, the spool, the ingest writers and the router
-//! from [`Settings`], binds the listener (so tests can use port 0), and runs until a
-//! shutdown signal, then drains everything in flight.
+//! Start-up and shutdown: builds the store, the outage journal, the ingest writers and the
+//! router from [`Settings`], binds the listener (so tests can use port 0), and runs until a
+//! shutdown signal, then drains everything in flight within one deadline.
+//!
+//! A PostgreSQL that is down at start-up does not stop callhook: it serves at once,
+//! journals what arrives, and applies migrations and replays the journal as soon as the
+//! database answers.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -16,8 +20,15 @@ use crate::config::Settings;
 use crate::health::DbHealth;
 use crate::http::{self, AppState, SharedState};
 use crate::ingest::{BatchSink, Ingest, Writers};
-use crate::spool::Spool;
-use crate::store::Store;
+use crate::journal::Journal;
+use crate::store::{Store, StoreError};
+
+/// How long the database may take to answer at start-up before callhook serves without it.
+const STARTUP_PING: Duration = Duration::from_secs(2);
+/// How long one attempt at applying migrations may take.
+const MIGRATE_DEADLINE: Duration = Duration::from_secs(600);
+/// How often the database is probed while it is down, and the journal checked.
+const TICK: Duration = Duration::from_millis(500);
 
 /// A built, bound, not yet running receiver.
 pub struct Application {
@@ -28,17 +39,32 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database (applying migrations unless disabled), opens the spool,
-    /// starts the writers and binds the listen address.
+    /// Connects to the database and applies pending migrations, opens the journal, starts
+    /// the writers and binds the listen address. A PostgreSQL that does not answer within
+    /// a couple of seconds does not stop the start: callbacks are journaled, and the
+    /// migrations run in the background as soon as it answers. (A migration that fails for
+    /// any other reason is an error.)
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database).await?;
-        if settings.migrate {
-            store.migrate().await?;
+        let reachable = match store.ping(STARTUP_PING).await {
+            Ok(()) => true,
+            Err(e) if store.is_remote() => {
+                tracing::warn!(
+                    error = %e,
+                    "the database is not answering; serving anyway: callbacks are journaled, and migrations and replay run as soon as it answers"
+                );
+                false
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("opening the database")),
+        };
+        if settings.migrate && reachable {
+            store.migrate(MIGRATE_DEADLINE).await?;
         }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Self::build_with(settings, store, listener).await
+        let sink: Arc<dyn BatchSink> = Arc::new(store.clone());
+        Self::assemble(settings, store, sink, listener, reachable).await
     }
 
     /// Like [`Application::build`] with an existing store and listener.
@@ -60,26 +86,33 @@ impl Application {
         sink: Arc<dyn BatchSink>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
-        // First: gauges set while starting (queue capacity, spool contents) must reach it.
+        Self::assemble(settings, store, sink, listener, true).await
+    }
+
+    /// `ready`: the database answered and its schema is in place.
+    async fn assemble(
+        settings: Settings,
+        store: Store,
+        sink: Arc<dyn BatchSink>,
+        listener: TcpListener,
+        ready: bool,
+    ) -> anyhow::Result<Self> {
+        // First: gauges set while starting (queue capacity, journal contents) must reach it.
         let metrics = crate::metrics::install();
-        let health = Arc::new(DbHealth::default());
-        let spool = match &settings.spool.dir {
-            Some(dir) => Some(Arc::new(Spool::open(dir, settings.spool.max_bytes)?)),
+        let journal = match &settings.spool.dir {
+            Some(dir) => Some(Arc::new(
+                Journal::open(dir, settings.spool.max_bytes).await?,
+            )),
             None => None,
         };
-        // A write that has not finished by then is abandoned and its requests are answered
-        // 503 (or spooled): a database that hangs (a network partition) must not hold the
-        // sender past a second or two. The dedupe key makes the sender's retry safe even
-        // if the abandoned transaction did commit.
-        let write_timeout = (settings.database.acquire_timeout + Duration::from_millis(500))
-            .max(Duration::from_millis(1500));
-        let (ingest, writers) = Ingest::start(
-            sink,
-            &settings.ingest,
-            Arc::clone(&health),
-            spool.clone(),
-            write_timeout,
-        );
+        // A database that did not answer at start-up counts as down until a probe (and
+        // the migrations) succeed, so callbacks are journaled rather than failed meanwhile.
+        let health = Arc::new(DbHealth::new(ready));
+        if !settings.migrate {
+            health.schema_ready();
+        }
+        let (ingest, writers) =
+            Ingest::start(sink, &settings.ingest, Arc::clone(&health), journal.clone());
         let mut background = JoinSet::new();
         if let Some(handle) = &metrics {
             background.spawn(crate::metrics::upkeep(
@@ -88,9 +121,10 @@ impl Application {
             ));
         }
         let state = Arc::new(AppState::new(
-            settings, ingest, store, health, spool, metrics,
+            settings, ingest, store, health, journal, metrics,
         ));
-        background.spawn(probe_and_replay(Arc::clone(&state)));
+        background.spawn(watch_database(Arc::clone(&state)));
+        background.spawn(replay_journal(Arc::clone(&state)));
         Ok(Self {
             listener,
             state,
@@ -108,8 +142,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers what is in flight,
-    /// commits everything queued and closes the database, all within the configured
-    /// shutdown timeout.
+    /// commits everything queued and closes the databases, all within the configured
+    /// shutdown timeout, counted from the signal.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -126,10 +160,13 @@ impl Application {
             "callhook is receiving callbacks"
         );
         let router = http::router(Arc::clone(&state));
-        let deadline_budget = state.settings.shutdown_timeout;
+        let budget = state.settings.shutdown_timeout;
+        let signaled: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
         let flag = Arc::clone(&state);
+        let at = Arc::clone(&signaled);
         let shutdown = async move {
             shutdown.await;
+            let _ = at.set(Instant::now());
             flag.shutting_down.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         };
@@ -138,56 +175,114 @@ impl Application {
             router,
             state.settings.header_read_timeout,
             shutdown,
-            deadline_budget,
+            budget,
         )
         .await;
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(
+            signaled.get().copied().unwrap_or_else(Instant::now) + budget,
+        );
         if !drained {
             tracing::warn!("connections still open at the shutdown deadline were closed");
         }
         state.ingest.close();
-        let left = deadline_budget
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(500));
-        if tokio::time::timeout(left, writers.finish()).await.is_err() {
+        if tokio::time::timeout_at(deadline, writers.finish())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "writers did not finish before the shutdown deadline; unacknowledged deliveries will be retried by the sender"
             );
         }
         background.abort_all();
-        state.store.close().await;
+        let closed = tokio::time::timeout_at(deadline, async {
+            if let Some(journal) = &state.journal {
+                journal.close().await;
+            }
+            state.store.close().await;
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!("database connections still busy at the shutdown deadline were dropped");
+        }
         tracing::info!("callhook stopped");
         Ok(())
     }
 }
 
-/// While the database is marked down, pings it twice a second and marks it up when it
-/// answers; while it is up and the spool holds events, replays them.
-async fn probe_and_replay(state: SharedState) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+/// While the database is down: applies pending migrations once it answers, then probes it
+/// twice a second and marks it up when it answers. Every attempt has a deadline, so a
+/// database that hangs cannot stall this task.
+async fn watch_database(state: SharedState) {
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut complaint = Complaint::default();
     loop {
         tick.tick().await;
-        if !state.health.is_up() {
-            match state.store.ping(Duration::from_secs(1)).await {
-                Ok(()) => state.health.mark_up(),
-                Err(_) => continue,
-            }
+        if state.health.is_up() {
+            continue;
         }
-        if let Some(spool) = &state.spool {
-            if spool.stats().events > 0 {
-                if let Err(e) = spool
-                    .replay(&state.store, state.settings.ingest.max_batch)
-                    .await
-                {
-                    metrics::counter!(crate::metrics::SPOOL_ERRORS, "op" => "replay").increment(1);
-                    if let crate::store::StoreError::Unavailable(msg) = &e {
-                        state.health.mark_down(msg);
-                    } else {
-                        tracing::error!(error = %e, "spool replay failed; retrying");
-                    }
+        if !state.health.has_schema() {
+            match state.store.migrate(MIGRATE_DEADLINE).await {
+                Ok(()) => {
+                    tracing::info!("database migrations applied");
+                    state.health.schema_ready();
+                }
+                Err(e) => {
+                    complaint.log(
+                        &format!("{e:#}"),
+                        "cannot apply migrations yet; callbacks are journaled meanwhile",
+                    );
+                    continue;
                 }
             }
+        }
+        if state.store.ping(Duration::from_secs(1)).await.is_ok() {
+            state.health.mark_up();
+        }
+    }
+}
+
+/// While the database is up and the journal holds events, replays them. Runs apart from
+/// the prober, and each replay step has a deadline.
+async fn replay_journal(state: SharedState) {
+    let Some(journal) = state.journal.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut complaint = Complaint::default();
+    loop {
+        tick.tick().await;
+        if !state.health.is_up() || journal.stats().events == 0 {
+            continue;
+        }
+        match journal
+            .replay(&state.store, state.settings.ingest.max_batch)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Unavailable(msg) | StoreError::Indeterminate { reason: msg, .. }) => {
+                state.health.mark_down(&msg);
+            }
+            Err(e) => complaint.log(&e.to_string(), "outage journal replay failed; retrying"),
+        }
+    }
+}
+
+/// Logs a recurring failure when it first happens and then at most once a minute.
+#[derive(Default)]
+struct Complaint {
+    last: Option<Instant>,
+}
+
+impl Complaint {
+    fn log(&mut self, error: &str, what: &str) {
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last = Some(Instant::now());
+            tracing::error!(error, "{what}");
         }
     }
 }

@@ -146,12 +146,13 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<String>,
 
-    /// Directory of the outage spool (PostgreSQL only): events are kept here, durably,
-    /// while the database is unreachable. Default: callhook-spool
+    /// Directory of the outage journal (PostgreSQL only): while the database is
+    /// unavailable, events are committed to journal.db here before they are acknowledged,
+    /// and replayed into the database when it returns. Default: callhook-spool
     #[arg(long, env = "CALLHOOK_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
-    /// Turn the outage spool off: while the database is down, answer 503 instead.
+    /// Turn the outage journal off: while the database is down, answer 503 instead.
     #[arg(long, env = "CALLHOOK_NO_SPOOL")]
     pub no_spool: bool,
 

@@ -198,6 +198,14 @@ impl DatabaseSettings {
             acquire_timeout: Duration::from_millis(1000),
         }
     }
+
+    /// How long a batch write may take before it is abandoned and its deliveries are
+    /// journaled (or answered 503): a connection's wait plus half a second, at least 1.5 s.
+    /// A database that hangs (a frozen server, a network partition) must not hold the
+    /// sender past a second or two.
+    pub fn write_timeout(&self) -> Duration {
+        (self.acquire_timeout + Duration::from_millis(500)).max(Duration::from_millis(1500))
+    }
 }
 
 /// One SDKAppID this receiver accepts.

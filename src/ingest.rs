@@ -19,13 +19,14 @@ use tokio::task::JoinSet;
 
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
+use crate::journal::Journal;
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, EventRow};
-use crate::spool::Spool;
 use crate::store::{BatchRow, RejectedRow, Store, StoreError, merge};
 
 /// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
-/// HTTP-only ceiling, nothing at all.
+/// HTTP-only ceiling, nothing at all. A sink bounds its own writes in time (the store
+/// answers [`StoreError::Indeterminate`] when a write passes its deadline).
 pub trait BatchSink: Send + Sync + 'static {
     fn write_batch<'a>(
         &'a self,
@@ -51,9 +52,9 @@ pub enum Outcome {
     Inserted,
     /// Already stored (a retry): its `deliveries` count grew.
     Duplicate,
-    /// The database was unreachable; the event is durably in the local spool and will be
+    /// The database was unavailable; the event is durably in the outage journal and will be
     /// replayed into the database.
-    Spooled,
+    Journaled,
 }
 
 impl Outcome {
@@ -61,7 +62,7 @@ impl Outcome {
         match self {
             Self::Inserted => "stored",
             Self::Duplicate => "duplicate",
-            Self::Spooled => "spooled",
+            Self::Journaled => "journaled",
         }
     }
 }
@@ -141,19 +142,20 @@ pub struct Ingest {
     shared: Arc<Shared>,
 }
 
-/// The running writers; [`Writers::finish`] waits for them to drain the queue.
+/// The running writers, watched by a supervisor that restarts a writer that panicked;
+/// [`Writers::finish`] waits for them to drain the queue.
 pub struct Writers {
-    tasks: JoinSet<()>,
+    supervisor: tokio::task::JoinHandle<()>,
 }
 
 impl Ingest {
-    /// Starts `settings.writers` batch writers writing into `sink`.
+    /// Starts `settings.writers` batch writers writing into `sink`, journaling into
+    /// `journal` (when there is one) what the database cannot take.
     pub fn start(
         sink: Arc<dyn BatchSink>,
         settings: &IngestSettings,
         health: Arc<DbHealth>,
-        spool: Option<Arc<Spool>>,
-        write_timeout: Duration,
+        journal: Option<Arc<Journal>>,
     ) -> (Self, Writers) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -162,18 +164,14 @@ impl Ingest {
             max_batch: settings.max_batch,
         });
         metrics::gauge!(m::QUEUE_CAPACITY).set(settings.queue_depth as f64);
-        let mut tasks = JoinSet::new();
-        for _ in 0..settings.writers {
-            let writer = Writer {
-                shared: Arc::clone(&shared),
-                sink: Arc::clone(&sink),
-                health: Arc::clone(&health),
-                spool: spool.clone(),
-                write_timeout,
-            };
-            tasks.spawn(writer.run());
-        }
-        (Self { shared }, Writers { tasks })
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            sink,
+            health,
+            journal,
+        };
+        let supervisor = tokio::spawn(supervise(writer, settings.writers));
+        (Self { shared }, Writers { supervisor })
     }
 
     /// Queues a delivery's rows and waits for the commit that holds them.
@@ -241,21 +239,50 @@ impl Ingest {
 impl Writers {
     /// Waits until every writer has drained the queue and exited (call after
     /// [`Ingest::close`]).
-    pub async fn finish(mut self) {
-        while let Some(res) = self.tasks.join_next().await {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "a batch writer failed");
-            }
+    pub async fn finish(self) {
+        if let Err(e) = self.supervisor.await {
+            tracing::error!(error = %e, "the writers' supervisor failed");
         }
     }
 }
 
+/// Runs `count` copies of `writer` until the queue is closed and drained. A writer that
+/// panics is logged, counted and replaced at once: the requests of its batch get their
+/// answer (503, their reply channels closed with it), and the queue keeps draining, so no
+/// request waits for a writer that is gone.
+async fn supervise(writer: Writer, count: usize) {
+    let mut tasks = JoinSet::new();
+    for _ in 0..count {
+        tasks.spawn(writer.clone().run());
+    }
+    while let Some(ended) = tasks.join_next().await {
+        match ended {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => {
+                let detail = e.into_panic();
+                let detail = detail
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| detail.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(
+                    panic = detail,
+                    "a batch writer panicked; starting a new one"
+                );
+                metrics::counter!(m::WRITER_RESTARTS).increment(1);
+                tasks.spawn(writer.clone().run());
+            }
+            Err(e) => tracing::error!(error = %e, "a batch writer was cancelled"),
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Writer {
     shared: Arc<Shared>,
     sink: Arc<dyn BatchSink>,
     health: Arc<DbHealth>,
-    spool: Option<Arc<Spool>>,
-    write_timeout: Duration,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Writer {
@@ -317,7 +344,7 @@ impl Writer {
                 .await
                 .map(|inserted| plan.outcomes(&inserted))
         } else {
-            // The database is known to be down: answer (or spool) at once instead of
+            // The database is known to be down: answer (or journal) at once instead of
             // waiting for a connection timeout per batch. The prober marks it up again.
             Err(StoreError::Unavailable(
                 "the database is not answering".into(),
@@ -340,23 +367,14 @@ impl Writer {
         }
     }
 
-    /// Writes with a deadline, keeping health and metrics current.
+    /// Writes, keeping health and metrics current (the sink bounds the write in time).
     async fn write_rows(
         &self,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<bool>, StoreError> {
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(self.write_timeout, self.sink.write_batch(rows, rejected))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "the write did not finish within {:?}",
-                    self.write_timeout
-                ))),
-            };
+        let result = self.sink.write_batch(rows, rejected).await;
         match &result {
             Ok(_) => {
                 metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
@@ -364,7 +382,8 @@ impl Writer {
             }
             Err(e) => {
                 let kind = match e {
-                    StoreError::Unavailable(msg) => {
+                    StoreError::Unavailable(msg)
+                    | StoreError::Indeterminate { reason: msg, .. } => {
                         self.health.mark_down(msg);
                         "unavailable"
                     }
@@ -428,21 +447,27 @@ impl Writer {
         }
     }
 
-    /// The database could not take the batch: spool the events if a spool is configured
-    /// and the database is unreachable, else answer 503 so the sender retries.
+    /// The database could not take the batch: journal the events if there is a journal
+    /// and the database is unavailable (its write's outcome unknown, or certainly not
+    /// committed), else answer 503 so the sender retries.
     async fn fail(&self, events: Deliveries, rejected: Rejections, e: StoreError) {
         rejected.answer(false);
-        if let (Some(spool), StoreError::Unavailable(_)) = (&self.spool, &e) {
+        let journalable = match &e {
+            StoreError::Unavailable(_) => Some(None),
+            StoreError::Indeterminate { fence, .. } => Some(Some(*fence)),
+            StoreError::Data(_) | StoreError::Other(_) => None,
+        };
+        if let (Some(journal), Some(fence)) = (&self.journal, journalable) {
             let rows: Vec<&EventRow> = events.rows.iter().flatten().collect();
-            match spool.append(&rows).await {
+            match journal.append(&rows, fence).await {
                 Ok(()) => {
                     for reply in events.replies {
-                        let _ = reply.send(Ok(Outcome::Spooled));
+                        let _ = reply.send(Ok(Outcome::Journaled));
                     }
                     return;
                 }
-                Err(spool_err) => {
-                    tracing::error!(error = %spool_err, "cannot spool while the database is down; answering 503");
+                Err(journal_err) => {
+                    tracing::warn!(error = %journal_err, "cannot journal while the database is unavailable; answering 503");
                 }
             }
         }
@@ -450,7 +475,10 @@ impl Writer {
             tracing::error!(error = %msg, "batch write failed");
         }
         let err = IngestError::Unavailable(match e {
-            StoreError::Unavailable(m) | StoreError::Data(m) | StoreError::Other(m) => m,
+            StoreError::Unavailable(m)
+            | StoreError::Data(m)
+            | StoreError::Other(m)
+            | StoreError::Indeterminate { reason: m, .. } => m,
         });
         for reply in events.replies {
             let _ = reply.send(Err(err.clone()));
@@ -556,8 +584,8 @@ mod tests {
         parse_delivery(Kind::Status, false, &ctx, body.as_bytes()).unwrap_or_default()
     }
 
-    /// A sink that refuses, for its data, any batch holding a row of call "poison", and
-    /// records what it committed.
+    /// A sink that refuses, for its data, any batch holding a row of call "poison", panics
+    /// on a batch holding a row of call "panic", and records what it committed.
     #[derive(Default)]
     struct Picky {
         committed: Mutex<Vec<String>>,
@@ -571,6 +599,12 @@ mod tests {
             rejected: &'a [RejectedRow],
         ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>> {
             Box::pin(async move {
+                if rows
+                    .iter()
+                    .any(|r| r.row.call_id.as_deref() == Some("panic"))
+                {
+                    panic!("a bug in the writer");
+                }
                 if rows
                     .iter()
                     .any(|r| r.row.call_id.as_deref() == Some("poison"))
@@ -595,13 +629,7 @@ mod tests {
             max_batch: 64,
             writers,
         };
-        Ingest::start(
-            sink,
-            &settings,
-            Arc::new(DbHealth::default()),
-            None,
-            Duration::from_secs(5),
-        )
+        Ingest::start(sink, &settings, Arc::new(DbHealth::default()), None)
     }
 
     #[tokio::test]
@@ -652,8 +680,7 @@ mod tests {
             writers: 1,
         };
         let health = Arc::new(DbHealth::default());
-        let (ingest, writers) =
-            Ingest::start(sink, &settings, health, None, Duration::from_secs(5));
+        let (ingest, writers) = Ingest::start(sink, &settings, health, None);
         // Nothing drains while this task holds the (current-thread) runtime: the first
         // delivery fills the queue, the second is refused without waiting.
         let first = ingest.push(Job::Events {
@@ -670,6 +697,32 @@ mod tests {
             Err(IngestError::ShuttingDown)
         );
         writers.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_is_replaced_and_nobody_waits_for_it() {
+        let sink = Arc::new(Picky::default());
+        // One writer, as on SQLite: without a restart, nothing would drain the queue.
+        let (ingest, writers) = start(Arc::clone(&sink), 1);
+        let answered =
+            tokio::time::timeout(Duration::from_secs(5), ingest.submit(delivery("panic"))).await;
+        assert!(
+            matches!(answered, Ok(Err(IngestError::Unavailable(_)))),
+            "the request of the panicked batch is answered at once: {answered:?}"
+        );
+        for call in ["after-1", "after-2"] {
+            let later =
+                tokio::time::timeout(Duration::from_secs(5), ingest.submit(delivery(call))).await;
+            assert_eq!(later, Ok(Ok(Outcome::Inserted)), "{call}");
+        }
+        ingest.close();
+        writers.finish().await;
+        let committed = sink
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(committed, vec!["after-1", "after-2"]);
     }
 
     #[test]

@@ -6,10 +6,10 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
-pub mod spool;
 pub mod store;
 
 pub use logging::shutdown_signal;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 let mut db = callhook::config::DatabaseSettings::new(url);
                 db.acquire_timeout = std::time::Duration::from_secs(10);
                 let store = callhook::store::Store::connect(&db).await?;
-                store.migrate().await?;
+                store.migrate(std::time::Duration::from_secs(3600)).await?;
                 store.close().await;
                 println!("callhook: migrations applied to {}", db.url.redacted());
                 Ok(())

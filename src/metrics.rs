@@ -17,12 +17,15 @@ pub const QUEUE_WAIT: &str = "callhook_queue_wait_seconds";
 pub const DATABASE_ERRORS: &str = "callhook_database_errors_total";
 pub const DATABASE_UP: &str = "callhook_database_up";
 pub const REJECTED_RECORDS_DROPPED: &str = "callhook_rejected_records_dropped_total";
-pub const SPOOLED_EVENTS: &str = "callhook_spool_events";
-pub const SPOOL_BYTES: &str = "callhook_spool_bytes";
-pub const SPOOL_OLDEST_AGE: &str = "callhook_spool_oldest_age_seconds";
-pub const SPOOL_APPENDED: &str = "callhook_spool_appended_total";
-pub const SPOOL_REPLAYED: &str = "callhook_spool_replayed_total";
-pub const SPOOL_ERRORS: &str = "callhook_spool_errors_total";
+pub const JOURNAL_EVENTS: &str = "callhook_journal_events";
+pub const JOURNAL_BYTES: &str = "callhook_journal_bytes";
+pub const JOURNAL_OLDEST_AGE: &str = "callhook_journal_oldest_age_seconds";
+pub const JOURNAL_APPENDED: &str = "callhook_journal_appended_total";
+pub const JOURNAL_REPLAYED: &str = "callhook_journal_replayed_total";
+pub const JOURNAL_REFUSED: &str = "callhook_journal_refused_total";
+pub const JOURNAL_ERRORS: &str = "callhook_journal_errors_total";
+pub const JOURNAL_CORRUPT: &str = "callhook_journal_corrupt_total";
+pub const WRITER_RESTARTS: &str = "callhook_writer_restarts_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -80,7 +83,7 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         DELIVERIES,
-        "Callback deliveries by family, command, outcome (stored, duplicate, spooled, rejected, failed) and reason"
+        "Callback deliveries by family, command, outcome (stored, duplicate, journaled, rejected, failed) and reason"
     );
     describe_histogram!(
         REQUEST_DURATION,
@@ -118,20 +121,39 @@ fn describe() {
         "Rejected deliveries that could not be recorded in rejected_deliveries"
     );
     describe_gauge!(
-        SPOOLED_EVENTS,
-        "Events in the outage spool, not yet in the database"
+        JOURNAL_EVENTS,
+        "Events in the outage journal, not yet in the database (repeats merged)"
     );
-    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Size of the outage spool on disk");
     describe_gauge!(
-        SPOOL_OLDEST_AGE,
+        JOURNAL_BYTES,
+        Unit::Bytes,
+        "Size of the outage journal on disk (database and WAL)"
+    );
+    describe_gauge!(
+        JOURNAL_OLDEST_AGE,
         Unit::Seconds,
-        "Age of the oldest event in the outage spool"
+        "Age of the oldest event in the outage journal"
     );
     describe_counter!(
-        SPOOL_APPENDED,
-        "Events acknowledged from the outage spool while the database was down"
+        JOURNAL_APPENDED,
+        "Deliveries acknowledged from the outage journal while the database was unavailable"
     );
-    describe_counter!(SPOOL_REPLAYED, "Spooled events replayed into the database");
-    describe_counter!(SPOOL_ERRORS, "Spool writes or replays that failed");
-    metrics::gauge!(DATABASE_UP).set(1.0);
+    describe_counter!(
+        JOURNAL_REPLAYED,
+        "Journaled events replayed into the database"
+    );
+    describe_counter!(
+        JOURNAL_REFUSED,
+        "Journaled events the database refused for their data (kept in rejected_deliveries)"
+    );
+    describe_counter!(
+        JOURNAL_ERRORS,
+        "Outage journal writes or replays that failed, by operation"
+    );
+    describe_counter!(
+        JOURNAL_CORRUPT,
+        "Outage journals SQLite reported corrupt, moved aside and replaced by a fresh one"
+    );
+    describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
+    metrics::gauge!(DATABASE_UP).set(0.0);
 }

@@ -44,7 +44,7 @@ impl Answer {
         let ack = match outcome {
             Outcome::Inserted => Ack::Stored,
             Outcome::Duplicate => Ack::Duplicate,
-            Outcome::Spooled => Ack::Spooled,
+            Outcome::Journaled => Ack::Journaled,
         };
         Self {
             code: ErrorCode::Success,

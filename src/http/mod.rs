@@ -23,9 +23,9 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use crate::config::Settings;
 use crate::health::DbHealth;
 use crate::ingest::Ingest;
+use crate::journal::Journal;
 use crate::metrics as m;
 use crate::protocol::reply::{ErrorCode, ReplyStyle, envelope};
-use crate::spool::Spool;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -34,7 +34,7 @@ pub struct AppState {
     pub ingest: Ingest,
     pub store: Store,
     pub health: Arc<DbHealth>,
-    pub spool: Option<Arc<Spool>>,
+    pub journal: Option<Arc<Journal>>,
     pub metrics: Option<PrometheusHandle>,
     pub shutting_down: AtomicBool,
     /// When the database last answered a readiness ping.
@@ -49,7 +49,7 @@ impl AppState {
         ingest: Ingest,
         store: Store,
         health: Arc<DbHealth>,
-        spool: Option<Arc<Spool>>,
+        journal: Option<Arc<Journal>>,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         Self {
@@ -57,7 +57,7 @@ impl AppState {
             ingest,
             store,
             health,
-            spool,
+            journal,
             metrics,
             shutting_down: AtomicBool::new(false),
             ready_cache: Mutex::new(None),
@@ -138,28 +138,29 @@ async fn healthz() -> Response {
     reply(ReplyStyle::Plain, ErrorCode::Success, "ok")
 }
 
-/// 200 when the database answers (or the spool is taking events for it); 503 otherwise.
-/// The database check is cached for a second, so probing every second costs one query.
+/// 200 when the database answers, or when it does not but the outage journal takes the
+/// events for it; 503 otherwise (and while shutting down). The database check is cached
+/// for a second, so probing every second costs one query.
 async fn readyz(State(st): State<SharedState>) -> Response {
     if st.shutting_down.load(Ordering::Relaxed) {
         return reply(ReplyStyle::Plain, ErrorCode::ShuttingDown, "shutting down");
     }
     let db = check_database(&st).await;
-    let spool = st.spool.as_ref().map(|s| s.stats());
+    let journal = st.journal.as_ref().map(|j| (j.stats(), j.is_full()));
     let (queue_depth, _) = st.ingest.depth();
-    let spool_full = st.spool.as_ref().is_some_and(|s| s.is_full());
-    let (code, message): (ErrorCode, Cow<'_, str>) = match (&db, &spool) {
-        (Ok(()), Some(s)) if s.events > 0 => {
-            (ErrorCode::Success, "ready; replaying the spool".into())
-        }
+    let (code, message): (ErrorCode, Cow<'_, str>) = match (&db, &journal) {
+        (Ok(()), Some((s, _))) if s.events > 0 => (
+            ErrorCode::Success,
+            "ready; replaying the outage journal".into(),
+        ),
         (Ok(()), _) => (ErrorCode::Success, "ready".into()),
-        (Err(e), Some(_)) if spool_full => (
+        (Err(e), Some((_, true))) => (
             ErrorCode::DatabaseUnavailable,
-            format!("database unavailable ({e}) and the spool is full").into(),
+            format!("database unavailable ({e}) and the outage journal is full").into(),
         ),
         (Err(_), Some(_)) => (
             ErrorCode::Success,
-            "ready; the database is unavailable, events are spooled".into(),
+            "ready; the database is unavailable, events are journaled".into(),
         ),
         (Err(e), None) => (
             ErrorCode::DatabaseUnavailable,
@@ -173,9 +174,10 @@ async fn readyz(State(st): State<SharedState>) -> Response {
         "backend": st.store.backend(),
         "queue_depth": queue_depth,
     });
-    if let Some(s) = spool {
-        body["spooled_events"] = s.events.into();
-        body["spool_bytes"] = s.bytes.into();
+    if let Some((s, full)) = journal {
+        body["journal_events"] = s.events.into();
+        body["journal_bytes"] = s.bytes.into();
+        body["journal_full"] = full.into();
     }
     json_response(
         code.http_status(),
@@ -220,14 +222,14 @@ async fn metrics(State(st): State<SharedState>) -> Response {
     let (depth, age) = st.ingest.depth();
     metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64);
     metrics::gauge!(m::QUEUE_OLDEST_AGE).set(age.as_secs_f64());
-    if let Some(spool) = &st.spool {
-        let s = spool.stats();
+    if let Some(journal) = &st.journal {
+        let s = journal.stats();
         let age = s
             .oldest_received_at
             .map_or(0.0, |t| ((crate::now_millis() - t).max(0)) as f64 / 1000.0);
-        metrics::gauge!(m::SPOOL_OLDEST_AGE).set(age);
-        metrics::gauge!(m::SPOOLED_EVENTS).set(s.events as f64);
-        metrics::gauge!(m::SPOOL_BYTES).set(s.bytes as f64);
+        metrics::gauge!(m::JOURNAL_OLDEST_AGE).set(age);
+        metrics::gauge!(m::JOURNAL_EVENTS).set(s.events as f64);
+        metrics::gauge!(m::JOURNAL_BYTES).set(s.bytes as f64);
     }
     let text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     let mut resp = text.into_response();

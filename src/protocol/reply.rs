@@ -178,18 +178,18 @@ struct V4<'a> {
 pub enum Ack {
     Stored,
     Duplicate,
-    Spooled,
+    Journaled,
 }
 
 impl Ack {
-    pub const ALL: [Ack; 3] = [Ack::Stored, Ack::Duplicate, Ack::Spooled];
+    pub const ALL: [Ack; 3] = [Ack::Stored, Ack::Duplicate, Ack::Journaled];
 
     pub fn message(self) -> &'static str {
         match self {
             Self::Stored => "Success",
             Self::Duplicate => "Success (duplicate delivery, already stored)",
-            Self::Spooled => {
-                "Success (spooled: the database is unavailable, the event will be stored when it returns)"
+            Self::Journaled => {
+                "Success (journaled: the database is unavailable; the event is kept and will be stored when it returns)"
             }
         }
     }
@@ -201,8 +201,8 @@ impl Ack {
             (ReplyStyle::Plain, Self::Duplicate) => {
                 br#"{"ErrorCode":0,"ErrorMessage":"Success (duplicate delivery, already stored)"}"#
             }
-            (ReplyStyle::Plain, Self::Spooled) => {
-                br#"{"ErrorCode":0,"ErrorMessage":"Success (spooled: the database is unavailable, the event will be stored when it returns)"}"#
+            (ReplyStyle::Plain, Self::Journaled) => {
+                br#"{"ErrorCode":0,"ErrorMessage":"Success (journaled: the database is unavailable; the event is kept and will be stored when it returns)"}"#
             }
             (ReplyStyle::V4, Self::Stored) => {
                 br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success"}"#
@@ -210,8 +210,8 @@ impl Ack {
             (ReplyStyle::V4, Self::Duplicate) => {
                 br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success (duplicate delivery, already stored)"}"#
             }
-            (ReplyStyle::V4, Self::Spooled) => {
-                br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success (spooled: the database is unavailable, the event will be stored when it returns)"}"#
+            (ReplyStyle::V4, Self::Journaled) => {
+                br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"ErrorMessage":"Success (journaled: the database is unavailable; the event is kept and will be stored when it returns)"}"#
             }
         }
     }

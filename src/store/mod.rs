@@ -2,8 +2,10 @@
 //! SQL lives in its own module; nothing above this layer knows which one runs.
 //!
 //! The interface is what the ingest step needs: write a batch of events (deduplicated by
-//! the database) and rejected deliveries in one transaction, ping, migrate.
+//! the database) and rejected deliveries in one transaction, ping, migrate; and what the
+//! outage journal needs: replay a chunk of journaled rows exactly once.
 
+mod fence;
 mod postgres;
 mod sqlite;
 
@@ -12,8 +14,9 @@ use std::time::Duration;
 use crate::config::DatabaseSettings;
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
+pub use fence::Fence;
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
 
 /// One distinct event of a batch and how many deliveries of it the batch holds.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +68,11 @@ pub enum StoreError {
     /// Nothing was committed; the same batch may succeed later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but its outcome is unknown: its deadline passed or the connection
+    /// broke while the database had it. It may still commit. `fence` names it, so that a
+    /// replay of the same rows can later settle whether it did (see [`Fence`]).
+    #[error("database unavailable, write outcome unknown: {reason}")]
+    Indeterminate { reason: String, fence: Fence },
     /// The database refused the data itself (a value it cannot store). Retrying the same
     /// rows will fail again; other rows of the batch may be fine.
     #[error("database refused the data: {0}")]
@@ -114,6 +122,12 @@ impl Store {
         }
     }
 
+    /// Whether the database lives behind a network and can be unreachable (PostgreSQL):
+    /// its migrations run in the background, and an outage journal can stand in for it.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
@@ -122,10 +136,10 @@ impl Store {
     }
 
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so replicas starting
-    /// together apply them once).
-    pub async fn migrate(&self) -> anyhow::Result<()> {
+    /// together apply them once), giving up after `deadline`.
+    pub async fn migrate(&self, deadline: Duration) -> anyhow::Result<()> {
         match self {
-            Self::Postgres(s) => s.migrate().await,
+            Self::Postgres(s) => s.migrate(deadline).await,
             Self::Sqlite(s) => s.migrate().await,
         }
     }
@@ -141,6 +155,37 @@ impl Store {
         match self {
             Self::Postgres(s) => s.write_batch(rows, rejected).await,
             Self::Sqlite(s) => s.write_batch(rows, rejected).await,
+        }
+    }
+
+    /// Replays one chunk of journaled rows into the database, exactly once: the rows and the
+    /// journal's progress are committed in one transaction, and a chunk (or row) already
+    /// recorded as replayed is skipped. Rows written by a write whose outcome was unknown
+    /// (their [`JournalRow::fence`]) are skipped when that write turns out to have
+    /// committed. Only PostgreSQL has an outage journal.
+    pub async fn replay(&self, journal_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.replay(journal_id, rows).await,
+            Self::Sqlite(_) => Err(StoreError::Other(
+                "an outage journal replays into PostgreSQL only".into(),
+            )),
+        }
+    }
+
+    /// Records, exactly once, that a journaled row was refused by the database for its
+    /// data: it goes to `rejected_deliveries` with `reason`, and the journal's progress
+    /// moves past it.
+    pub async fn replay_refused(
+        &self,
+        journal_id: &str,
+        row: &JournalRow,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.replay_refused(journal_id, row, reason).await,
+            Self::Sqlite(_) => Err(StoreError::Other(
+                "an outage journal replays into PostgreSQL only".into(),
+            )),
         }
     }
 
@@ -166,26 +211,53 @@ impl Store {
     }
 }
 
+/// A row of the outage journal on its way back into the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// The replay chunk the row belongs to; with `id`, where replay progress is recorded.
+    pub chunk: i64,
+    pub id: i64,
+    pub row: EventRow,
+    /// How many deliveries of the event the journal merged into this row.
+    pub deliveries: i32,
+    /// Set when the row was journaled after a write whose outcome was unknown.
+    pub fence: Option<Fence>,
+}
+
+impl JournalRow {
+    /// Whether the row lies after a recorded replay position `(chunk, id)`.
+    pub fn after(&self, position: Option<(i64, i64)>) -> bool {
+        position.is_none_or(|p| (self.chunk, self.id) > p)
+    }
+}
+
 /// Merges rows that are the same event (equal `sdkappid` and dedupe key) into distinct
 /// batch rows with counts. Returns the distinct rows and, for each input row in order, the
 /// index of its distinct row and whether it was the first to carry it.
 pub fn merge<'a>(
     rows: impl IntoIterator<Item = &'a EventRow>,
 ) -> (Vec<BatchRow<'a>>, Vec<(usize, bool)>) {
+    merge_counted(rows.into_iter().map(|r| (r, 1)))
+}
+
+/// [`merge`] for rows that each stand for a number of deliveries.
+pub fn merge_counted<'a>(
+    rows: impl IntoIterator<Item = (&'a EventRow, i32)>,
+) -> (Vec<BatchRow<'a>>, Vec<(usize, bool)>) {
     let mut index: std::collections::HashMap<(i64, DedupeKey), usize> =
         std::collections::HashMap::new();
     let mut distinct: Vec<BatchRow<'a>> = Vec::new();
     let mut carriers = Vec::new();
-    for row in rows {
+    for (row, n) in rows {
         match index.entry((row.sdkappid, row.dedupe_key)) {
             std::collections::hash_map::Entry::Occupied(e) => {
-                distinct[*e.get()].deliveries += 1;
+                distinct[*e.get()].deliveries += n;
                 carriers.push((*e.get(), false));
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(distinct.len());
                 carriers.push((distinct.len(), true));
-                distinct.push(BatchRow { row, deliveries: 1 });
+                distinct.push(BatchRow { row, deliveries: n });
             }
         }
     }

@@ -2,20 +2,30 @@
 //! prepared once whatever the batch size, with `ON CONFLICT` on the dedupe key, committed
 //! implicitly in the same round trip.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{BatchRow, RejectedRow, StoreError, inserted_flags, sorted_indices};
+use super::fence::{Fence, Fences};
+use super::{
+    BatchRow, JournalRow, RejectedRow, StoreError, inserted_flags, merge_counted, sorted_indices,
+};
 use crate::config::DatabaseSettings;
-use crate::protocol::EventRow;
+use crate::protocol::{ErrorCode, EventRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The identities live writes fence with (src/store/fence.rs).
+    fences: Arc<Fences>,
+    /// How long a write may take before its outcome counts as unknown.
+    write_timeout: Duration,
 }
 
 /// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
@@ -24,7 +34,10 @@ pub struct PgStore {
 /// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
 /// flushes its WAL) before answering, so one round trip writes and durably commits the
 /// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
-const INSERT_EVENTS: &str = r#"
+///
+/// The live writes' variant first raises its writer's fence, and writes its rows only if
+/// that succeeded (src/store/fence.rs).
+const EVENTS_INSERT: &str = r#"
 INSERT INTO call_events (
     sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
     call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
@@ -48,6 +61,9 @@ FROM unnest(
 ) AS t(sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
        call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts,
        client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key)
+"#;
+
+const EVENTS_UPSERT: &str = r#"
 ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
     SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
         last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
@@ -56,7 +72,7 @@ RETURNING dedupe_key, deliveries
 
 /// Rejected deliveries, the rare case: their own statement, so the events' statement does
 /// not open `rejected_deliveries` and its indexes on every batch.
-const INSERT_REJECTED: &str = r#"
+const REJECTED_INSERT: &str = r#"
 INSERT INTO rejected_deliveries
     (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
 SELECT timestamptz 'epoch' + r.received_at * interval '1 millisecond',
@@ -65,6 +81,52 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::
             $7::text[], $8::text[])
     AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
 "#;
+
+/// A CTE that raises writer `writer`'s fence to batch `batch` (both parameters) and
+/// returns a row only if the fence was below it.
+fn raise_fence(writer: &str, batch: &str) -> String {
+    format!(
+        "WITH fence AS (INSERT INTO ingest_fences AS f (writer_id, last_batch) \
+         VALUES ({writer}, {batch}) ON CONFLICT (writer_id) DO UPDATE \
+         SET last_batch = EXCLUDED.last_batch, updated_at = now() \
+         WHERE f.last_batch < EXCLUDED.last_batch RETURNING 1)"
+    )
+}
+
+const FENCED: &str = "WHERE EXISTS (SELECT 1 FROM fence)";
+
+/// The four statements: events and rejected deliveries, each plain (replay) and fenced
+/// (live writes).
+struct Statements {
+    events: String,
+    events_fenced: String,
+    rejected: String,
+    rejected_fenced: String,
+}
+
+fn statements() -> &'static Statements {
+    static SQL: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| Statements {
+        events: format!("{EVENTS_INSERT}{EVENTS_UPSERT}"),
+        events_fenced: format!(
+            "{}{EVENTS_INSERT}{FENCED}{EVENTS_UPSERT}",
+            raise_fence("$24", "$25")
+        ),
+        rejected: format!("{REJECTED_INSERT} RETURNING 1"),
+        rejected_fenced: format!(
+            "{}{REJECTED_INSERT}{FENCED} RETURNING 1",
+            raise_fence("$9", "$10")
+        ),
+    })
+}
+
+/// What a live write's statements came to.
+enum Written {
+    /// The returned `(dedupe_key, deliveries)` of the events.
+    Rows(Vec<(Vec<u8>, i32)>),
+    /// The fence was already raised: an earlier attempt of this very write committed.
+    AlreadyCommitted,
+}
 
 impl PgStore {
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
@@ -79,18 +141,26 @@ impl PgStore {
             // retried once on a fresh connection (see `write_batch`).
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fences: Arc::new(Fences::default()),
+            write_timeout: settings.write_timeout(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .context("applying PostgreSQL migrations")
+    /// Applies pending migrations, within `deadline` (a migration that does not finish by
+    /// then is rolled back with its connection, and retried by the caller).
+    pub async fn migrate(&self, deadline: Duration) -> anyhow::Result<()> {
+        match tokio::time::timeout(deadline, MIGRATOR.run(&self.pool)).await {
+            Ok(result) => result.context("applying PostgreSQL migrations"),
+            Err(_) => {
+                anyhow::bail!("applying PostgreSQL migrations: no answer within {deadline:?}")
+            }
+        }
     }
 
     /// `SELECT 1`, retried once on a fresh connection when the pooled one turns out to be
@@ -109,112 +179,326 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    /// Writes a live batch within the write deadline, under a fresh fence. When the
+    /// outcome is unknown (the deadline passed, or the connection broke with the statement
+    /// possibly sent), the answer is [`StoreError::Indeterminate`] with the fence, and the
+    /// fence's identity is retired.
     pub async fn write_batch(
         &self,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<bool>, StoreError> {
-        let returned = match self.try_write(rows, rejected).await {
-            // A pooled connection may have died with a database restart; one immediate
-            // retry on a fresh connection hides that from the senders. A pool timeout is
-            // not retried: the database is down and the senders must hear it fast.
-            Err(e) if is_stale_connection(&e) && !self.pool.is_closed() => {
-                tracing::debug!(error = %e, "batch failed on a stale connection; retrying once");
-                self.try_write(rows, rejected).await
+        let fence = self.fences.next();
+        let attempts = async {
+            match self.try_write(rows, rejected, fence).await {
+                // A pooled connection may have died with a database restart; one
+                // immediate retry on a fresh connection hides that from the senders. The
+                // retry carries the same fence, so it cannot write the rows twice. A pool
+                // timeout is not retried: the database is down and the senders must hear
+                // it fast.
+                Err(e) if is_stale_connection(&e) && !self.pool.is_closed() => {
+                    tracing::debug!(error = %e, "batch failed on a stale connection; retrying once");
+                    let first_maybe_sent = maybe_sent(&e);
+                    self.try_write(rows, rejected, fence)
+                        .await
+                        .map_err(|e| (first_maybe_sent || maybe_sent(&e), e))
+                }
+                other => other.map_err(|e| (maybe_sent(&e), e)),
             }
-            other => other,
         };
-        inserted_flags(rows, &returned.map_err(classify)?)
+        match tokio::time::timeout(self.write_timeout, attempts).await {
+            Ok(Ok(written)) => {
+                self.fences.release(fence);
+                match written {
+                    Written::Rows(returned) => inserted_flags(rows, &returned),
+                    Written::AlreadyCommitted => Ok(vec![true; rows.len()]),
+                }
+            }
+            Ok(Err((true, e))) => Err(StoreError::Indeterminate {
+                reason: e.to_string(),
+                fence,
+            }),
+            Ok(Err((false, e))) => {
+                self.fences.release(fence);
+                Err(classify(e))
+            }
+            Err(_) => Err(StoreError::Indeterminate {
+                reason: format!("the write did not finish within {:?}", self.write_timeout),
+                fence,
+            }),
+        }
     }
 
     /// One implicit transaction when the batch holds only events (the common case) or only
-    /// rejections; an explicit one around both statements otherwise.
+    /// rejections; an explicit one around both statements otherwise. The first statement
+    /// raises the fence.
     async fn try_write(
         &self,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
-    ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
+        fence: Fence,
+    ) -> Result<Written, sqlx::Error> {
+        let fenced = |returned: Vec<(Vec<u8>, i32)>| {
+            if returned.is_empty() {
+                Written::AlreadyCommitted
+            } else {
+                Written::Rows(returned)
+            }
+        };
         match (rows.is_empty(), rejected.is_empty()) {
-            (_, true) => insert_events(&self.pool, rows).await,
-            (true, false) => insert_rejected(&self.pool, rejected)
-                .await
-                .map(|()| Vec::new()),
+            (true, true) => Ok(Written::Rows(Vec::new())),
+            (false, true) => Ok(fenced(insert_events(&self.pool, rows, Some(fence)).await?)),
+            (true, false) => {
+                let n = insert_rejected(&self.pool, rejected, Some(fence)).await?;
+                Ok(if n == 0 {
+                    Written::AlreadyCommitted
+                } else {
+                    Written::Rows(Vec::new())
+                })
+            }
             (false, false) => {
                 let mut tx = self.pool.begin().await?;
-                let returned = insert_events(&mut *tx, rows).await?;
-                insert_rejected(&mut *tx, rejected).await?;
+                let written = fenced(insert_events(&mut *tx, rows, Some(fence)).await?);
+                if matches!(written, Written::Rows(_)) {
+                    insert_rejected(&mut *tx, rejected, None).await?;
+                }
                 tx.commit().await?;
-                Ok(returned)
+                Ok(written)
             }
         }
     }
+
+    /// See [`super::Store::replay`].
+    pub async fn replay(&self, journal_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
+        self.replay_within(journal_id, rows, None).await
+    }
+
+    /// See [`super::Store::replay_refused`].
+    pub async fn replay_refused(
+        &self,
+        journal_id: &str,
+        row: &JournalRow,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.replay_within(journal_id, std::slice::from_ref(row), Some(reason))
+            .await
+    }
+
+    /// A replay that does not finish within the deadline is abandoned; should it commit
+    /// after all, the next attempt finds its progress and skips what it wrote.
+    async fn replay_within(
+        &self,
+        journal_id: &str,
+        rows: &[JournalRow],
+        refused: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let deadline = self.write_timeout * 4;
+        match tokio::time::timeout(deadline, self.try_replay(journal_id, rows, refused)).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "a replay did not finish within {deadline:?}"
+            ))),
+        }
+    }
+
+    /// In one transaction: read the journal's progress (locking it), keep the rows after
+    /// it, settle the fences of rows from writes of unknown outcome, write the rows (or,
+    /// for `refused`, record them in `rejected_deliveries`), and advance the progress.
+    async fn try_replay(
+        &self,
+        journal_id: &str,
+        rows: &[JournalRow],
+        refused: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let position: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT replayed_chunk, replayed_id FROM journal_progress \
+             WHERE journal_id = $1 FOR UPDATE",
+        )
+        .bind(journal_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let todo: Vec<&JournalRow> = rows.iter().filter(|r| r.after(position)).collect();
+        let Some(last) = todo.last() else {
+            return tx.commit().await;
+        };
+        let mut settled: HashMap<Fence, bool> = HashMap::new();
+        for fence in todo.iter().filter_map(|r| r.fence) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = settled.entry(fence) {
+                slot.insert(claim_fence(&mut tx, fence).await?);
+            }
+        }
+        let keep = todo.iter().filter(|r| {
+            r.fence
+                .is_none_or(|f| settled.get(&f).copied().unwrap_or(true))
+        });
+        match refused {
+            None => {
+                let (batch, _) = merge_counted(keep.map(|r| (&r.row, r.deliveries)));
+                insert_events(&mut *tx, &batch, None).await?;
+            }
+            Some(reason) => {
+                let rejected: Vec<RejectedRow> = keep
+                    .map(|r| RejectedRow {
+                        received_at: r.row.received_at,
+                        sdkappid: r.row.sdkappid,
+                        command: Some(r.row.command.clone()),
+                        query: String::new(),
+                        body: RejectedRow::body_text(r.row.payload.as_bytes()),
+                        error_code: ErrorCode::Unstorable.code() as i32,
+                        reason: format!(
+                            "replaying the outage journal, the database refused this event: {reason}"
+                        ),
+                        remote_addr: r.row.remote_addr.clone(),
+                    })
+                    .collect();
+                insert_rejected(&mut *tx, &rejected, None).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO journal_progress (journal_id, replayed_chunk, replayed_id) \
+             VALUES ($1, $2, $3) ON CONFLICT (journal_id) DO UPDATE \
+             SET replayed_chunk = EXCLUDED.replayed_chunk, replayed_id = EXCLUDED.replayed_id, \
+                 updated_at = now()",
+        )
+        .bind(journal_id)
+        .bind(last.chunk)
+        .bind(last.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+/// Settles the fence of a write whose outcome was unknown, in the replay's transaction:
+/// `true` when that write did not commit (the fence is raised now, so it never will, and
+/// the journaled rows are to be written), `false` when it did (they are already stored).
+/// Row locks make an original write still in flight finish first.
+async fn claim_fence(tx: &mut sqlx::PgConnection, fence: Fence) -> Result<bool, sqlx::Error> {
+    let created: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO ingest_fences (writer_id, last_batch) VALUES ($1, $2) \
+         ON CONFLICT (writer_id) DO NOTHING RETURNING 1",
+    )
+    .bind(&fence.writer[..])
+    .bind(fence.batch)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if created.is_some() {
+        return Ok(true);
+    }
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_batch FROM ingest_fences WHERE writer_id = $1 FOR UPDATE")
+            .bind(&fence.writer[..])
+            .fetch_one(&mut *tx)
+            .await?;
+    if last >= fence.batch {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE ingest_fences SET last_batch = $2, updated_at = now() WHERE writer_id = $1",
+    )
+    .bind(&fence.writer[..])
+    .bind(fence.batch)
+    .execute(&mut *tx)
+    .await?;
+    Ok(true)
 }
 
 async fn insert_events<'c>(
     db: impl sqlx::PgExecutor<'c>,
     rows: &[BatchRow<'_>],
+    fence: Option<Fence>,
 ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    let sql = statements();
     let order = &sorted_indices(rows);
     let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
     let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
-    sqlx::query_as(INSERT_EVENTS)
-        .bind(column(rows, order, |r| r.sdkappid))
-        .bind(column(rows, order, |r| r.family.as_str()))
-        .bind(column(rows, order, |r| r.command.as_str()))
-        .bind(col(|r| r.call_id.as_deref()))
-        .bind(col(|r| r.user_id.as_deref()))
-        .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
-        .bind(col(|r| r.event.as_deref()))
-        .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
-        .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
-        .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
-        .bind(col(|r| r.room_id.as_deref()))
-        .bind(int(|r| r.total_num))
-        .bind(int(|r| r.event_time))
-        .bind(int(|r| r.start_call_ts))
-        .bind(int(|r| r.accept_ts))
-        .bind(int(|r| r.end_ts))
-        .bind(col(|r| r.client_ip.as_deref()))
-        .bind(col(|r| r.opt_platform.as_deref()))
-        .bind(col(|r| r.remote_addr.as_deref()))
-        .bind(column(rows, order, |r| &*r.payload))
-        .bind(
-            order
-                .iter()
-                .map(|&i| rows[i].deliveries)
-                .collect::<Vec<i32>>(),
-        )
-        .bind(column(rows, order, |r| r.received_at))
-        .bind(column(rows, order, |r| &r.dedupe_key[..]))
-        .fetch_all(db)
-        .await
+    let query = sqlx::query_as(match fence {
+        Some(_) => &sql.events_fenced,
+        None => &sql.events,
+    })
+    .bind(column(rows, order, |r| r.sdkappid))
+    .bind(column(rows, order, |r| r.family.as_str()))
+    .bind(column(rows, order, |r| r.command.as_str()))
+    .bind(col(|r| r.call_id.as_deref()))
+    .bind(col(|r| r.user_id.as_deref()))
+    .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
+    .bind(col(|r| r.event.as_deref()))
+    .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
+    .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
+    .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
+    .bind(col(|r| r.room_id.as_deref()))
+    .bind(int(|r| r.total_num))
+    .bind(int(|r| r.event_time))
+    .bind(int(|r| r.start_call_ts))
+    .bind(int(|r| r.accept_ts))
+    .bind(int(|r| r.end_ts))
+    .bind(col(|r| r.client_ip.as_deref()))
+    .bind(col(|r| r.opt_platform.as_deref()))
+    .bind(col(|r| r.remote_addr.as_deref()))
+    .bind(column(rows, order, |r| &*r.payload))
+    .bind(
+        order
+            .iter()
+            .map(|&i| rows[i].deliveries)
+            .collect::<Vec<i32>>(),
+    )
+    .bind(column(rows, order, |r| r.received_at))
+    .bind(column(rows, order, |r| &r.dedupe_key[..]));
+    match fence {
+        Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
+        None => query,
+    }
+    .fetch_all(db)
+    .await
 }
 
+/// Returns how many rows were written (0 when the fence stopped them).
 async fn insert_rejected<'c>(
     db: impl sqlx::PgExecutor<'c>,
     rejected: &[RejectedRow],
-) -> Result<(), sqlx::Error> {
+    fence: Option<Fence>,
+) -> Result<usize, sqlx::Error> {
+    let sql = statements();
     let text = |f: fn(&RejectedRow) -> Option<&str>| rejected.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(INSERT_REJECTED)
-        .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
-        .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
-        .bind(text(|r| r.command.as_deref()))
-        .bind(text(|r| Some(r.query.as_str())))
-        .bind(text(|r| Some(r.body.as_str())))
-        .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
-        .bind(text(|r| Some(r.reason.as_str())))
-        .bind(text(|r| r.remote_addr.as_deref()))
-        .execute(db)
-        .await
-        .map(|_| ())
+    let query = sqlx::query(match fence {
+        Some(_) => &sql.rejected_fenced,
+        None => &sql.rejected,
+    })
+    .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
+    .bind(text(|r| r.command.as_deref()))
+    .bind(text(|r| Some(r.query.as_str())))
+    .bind(text(|r| Some(r.body.as_str())))
+    .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
+    .bind(text(|r| Some(r.reason.as_str())))
+    .bind(text(|r| r.remote_addr.as_deref()));
+    let query = match fence {
+        Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
+        None => query,
+    };
+    Ok(query.fetch_all(db).await?.len())
 }
 
 /// One column of the batch, in lock order.
 fn column<'a, T>(rows: &[BatchRow<'a>], order: &[usize], f: impl Fn(&'a EventRow) -> T) -> Vec<T> {
     order.iter().map(|&i| f(rows[i].row)).collect()
+}
+
+/// Whether a failed statement may have reached the database (and so may have committed):
+/// the connection broke (I/O, protocol) rather than the database answering with an error
+/// or the pool never handing out a connection.
+fn maybe_sent(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+    )
 }
 
 fn is_stale_connection(e: &sqlx::Error) -> bool {
@@ -343,8 +627,12 @@ impl PgStore {
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fences: Arc::new(Fences::default()),
+            write_timeout: Duration::from_secs(10),
+        })
     }
 }

@@ -16,33 +16,52 @@ use super::{BatchRow, RejectedRow, StoreError, inserted_flags, sorted_indices};
 use crate::config::DatabaseSettings;
 use crate::protocol::Millis;
 
+mod journal;
+
+pub use journal::{
+    JournalDb, OpenError as JournalOpenError, is_corrupt as journal_is_corrupt,
+    is_full as journal_is_full,
+};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How long a write may take (a stalled disk) before its requests are answered 503.
+    write_timeout: Duration,
 }
 
 /// A batch is written as a few multi-row statements of these sizes (largest first), so a
 /// batch crosses to SQLite's connection thread a few times instead of once per row, while
-/// only five statement texts exist (each prepared once and cached).
+/// only five statement texts exist per table (each prepared once and cached).
 const CHUNKS: [usize; 5] = [128, 32, 8, 2, 1];
 
-/// `INSERT … VALUES (…) × n … ON CONFLICT … RETURNING` for `n` rows of 24 parameters.
-fn insert_events_sql(n: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
+/// Where a batch of events goes: `call_events`, or the outage journal's `journal_events`,
+/// which has the same columns plus the fence of the write the rows come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Events,
+    Journal,
+}
+
+const EVENT_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
+    call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
+    accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, received_at, \
+    last_delivery_at, dedupe_key";
+const EVENT_PARAMS: usize = 24;
+
+/// `INSERT … VALUES (…) × n … ON CONFLICT … RETURNING` for `n` rows.
+fn insert_events_sql(target: Target, n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let build = |table: &str, extra: &str, key: &str, params: usize| -> Vec<String> {
         CHUNKS
             .iter()
             .map(|&n| {
-                let row = format!("({})", vec!["?"; 24].join(", "));
+                let row = format!("({})", vec!["?"; params].join(", "));
                 format!(
-                    "INSERT INTO call_events (\
-                     sdkappid, family, command, call_id, user_id, role, event, call_result, \
-                     media_type, call_type, room_id, total_num, event_time, start_call_ts, \
-                     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, \
-                     deliveries, received_at, last_delivery_at, dedupe_key) VALUES {} \
-                     ON CONFLICT (sdkappid, dedupe_key) DO UPDATE \
+                    "INSERT INTO {table} ({EVENT_COLUMNS}{extra}) VALUES {} \
+                     ON CONFLICT ({key}) DO UPDATE \
                      SET deliveries = deliveries + excluded.deliveries, \
                      last_delivery_at = max(last_delivery_at, excluded.last_delivery_at) \
                      RETURNING dedupe_key, deliveries",
@@ -50,12 +69,81 @@ fn insert_events_sql(n: usize) -> &'static str {
                 )
             })
             .collect()
+    };
+    let all = SQL.get_or_init(|| {
+        [
+            build("call_events", "", "sdkappid, dedupe_key", EVENT_PARAMS),
+            build(
+                "journal_events",
+                ", fence",
+                "sdkappid, dedupe_key, fence, chunk",
+                EVENT_PARAMS + 1,
+            ),
+        ]
     });
     let i = CHUNKS
         .iter()
         .position(|&c| c == n)
         .unwrap_or(CHUNKS.len() - 1);
-    &all[i]
+    &all[target as usize][i]
+}
+
+/// Writes a batch's events into `target` in the open transaction, in key order (so that
+/// concurrent writers cannot deadlock), as a few multi-row upserts. Returns each stored
+/// row's key and `deliveries` count.
+pub(crate) async fn insert_events(
+    tx: &mut sqlx::SqliteConnection,
+    target: Target,
+    rows: &[BatchRow<'_>],
+    fence: &[u8],
+) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
+    let mut returned = Vec::with_capacity(rows.len());
+    let order = sorted_indices(rows);
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        let n = CHUNKS
+            .iter()
+            .copied()
+            .find(|&c| c <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, (Vec<u8>, i32)>(insert_events_sql(target, n));
+        for &i in chunk {
+            let BatchRow { row: r, deliveries } = rows[i];
+            let ts = |v: Option<Millis>| v.and_then(iso_millis);
+            query = query
+                .bind(r.sdkappid)
+                .bind(r.family.as_str())
+                .bind(&r.command)
+                .bind(r.call_id.as_deref())
+                .bind(r.user_id.as_deref())
+                .bind(r.role.as_ref().map(|v| v.as_str()))
+                .bind(r.event.as_deref())
+                .bind(r.call_result.as_ref().map(|v| v.as_str()))
+                .bind(r.media_type.as_ref().map(|v| v.as_str()))
+                .bind(r.call_type.as_ref().map(|v| v.as_str()))
+                .bind(r.room_id.as_deref())
+                .bind(r.total_num)
+                .bind(ts(r.event_time))
+                .bind(ts(r.start_call_ts))
+                .bind(ts(r.accept_ts))
+                .bind(ts(r.end_ts))
+                .bind(r.client_ip.as_deref())
+                .bind(r.opt_platform.as_deref())
+                .bind(r.remote_addr.as_deref())
+                .bind(&*r.payload)
+                .bind(deliveries)
+                .bind(ts(Some(r.received_at)))
+                .bind(ts(Some(r.received_at)))
+                .bind(&r.dedupe_key[..]);
+            if target == Target::Journal {
+                query = query.bind(fence);
+            }
+        }
+        returned.extend(query.fetch_all(&mut *tx).await?);
+    }
+    Ok(returned)
 }
 
 const INSERT_REJECTED: &str = r#"
@@ -70,23 +158,31 @@ pub fn iso_millis(ms: Millis) -> Option<String> {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
+/// The options every written SQLite file gets (the events database and the outage
+/// journal): created if missing, WAL with `synchronous=FULL` (a commit is fsynced before it
+/// returns), a busy timeout, statement journals in memory rather than temp files, and a
+/// 16 MiB page cache instead of 2 MiB, so the indexes stay in memory.
+fn durable(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory")
+        .pragma("cache_size", "-16384")
+}
+
 impl SqliteStore {
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let url = settings.url.expose();
         if url.contains(":memory:") || url.contains("mode=memory") {
             anyhow::bail!("in-memory SQLite ({url}) is not durable; use sqlite://PATH");
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid SQLite URL {url}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true)
-            // Statement journals (an upsert may need one) in memory, not in temp files; a
-            // 16 MiB page cache instead of 2 MiB, so the indexes stay in memory.
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16384");
+        let options = durable(
+            SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("invalid SQLite URL {url}"))?,
+        );
         let path = options.get_filename().display().to_string();
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.pool_size.max(2))
@@ -95,7 +191,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_timeout: settings.write_timeout(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -126,7 +225,15 @@ impl SqliteStore {
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<bool>, StoreError> {
-        let returned = self.try_write(rows, rejected).await.map_err(classify)?;
+        let returned = tokio::time::timeout(self.write_timeout, self.try_write(rows, rejected))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the write did not finish within {:?}",
+                    self.write_timeout
+                ))
+            })?
+            .map_err(classify)?;
         inserted_flags(rows, &returned)
     }
 
@@ -136,49 +243,7 @@ impl SqliteStore {
         rejected: &[RejectedRow],
     ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut returned = Vec::with_capacity(rows.len());
-        let order = sorted_indices(rows);
-        let mut rest = &order[..];
-        while !rest.is_empty() {
-            let n = CHUNKS
-                .iter()
-                .copied()
-                .find(|&c| c <= rest.len())
-                .unwrap_or(1);
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let mut query = sqlx::query_as::<_, (Vec<u8>, i32)>(insert_events_sql(n));
-            for &i in chunk {
-                let BatchRow { row: r, deliveries } = rows[i];
-                let ts = |v: Option<Millis>| v.and_then(iso_millis);
-                query = query
-                    .bind(r.sdkappid)
-                    .bind(r.family.as_str())
-                    .bind(&r.command)
-                    .bind(r.call_id.as_deref())
-                    .bind(r.user_id.as_deref())
-                    .bind(r.role.as_ref().map(|v| v.as_str()))
-                    .bind(r.event.as_deref())
-                    .bind(r.call_result.as_ref().map(|v| v.as_str()))
-                    .bind(r.media_type.as_ref().map(|v| v.as_str()))
-                    .bind(r.call_type.as_ref().map(|v| v.as_str()))
-                    .bind(r.room_id.as_deref())
-                    .bind(r.total_num)
-                    .bind(ts(r.event_time))
-                    .bind(ts(r.start_call_ts))
-                    .bind(ts(r.accept_ts))
-                    .bind(ts(r.end_ts))
-                    .bind(r.client_ip.as_deref())
-                    .bind(r.opt_platform.as_deref())
-                    .bind(r.remote_addr.as_deref())
-                    .bind(&*r.payload)
-                    .bind(deliveries)
-                    .bind(ts(Some(r.received_at)))
-                    .bind(ts(Some(r.received_at)))
-                    .bind(&r.dedupe_key[..]);
-            }
-            returned.extend(query.fetch_all(&mut *tx).await?);
-        }
+        let returned = insert_events(&mut tx, Target::Events, rows, &[]).await?;
         for r in rejected {
             sqlx::query(INSERT_REJECTED)
                 .bind(iso_millis(r.received_at))
@@ -292,6 +357,9 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_timeout: Duration::from_secs(10),
+        })
     }
 }

@@ -801,7 +801,7 @@ async fn random_calls(backend: Backend) -> (TestDb, Store) {
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     store
-        .migrate()
+        .migrate(std::time::Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("migrate: {e}"));
     let mut rows = Vec::new();

@@ -13,6 +13,6 @@ mod process;
 mod analytics;
 mod callback;
 mod families;
+mod journal;
 mod operations;
 mod send;
-mod spool;

@@ -211,6 +211,59 @@ impl PgCluster {
         )
     }
 
+    /// The server's processes: the postmaster (from `postmaster.pid`) and its children.
+    fn processes(&self) -> anyhow::Result<Vec<u32>> {
+        let pidfile = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))?;
+        let postmaster: u32 = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no pid in postmaster.pid"))?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
+        let pids = self.processes()?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(pids.iter().map(u32::to_string))
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pids:?} failed");
+        Ok(())
+    }
+
+    /// Freezes the server with SIGSTOP: connections are accepted by the kernel but nothing
+    /// answers (like a hung host or a network black hole).
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal_all("CONT")
+    }
+
     fn spawn_reaper(&self) -> anyhow::Result<()> {
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = match &self.run_as {
@@ -299,6 +352,8 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.owned {
+            // A frozen server would not act on the stop signal.
+            let _ = self.thaw();
             let _ = self.stop_server();
             let _ = std::fs::remove_dir_all(&self.dir);
         }

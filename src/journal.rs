@@ -1,0 +1,554 @@
+//! The outage journal: while PostgreSQL cannot take writes, acknowledged events go to a
+//! local SQLite database (`<spool dir>/journal.db`) instead, and are replayed into
+//! PostgreSQL, exactly once, when it answers again.
+//!
+//! - **Durable before acknowledged.** An append is committed in SQLite's WAL with
+//!   `synchronous=FULL` (fsynced) before any of its deliveries is answered; SQLite gives
+//!   torn-write and crash safety. Repeats merge as they do in `call_events`.
+//! - **Bounded.** The file holds at most `spool.max_bytes`; a full journal answers 503
+//!   (the sender retries). Replay reads fixed-size chunks, oldest first, so memory does
+//!   not grow with the outage.
+//! - **Exactly once.** Each chunk is written into PostgreSQL in one transaction together
+//!   with the journal's progress (`journal_progress`); a crash at any point replays
+//!   nothing twice. Rows of a write whose outcome was unknown carry its fence and are
+//!   skipped if that write committed after all (src/store/fence.rs).
+//! - **Poison rows** that PostgreSQL refuses for their data go to `rejected_deliveries`
+//!   with the reason, and the replay carries on.
+//! - **Never deleted while it holds rows.** A journal SQLite reports corrupt is moved
+//!   aside (`journal-corrupt-<time>.db`), logged and counted, and a fresh one is started.
+//! - Segment files of the spool that came before it (`spool-*.seg`) are imported once at
+//!   start-up (src/journal/legacy.rs).
+
+mod legacy;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crate::metrics as m;
+use crate::protocol::{EventRow, Millis};
+use crate::store::{
+    Fence, JournalDb, JournalOpenError, JournalRow, Store, StoreError, journal_is_corrupt,
+    journal_is_full, merge,
+};
+
+/// The journal's file name in the spool directory.
+pub const FILE_NAME: &str = "journal.db";
+
+/// Why an append failed; the deliveries are then answered 503.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the outage journal is full ({max} bytes)")]
+    Full { max: u64 },
+    #[error("cannot write the outage journal: {0}")]
+    Failed(String),
+}
+
+/// Counts for metrics and readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Rows waiting to be replayed (repeats merged).
+    pub events: u64,
+    /// Bytes on disk (database and WAL).
+    pub bytes: u64,
+    pub oldest_received_at: Option<Millis>,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Every SQLite operation goes through here: one writer at a time, and a corrupt file
+    /// can be swapped for a fresh one.
+    db: tokio::sync::Mutex<JournalDb>,
+    /// Held by the replay, so only one runs at a time.
+    replay_lock: tokio::sync::Mutex<()>,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    /// The oldest waiting row's `received_at`; 0 when empty.
+    oldest: AtomicI64,
+    /// Set when an append hit the size cap; cleared when a replay frees space.
+    full: AtomicBool,
+    /// Whether rows were waiting at the last change (for the once-per-outage log lines).
+    active: AtomicBool,
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir`, moving a corrupt one aside, and imports any
+    /// segment files an older callhook left there.
+    pub async fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating spool directory {}: {e}", dir.display()))?;
+        let path = dir.join(FILE_NAME);
+        let db = match JournalDb::open(&path, max_bytes).await {
+            Ok(db) => db,
+            Err(JournalOpenError::Corrupt(why)) => {
+                quarantine(&path, &why)?;
+                JournalDb::open(&path, max_bytes).await.map_err(|e| {
+                    anyhow::anyhow!("opening a fresh journal {}: {e}", path.display())
+                })?
+            }
+            Err(JournalOpenError::Other(e)) => {
+                return Err(e.context(format!("opening the outage journal {}", path.display())));
+            }
+        };
+        let imported = legacy::import(dir, &db).await?;
+        let journal = Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            db: tokio::sync::Mutex::new(db),
+            replay_lock: tokio::sync::Mutex::new(()),
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            oldest: AtomicI64::new(0),
+            full: AtomicBool::new(false),
+            active: AtomicBool::new(false),
+        };
+        journal.recount().await?;
+        let stats = journal.stats();
+        if stats.events > 0 {
+            tracing::warn!(
+                events = stats.events,
+                bytes = stats.bytes,
+                imported,
+                "the outage journal holds events from an earlier run; replaying them once the database answers"
+            );
+            journal.active.store(true, Ordering::Relaxed);
+        }
+        Ok(journal)
+    }
+
+    /// Reads the counts from the file (at start-up, and after a swap).
+    async fn recount(&self) -> anyhow::Result<()> {
+        let db = self.db.lock().await;
+        let events = db.count().await?;
+        let oldest = db.oldest().await?;
+        self.events.store(events, Ordering::Relaxed);
+        self.oldest.store(oldest.unwrap_or(0), Ordering::Relaxed);
+        self.bytes.store(db.size_bytes(), Ordering::Relaxed);
+        drop(db);
+        self.publish();
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        let oldest = self.oldest.load(Ordering::Relaxed);
+        JournalStats {
+            events: self.events.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            oldest_received_at: (oldest != 0).then_some(oldest),
+        }
+    }
+
+    /// Whether the last append found the journal at its size cap.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self) {
+        let s = self.stats();
+        metrics::gauge!(m::JOURNAL_EVENTS).set(s.events as f64);
+        metrics::gauge!(m::JOURNAL_BYTES).set(s.bytes as f64);
+    }
+
+    /// Appends rows durably: committed and fsynced when this returns `Ok`. `fence` names
+    /// the write they come from when its outcome is unknown. Fails without writing
+    /// anything when the rows would pass the size cap.
+    pub async fn append(
+        &self,
+        rows: &[&EventRow],
+        fence: Option<Fence>,
+    ) -> Result<(), JournalError> {
+        let (batch, _) = merge(rows.iter().copied());
+        let db = self.db.lock().await;
+        let result = db.append(&batch, fence).await;
+        let bytes = db.size_bytes();
+        drop(db);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        match result {
+            Ok(new) => {
+                if self.events.fetch_add(new, Ordering::Relaxed) == 0 {
+                    let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(0);
+                    self.oldest.store(oldest, Ordering::Relaxed);
+                }
+                metrics::counter!(m::JOURNAL_APPENDED).increment(rows.len() as u64);
+                self.publish();
+                if !self.active.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(dir = %self.dir.display(), "database unavailable: acknowledging events from the outage journal");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!(m::JOURNAL_ERRORS, "op" => "append").increment(1);
+                if journal_is_full(&e) {
+                    if !self.full.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            max_bytes = self.max_bytes,
+                            "the outage journal is full; callbacks are answered 503 until the database returns"
+                        );
+                    }
+                    return Err(JournalError::Full {
+                        max: self.max_bytes,
+                    });
+                }
+                if journal_is_corrupt(&e) {
+                    self.swap_corrupt(&e.to_string()).await;
+                }
+                Err(JournalError::Failed(e.to_string()))
+            }
+        }
+    }
+
+    /// Replays every waiting row into `store`, oldest first, in chunks of `chunk_size`.
+    /// Returns how many rows were replayed. Stops at the first error that is not a single
+    /// row's fault (the rest waits for the next attempt).
+    pub async fn replay(&self, store: &Store, chunk_size: usize) -> Result<u64, StoreError> {
+        let _guard = self.replay_lock.lock().await;
+        let mut total = 0u64;
+        loop {
+            let taken = {
+                let db = self.db.lock().await;
+                db.take_chunk(chunk_size)
+                    .await
+                    .map(|rows| (db.id().to_owned(), rows))
+            };
+            let (journal_id, rows) = match taken {
+                Ok(t) => t,
+                Err(e) => return Err(self.read_failed(e).await),
+            };
+            let Some(chunk) = rows.first().map(|r| r.chunk) else {
+                break;
+            };
+            self.replay_chunk(store, &journal_id, &rows).await?;
+            let finished = self.db.lock().await.finish_chunk(chunk).await;
+            match finished {
+                Ok(deleted) => {
+                    let left = self.events.load(Ordering::Relaxed).saturating_sub(deleted);
+                    self.events.store(left, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.read_failed(e).await),
+            }
+            total += rows.len() as u64;
+            metrics::counter!(m::JOURNAL_REPLAYED).increment(rows.len() as u64);
+            self.full.store(false, Ordering::Relaxed);
+            self.refresh_oldest().await;
+        }
+        if total > 0 && self.events.load(Ordering::Relaxed) == 0 {
+            let db = self.db.lock().await;
+            if let Err(e) = db.shrink().await {
+                tracing::debug!(error = %e, "could not shrink the drained journal");
+            }
+            self.bytes.store(db.size_bytes(), Ordering::Relaxed);
+            drop(db);
+            self.publish();
+            if self.active.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    replayed = total,
+                    "outage journal drained: every journaled event is in the database"
+                );
+            }
+        }
+        Ok(total)
+    }
+
+    /// One chunk into the database; when the database refuses its data, row by row, so
+    /// that only the rows at fault go to `rejected_deliveries`.
+    async fn replay_chunk(
+        &self,
+        store: &Store,
+        journal_id: &str,
+        rows: &[JournalRow],
+    ) -> Result<(), StoreError> {
+        match store.replay(journal_id, rows).await {
+            Err(StoreError::Data(msg)) => {
+                tracing::warn!(error = %msg, "the database refused a journaled chunk; replaying it row by row");
+            }
+            other => return other,
+        }
+        for row in rows {
+            match store.replay(journal_id, std::slice::from_ref(row)).await {
+                Err(StoreError::Data(reason)) => {
+                    tracing::error!(
+                        call_id = row.row.call_id.as_deref(),
+                        %reason,
+                        "the database refused a journaled event; it is kept in rejected_deliveries"
+                    );
+                    store.replay_refused(journal_id, row, &reason).await?;
+                    metrics::counter!(m::JOURNAL_REFUSED).increment(1);
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_oldest(&self) {
+        let db = self.db.lock().await;
+        if let Ok(oldest) = db.oldest().await {
+            self.oldest.store(oldest.unwrap_or(0), Ordering::Relaxed);
+        }
+        self.bytes.store(db.size_bytes(), Ordering::Relaxed);
+        drop(db);
+        self.publish();
+    }
+
+    /// A read of the journal failed: counted, and when SQLite says the file is corrupt,
+    /// the file is moved aside and a fresh journal started.
+    async fn read_failed(&self, e: sqlx::Error) -> StoreError {
+        metrics::counter!(m::JOURNAL_ERRORS, "op" => "replay").increment(1);
+        if journal_is_corrupt(&e) {
+            self.swap_corrupt(&e.to_string()).await;
+        }
+        StoreError::Other(format!("reading the outage journal: {e}"))
+    }
+
+    /// Moves a corrupt journal aside and continues with a fresh one.
+    async fn swap_corrupt(&self, why: &str) {
+        let mut db = self.db.lock().await;
+        let path = db.path().to_owned();
+        db.close().await;
+        let reopened = match quarantine(&path, why) {
+            Ok(()) => JournalDb::open(&path, self.max_bytes).await,
+            Err(e) => {
+                tracing::error!(error = %e, "could not move the corrupt journal aside");
+                JournalDb::open(&path, self.max_bytes).await
+            }
+        };
+        match reopened {
+            Ok(fresh) => *db = fresh,
+            Err(e) => tracing::error!(error = %e, "could not open a fresh outage journal"),
+        }
+        drop(db);
+        if let Err(e) = self.recount().await {
+            tracing::error!(error = %e, "could not read the fresh outage journal");
+        }
+    }
+
+    pub async fn close(&self) {
+        self.db.lock().await.close().await;
+    }
+}
+
+/// Moves a journal SQLite reports corrupt (with its WAL and shared-memory files) aside,
+/// never deleting it: it may hold acknowledged events that `sqlite3 … .recover` can save.
+fn quarantine(path: &Path, why: &str) -> anyhow::Result<()> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let aside = path.with_file_name(format!("journal-corrupt-{stamp}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = aside.as_os_str().to_owned();
+        to.push(suffix);
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "moving {} aside: {e}",
+                    PathBuf::from(from).display()
+                ));
+            }
+        }
+    }
+    metrics::counter!(m::JOURNAL_CORRUPT).increment(1);
+    tracing::error!(
+        moved_to = %aside.display(),
+        reason = why,
+        "the outage journal is corrupt: it was moved aside (not deleted) and a fresh one started; \
+         recover what it holds with `sqlite3 <file> .recover` (README: \"Database outages and the journal\")"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Context, Kind, parse_delivery};
+
+    fn delivery(call: &str, received_at: Millis) -> EventRow {
+        let ctx = Context {
+            sdkappid: 1_400_000_001,
+            command: "call_end",
+            client_ip: Some("10.0.0.1"),
+            opt_platform: Some("iOS"),
+            remote_addr: None,
+            received_at,
+        };
+        let body = format!(
+            r#"{{"CallId":"{call}","UserId":"u","Role":"caller","CallResult":"cancel","EventTime":1704856890}}"#
+        );
+        parse_delivery(Kind::Status, false, &ctx, body.as_bytes())
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .unwrap_or_else(|| panic!("the test body parses"))
+    }
+
+    async fn open(dir: &Path, max_bytes: u64) -> Journal {
+        Journal::open(dir, max_bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// (call id, deliveries, chunk) of the rows the next chunk holds.
+    async fn chunk(journal: &Journal) -> Vec<(String, i32, i64)> {
+        let db = journal.db.lock().await;
+        db.take_chunk(100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|r| (r.row.call_id.unwrap_or_default(), r.deliveries, r.chunk))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn repeats_merge_until_the_replay_takes_the_row() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let (a, b) = (delivery("a", 1_000), delivery("b", 2_000));
+        for batch in [vec![&a, &b, &a], vec![&a]] {
+            journal
+                .append(&batch, None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(journal.stats().events, 2);
+        assert_eq!(journal.stats().oldest_received_at, Some(1_000));
+        let taken = chunk(&journal).await;
+        assert_eq!(taken, vec![("a".into(), 3, 1), ("b".into(), 1, 1)]);
+        // A repeat after the chunk was taken starts a new row, in no chunk yet: the taken
+        // row's count is what the replay commits.
+        journal
+            .append(&[&a], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            chunk(&journal).await,
+            taken,
+            "the same chunk until it is finished"
+        );
+        let db = journal.db.lock().await;
+        assert_eq!(db.finish_chunk(1).await.ok(), Some(2));
+        drop(db);
+        assert_eq!(chunk(&journal).await, vec![("a".into(), 1, 2)]);
+        // A fenced write's rows do not merge with the others.
+        let fence = Fence {
+            writer: [7; 16],
+            batch: 3,
+        };
+        journal
+            .append(&[&a], Some(fence))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let db = journal.db.lock().await;
+        assert_eq!(db.finish_chunk(2).await.ok(), Some(1));
+        let rows = db.take_chunk(100).await.unwrap_or_default();
+        assert_eq!(
+            rows.iter().map(|r| r.fence).collect::<Vec<_>>(),
+            vec![Some(fence)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_chunk_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let rows: Vec<EventRow> = (0..5).map(|i| delivery(&format!("c{i}"), i)).collect();
+        let refs: Vec<&EventRow> = rows.iter().collect();
+        journal
+            .append(&refs, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = chunk(&journal).await;
+        journal.close().await;
+        let reopened = open(dir.path(), 1 << 30).await;
+        assert_eq!(reopened.stats().events, 5);
+        assert_eq!(chunk(&reopened).await, before);
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_refuses_whole_batches() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // 64 pages of 4 KiB: the smallest cap.
+        let journal = open(dir.path(), 0).await;
+        let mut accepted = 0;
+        let mut refused = 0;
+        for i in 0..200 {
+            let row = delivery(&format!("{i}-{}", "x".repeat(2000)), i);
+            match journal.append(&[&row], None).await {
+                Ok(()) => accepted += 1,
+                Err(JournalError::Full { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            accepted > 10 && refused > 0,
+            "{accepted} accepted, {refused} refused"
+        );
+        assert!(journal.is_full());
+        assert_eq!(journal.stats().events, accepted);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_journal_is_moved_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let garbage = b"this was a journal until a disk ate it".repeat(200);
+        std::fs::write(dir.path().join(FILE_NAME), &garbage).unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        assert_eq!(journal.stats().events, 0, "a fresh journal");
+        let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let kept: Vec<&PathBuf> = aside
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("journal-corrupt-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::read(kept[0]).ok(),
+            Some(garbage),
+            "kept byte for byte"
+        );
+        let row = delivery("after", 1);
+        journal
+            .append(&[&row], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The journal's table must keep the columns of the SQLite `call_events`, so that a row
+    /// goes through it unchanged.
+    #[tokio::test]
+    async fn the_journal_has_the_columns_of_call_events() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        let events = crate::store::SqliteStore::connect(&crate::config::DatabaseSettings::new(url))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        events.migrate().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let names = |pool: &sqlx::SqlitePool, table: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(&format!(
+                    "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+                ))
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default()
+            }
+        };
+        let want = names(events.pool(), "call_events").await;
+        let db = journal.db.lock().await;
+        let have = names(db.pool(), "journal_events").await;
+        assert!(!want.is_empty());
+        assert_eq!(
+            have[..want.len()],
+            want[..],
+            "same columns, same order, then its own"
+        );
+        assert_eq!(have[want.len()..], ["fence".to_owned(), "chunk".to_owned()]);
+    }
+}
