@@ -80,8 +80,8 @@ async fn write_values(pool: &PgPool, batch: &[EventRow]) -> anyhow::Result<()> {
         b.push_bind(r.client_ip.clone())
             .push_bind(r.opt_platform.clone())
             .push_bind(r.remote_addr.clone())
-            .push_bind(r.payload.to_string())
-            .push_unseparated("::jsonb")
+            .push_bind(r.payload.as_deref().map(str::to_owned))
+            .push_unseparated("::json")
             .push_bind(1i32);
         for _ in 0..2 {
             b.push("timestamptz 'epoch' + ")
@@ -146,7 +146,7 @@ async fn write_copy(pool: &PgPool, batch: &[EventRow]) -> anyhow::Result<()> {
             r.client_ip.as_deref(),
             r.opt_platform.as_deref(),
             r.remote_addr.as_deref(),
-            Some(&*r.payload),
+            r.payload.as_deref(),
         ] {
             csv_text(&mut data, v);
             data.push(',');
@@ -159,7 +159,7 @@ async fn write_copy(pool: &PgPool, batch: &[EventRow]) -> anyhow::Result<()> {
     let select = format!(
         "INSERT INTO call_events ({COLUMNS}) SELECT sdkappid, family, command, call_id, user_id, role, \
          event, call_result, media_type, call_type, room_id, total_num, {}, {}, {}, {}, client_ip, \
-         opt_platform, remote_addr, payload::jsonb, 1, {}, {}, dedupe_key FROM batch {UPSERT}",
+         opt_platform, remote_addr, payload::json, 1, {}, {}, dedupe_key FROM batch {UPSERT}",
         ts("event_time"),
         ts("start_call_ts"),
         ts("accept_ts"),

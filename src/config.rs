@@ -214,7 +214,8 @@ pub struct AppSettings {
     pub sdkappid: i64,
     /// When set, every delivery must carry `token=<token>` or a valid `Sign`.
     pub token: Option<Secret>,
-    /// Allowed commands, lower-cased; `None` = every command callhook knows.
+    /// Allowed commands, lower-cased; `None` = every command (those callhook does not know
+    /// are stored with family `other`).
     pub commands: Option<HashSet<String>>,
 }
 
@@ -227,11 +228,13 @@ impl AppSettings {
         }
     }
 
-    /// Whether a command (any case) may be delivered for this app.
-    pub fn allows(&self, command: &str) -> bool {
-        match &self.commands {
-            None => crate::protocol::classify(command) != crate::protocol::Kind::Unknown,
-            Some(set) => set.contains(&command.to_ascii_lowercase()),
+    /// Whether a command (any case; `None`: the query names none) may be delivered for
+    /// this app: any, unless the app lists its commands.
+    pub fn allows(&self, command: Option<&str>) -> bool {
+        match (&self.commands, command) {
+            (None, _) => true,
+            (Some(set), Some(c)) => set.contains(&c.to_ascii_lowercase()),
+            (Some(_), None) => false,
         }
     }
 }
@@ -538,7 +541,7 @@ fn resolve_apps(
         let commands = match a.commands {
             Some(list) if list.is_empty() => {
                 return err(format!(
-                    "[[apps]] {}: commands is empty; remove it to allow every known command",
+                    "[[apps]] {}: commands is empty; remove it to allow every command",
                     a.sdkappid
                 ));
             }

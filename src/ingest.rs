@@ -420,10 +420,16 @@ impl Writer {
                             sdkappid: first.sdkappid,
                             command: Some(first.command.clone()),
                             query: String::new(),
-                            body: RejectedRow::body_text(first.payload.as_bytes()),
+                            body: RejectedRow::body_text(
+                                first.payload.as_deref().unwrap_or_default().as_bytes(),
+                            ),
                             error_code: ErrorCode::Unstorable.code() as i32,
                             reason: format!("the database cannot store this body: {msg}"),
                             remote_addr: first.remote_addr.clone(),
+                            dedupe_key: crate::protocol::derived_key(
+                                b"unstorable",
+                                &first.dedupe_key,
+                            ),
                         };
                         let _ = self.write_rows(&[], &[row]).await;
                     }

@@ -392,15 +392,18 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// (call id, deliveries, chunk) of the rows the next chunk holds.
+    /// (call id, deliveries, chunk) of the rows the next chunk holds, by call id.
     async fn chunk(journal: &Journal) -> Vec<(String, i32, i64)> {
         let db = journal.db.lock().await;
-        db.take_chunk(100)
+        let mut rows: Vec<(String, i32, i64)> = db
+            .take_chunk(100)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()
             .map(|r| (r.row.call_id.unwrap_or_default(), r.deliveries, r.chunk))
-            .collect()
+            .collect();
+        rows.sort();
+        rows
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub const QUEUE_OLDEST_AGE: &str = "callhook_queue_oldest_age_seconds";
 pub const QUEUE_WAIT: &str = "callhook_queue_wait_seconds";
 pub const DATABASE_ERRORS: &str = "callhook_database_errors_total";
 pub const DATABASE_UP: &str = "callhook_database_up";
+pub const NOTED_DELIVERIES: &str = "callhook_noted_deliveries_total";
 pub const REJECTED_RECORDS_DROPPED: &str = "callhook_rejected_records_dropped_total";
 pub const JOURNAL_EVENTS: &str = "callhook_journal_events";
 pub const JOURNAL_BYTES: &str = "callhook_journal_bytes";
@@ -116,6 +117,10 @@ fn describe() {
         "Failed batch writes by kind (unavailable, data, other)"
     );
     describe_gauge!(DATABASE_UP, "1 when the last database round trip succeeded");
+    describe_counter!(
+        NOTED_DELIVERIES,
+        "Deliveries stored with notes (a field that could not be read, an implausible time, an unknown or missing command), by family"
+    );
     describe_counter!(
         REJECTED_RECORDS_DROPPED,
         "Rejected deliveries that could not be recorded in rejected_deliveries"

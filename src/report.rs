@@ -30,6 +30,33 @@ pub struct Report {
     pub totals: Totals,
     /// Calls by talk time, over [`TALK_BUCKETS`].
     pub talk_histogram: Vec<u64>,
+    /// Events of the period stored with notes (something could not be read), by the first
+    /// field their notes name, most first.
+    pub noted: Vec<(String, i64)>,
+}
+
+impl Report {
+    /// How many events of the period were stored with notes.
+    pub fn noted_events(&self) -> i64 {
+        self.noted.iter().map(|(_, n)| n).sum()
+    }
+
+    /// "12 events (EventTime 10, TotalNum 2)", or `None` when there are none.
+    pub fn noted_summary(&self) -> Option<String> {
+        let n = self.noted_events();
+        (n > 0).then(|| {
+            let fields: Vec<String> = self
+                .noted
+                .iter()
+                .map(|(field, count)| format!("{field} {count}"))
+                .collect();
+            format!(
+                "{n} event{} ({})",
+                if n == 1 { "" } else { "s" },
+                fields.join(", ")
+            )
+        })
+    }
 }
 
 /// The whole period, every app of the report together.
@@ -173,8 +200,8 @@ pub async fn build(
     range: DayRange,
     sdkappid: Option<i64>,
 ) -> anyhow::Result<Report> {
-    // Two independent reads, each folding the period's calls: run them side by side.
-    let (days, talk_ms) = tokio::try_join!(
+    // Independent reads, two of them folding the period's calls: run them side by side.
+    let (days, talk_ms, noted) = tokio::try_join!(
         async {
             store
                 .daily_stats(range, sdkappid)
@@ -186,6 +213,12 @@ pub async fn build(
                 .talk_times_ms(range, sdkappid)
                 .await
                 .context("reading talk times")
+        },
+        async {
+            store
+                .noted_events(range, sdkappid)
+                .await
+                .context("reading the events stored with notes")
         },
     )?;
     let mut totals = Totals::default();
@@ -206,6 +239,7 @@ pub async fn build(
         days,
         totals,
         talk_histogram: histogram(&talk_ms),
+        noted,
     })
 }
 
@@ -406,6 +440,13 @@ fn table(report: &Report) -> String {
     out.push('\n');
     out.push_str(&line(&total));
     out.push('\n');
+    if let Some(noted) = report.noted_summary() {
+        let _ = write!(
+            out,
+            "\nStored with notes: {noted}. A field could not be read, a time was not \
+             plausible, or the command is unknown; see call_events.notes.\n"
+        );
+    }
     out
 }
 

@@ -1,6 +1,7 @@
 //! Drives the whole pure request path on arbitrary bytes: the query string (parsing,
 //! sdkappid, redaction, authentication, classification) and the body (every parser, the
-//! storability scan), and checks what must hold for anything the parser accepts.
+//! scans), and checks the refusal policy: a body is refused only when it is not a JSON
+//! object (or nests deeper than callhook stores), and what is accepted holds.
 //!
 //! Input layout: the query string, a `\n`, then the body. Without a `\n` the whole input
 //! is the body and the query is empty.
@@ -12,12 +13,14 @@ use std::time::Duration;
 use callhook::auth::authenticate;
 use callhook::config::{AppSettings, Secret};
 use callhook::protocol::query::redact;
-use callhook::protocol::scan::check_storable;
-use callhook::protocol::{CallbackQuery, Context, ErrorCode, Kind, classify, parse_delivery};
+use callhook::protocol::scan::{MAX_DEPTH, depth, postgres_json_trouble};
+use callhook::protocol::{
+    CallbackQuery, Context, ErrorCode, Kind, MAX_ROWS_PER_DELIVERY, classify, parse_delivery,
+};
 use libfuzzer_sys::fuzz_target;
 
-/// The latest instant a timestamp column may hold (9999-12-31T23:59:59.999Z).
-const MAX_MILLIS: i64 = 253_402_300_799_999;
+/// Plausible times for a delivery received at 1_704_900_000_000: 2010-01-01 to a day later.
+const PLAUSIBLE: std::ops::RangeInclusive<i64> = 1_262_304_000_000..=1_704_986_400_000;
 
 const KINDS: [Kind; 6] = [
     Kind::Status,
@@ -67,56 +70,54 @@ fuzz_target!(|data: &[u8]| {
     check(Kind::Unknown, true, &ctx, body);
 
     if let Ok(text) = std::str::from_utf8(body) {
-        let _ = check_storable(text);
+        let _ = postgres_json_trouble(text);
     }
 });
 
 fn check(kind: Kind, v4_style: bool, ctx: &Context<'_>, body: &[u8]) {
+    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let object = std::str::from_utf8(text).ok().filter(|t| {
+        t.trim_start().starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
+    });
     let rows = match parse_delivery(kind, v4_style, ctx, body) {
         Ok(rows) => rows,
         Err(r) => {
-            assert!(
-                matches!(
-                    r.code,
-                    ErrorCode::InvalidJson | ErrorCode::InvalidField | ErrorCode::Unstorable
+            match r.code {
+                ErrorCode::InvalidJson => assert!(object.is_none(), "refused a JSON object: {r:?}"),
+                ErrorCode::Unstorable => assert!(
+                    object.is_some_and(|t| depth(t) > MAX_DEPTH),
+                    "refused as unstorable: {r:?}"
                 ),
-                "unexpected code for a body: {r:?}"
-            );
+                _ => panic!("unexpected code for a body: {r:?}"),
+            }
             assert!(!r.reason.is_empty());
             return;
         }
     };
+    let Some(text) = object else {
+        panic!("accepted a body that is not a JSON object");
+    };
     assert!(
-        !rows.is_empty(),
-        "an accepted delivery stores at least one row"
-    );
-    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let text = std::str::from_utf8(text)
-        .unwrap_or_else(|e| panic!("accepted a body that is not UTF-8: {e}"));
-    assert!(
-        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
-        "accepted a body that is not JSON"
-    );
-    assert_eq!(
-        check_storable(text),
-        Ok(()),
-        "accepted a body that cannot be stored"
+        !rows.is_empty() && rows.len() <= MAX_ROWS_PER_DELIVERY,
+        "an accepted delivery stores between one row and the cap"
     );
     let again = parse_delivery(kind, v4_style, ctx, body)
         .unwrap_or_else(|r| panic!("second parse refused: {r:?}"));
-    assert_eq!(rows.len(), again.len());
-    for (row, twin) in rows.iter().zip(&again) {
-        assert_eq!(&*row.payload, text, "the payload is the body as received");
+    assert_eq!(rows, again, "parsing is deterministic");
+    for (i, row) in rows.iter().enumerate() {
+        let payload = row.payload.as_deref();
         assert_eq!(
-            row.dedupe_key, twin.dedupe_key,
-            "dedupe keys are deterministic"
+            payload,
+            (i == 0).then_some(text),
+            "the payload is the body as received, on the first row only"
         );
         assert_eq!(row.sdkappid, ctx.sdkappid);
         for t in [row.event_time, row.start_call_ts, row.accept_ts, row.end_ts]
             .into_iter()
             .flatten()
         {
-            assert!((1..=MAX_MILLIS).contains(&t), "unstorable timestamp {t}");
+            assert!(PLAUSIBLE.contains(&t), "an implausible time shapes analytics: {t}");
         }
         // Text columns: PostgreSQL cannot hold a NUL in any of them.
         let columns = [
@@ -126,9 +127,17 @@ fn check(kind: Kind, v4_style: bool, ctx: &Context<'_>, body: &[u8]) {
             &row.event,
             &row.client_ip,
             &row.opt_platform,
+            &row.members,
+            &row.notes,
         ];
         for s in columns.into_iter().flatten().chain([&row.command]) {
             assert!(!s.contains('\0'), "a NUL in a text column: {s:?}");
+        }
+        if let Some(m) = &row.members {
+            assert!(
+                serde_json::from_str::<Vec<String>>(m).is_ok(),
+                "members is a JSON array of strings: {m}"
+            );
         }
         for v in [
             row.role.as_ref().map(|v| v.as_str()),
@@ -144,4 +153,6 @@ fn check(kind: Kind, v4_style: bool, ctx: &Context<'_>, body: &[u8]) {
             assert!(!v.is_empty() && !v.contains('\0'), "vocabulary value {v:?}");
         }
     }
+    let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.dedupe_key).collect();
+    assert_eq!(keys.len(), rows.len(), "each row of a delivery has its own key");
 }

@@ -1,8 +1,8 @@
 -- callhook's outage journal (callhook-spool/journal.db): events acknowledged while
 -- PostgreSQL could not take them, waiting to be replayed into it exactly once.
 --
--- journal_events has the columns of call_events (migrations/sqlite/0001_call_events.sql,
--- a test keeps them in step) and merges repeats the same way, plus two of its own:
+-- journal_events has the columns of call_events (migrations/sqlite/0001_call_events.sql
+-- and 0003; a test keeps them in step) and merges repeats the same way, plus two of its own:
 --   fence  the write that was in flight when the database stopped answering (24 bytes,
 --          src/store/fence.rs), empty otherwise; rows of such a write merge only with
 --          each other, so the replay can skip exactly them if that write committed after
@@ -31,11 +31,13 @@ CREATE TABLE journal_events (
     client_ip        TEXT,
     opt_platform     TEXT,
     remote_addr      TEXT,
-    payload          TEXT    NOT NULL,
+    payload          TEXT,
     deliveries       INTEGER NOT NULL DEFAULT 1 CHECK (deliveries >= 1),
     received_at      TEXT    NOT NULL,
     last_delivery_at TEXT    NOT NULL,
     dedupe_key       BLOB    NOT NULL,
+    members          TEXT,
+    notes            TEXT,
     fence            BLOB    NOT NULL DEFAULT x'',
     chunk            INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT journal_events_dedupe UNIQUE (sdkappid, dedupe_key, fence, chunk)

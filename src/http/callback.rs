@@ -1,14 +1,20 @@
 //! `POST {callback path}`: the callback endpoint.
 //!
-//! Order of checks, and whether a refusal is kept in `rejected_deliveries`:
+//! A refused callback is lost for good once Tencent's retries end, so only what can never
+//! be one of its callbacks for this app is refused. Order of checks, and whether a refusal
+//! is kept in `rejected_deliveries` (once per distinct delivery):
 //! 1. `sdkappid` present and numeric (400, not kept: no app to file it under);
 //! 2. configured (403, not kept: anyone can reach the URL);
 //! 3. token or signature, when the app has a token (403, not kept);
 //! 4. body within the limit (413, kept without the body);
-//! 5. `command` present and allowed, `contenttype` json (400, kept), body parseable
-//!    (400, kept);
-//! 6. queued, committed, answered: 0 (stored or duplicate), or 503 (overloaded,
-//!    database unavailable: the sender retries).
+//! 5. `command` in the app's explicit `commands` list, when it has one (400, kept);
+//! 6. the body is a JSON object (400, kept).
+//!
+//! Everything else is stored and answered 0: a field that cannot be read is NULL and
+//! noted on the row, an unknown command is stored with family `other`, a missing command
+//! or a `contenttype` other than json is noted. Then: queued, committed, answered 0
+//! (stored, duplicate or journaled), or 503 (overloaded, database unavailable: the sender
+//! retries).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -24,10 +30,10 @@ use super::{SharedState, reply};
 use crate::auth::authenticate;
 use crate::ingest::Outcome;
 use crate::metrics as m;
-use crate::protocol::query::{redact, truncate};
+use crate::protocol::query::{redact, stable_query, truncate};
 use crate::protocol::reply::{Ack, ErrorCode, ReplyStyle};
 use crate::protocol::{
-    CallbackQuery, Context, Kind, Rejection, classify, known_commands, parse_delivery,
+    CallbackQuery, Context, Kind, Rejection, classify, dedupe_key, known_commands, parse_delivery,
 };
 use crate::store::RejectedRow;
 
@@ -181,6 +187,23 @@ pub async fn handle(
     answer.into_response(style)
 }
 
+/// What the query says that is worth a note on the rows (it does not stop the delivery).
+fn query_notes(query: &CallbackQuery, command: Option<&str>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if command.is_none() {
+        notes.push("query: command (or CallbackCommand) is missing".to_owned());
+    }
+    if let Some(ct) = query.contenttype.as_deref() {
+        if !ct.trim().eq_ignore_ascii_case("json") {
+            notes.push(format!(
+                "query: contenttype is {:?}, not json",
+                truncate(ct, 32)
+            ));
+        }
+    }
+    notes
+}
+
 struct Request<'a> {
     st: &'a SharedState,
     query: &'a CallbackQuery,
@@ -233,52 +256,54 @@ impl Request<'_> {
                 ));
             }
         };
+        // Tencent drops a refused callback for good, so from here on only what can never
+        // be one of its callbacks for this app is refused: a command outside the app's
+        // explicit list, or a body that is not a JSON object. Anything else is stored, with
+        // a note on what could not be read.
         let command = self
             .query
             .command
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty());
-        let Some(command) = command else {
-            let r = Rejection::new(
-                ErrorCode::InvalidQuery,
-                "command (or CallbackCommand) is missing",
-            );
-            return self.refuse(sdkappid, r, &body).await;
-        };
         if !app.allows(command) {
             let r = Rejection::new(
                 ErrorCode::InvalidQuery,
-                format!(
-                    "command {:?} is not allowed for sdkappid {sdkappid}",
-                    truncate(command, 64)
-                ),
+                match command {
+                    Some(c) => format!(
+                        "command {:?} is not in the commands allowed for sdkappid {sdkappid}",
+                        truncate(c, 64)
+                    ),
+                    None => format!(
+                        "command (or CallbackCommand) is missing, and sdkappid {sdkappid} allows only listed commands"
+                    ),
+                },
             );
             return self.refuse(sdkappid, r, &body).await;
         }
-        if let Some(ct) = self.query.contenttype.as_deref() {
-            if !ct.trim().eq_ignore_ascii_case("json") {
-                let r = Rejection::new(
-                    ErrorCode::InvalidQuery,
-                    format!("contenttype {:?} is not json", truncate(ct, 32)),
-                );
-                return self.refuse(sdkappid, r, &body).await;
-            }
-        }
-
         let remote = self.remote.map(|ip| ip.to_string());
         let ctx = Context {
             sdkappid,
-            command,
+            command: command.unwrap_or_default(),
             client_ip: self.query.clientip.as_deref(),
             opt_platform: self.query.optplatform.as_deref(),
             remote_addr: remote.as_deref(),
             received_at: crate::now_millis(),
         };
-        let rows = match parse_delivery(classify(command), self.query.v4_style, &ctx, &body) {
+        let kind = command.map_or(Kind::Unknown, classify);
+        let mut rows = match parse_delivery(kind, self.query.v4_style, &ctx, &body) {
             Ok(rows) => rows,
             Err(r) => return self.refuse(sdkappid, r, &body).await,
         };
+        for note in query_notes(self.query, command) {
+            for row in &mut rows {
+                row.add_note(&note);
+            }
+        }
+        if rows.iter().any(|r| r.notes.is_some()) {
+            let (family, _) = labels(self.query);
+            metrics::counter!(m::NOTED_DELIVERIES, "family" => family).increment(1);
+        }
         match st.ingest.submit(rows).await {
             Ok(outcome) => Answer::ok(outcome),
             Err(e) => {
@@ -314,9 +339,19 @@ impl Request<'_> {
         })
     }
 
-    /// Answers a refusal for a configured app and keeps it in `rejected_deliveries`.
+    /// Answers a refusal for a configured app and keeps it in `rejected_deliveries`, once
+    /// per distinct delivery (the sender's retries count in its `deliveries`).
     async fn refuse(&self, sdkappid: i64, r: Rejection, body: &[u8]) -> Answer {
+        let stable = stable_query(self.raw_query);
+        let code = (r.code.code() as u64).to_le_bytes();
         let row = RejectedRow {
+            dedupe_key: dedupe_key(&[
+                b"rejected",
+                &sdkappid.to_le_bytes(),
+                &code,
+                stable.as_bytes(),
+                body,
+            ]),
             received_at: crate::now_millis(),
             sdkappid,
             command: self.query.command.clone(),

@@ -79,7 +79,9 @@ impl Record {
             client_ip: self.client_ip,
             opt_platform: self.opt_platform,
             remote_addr: self.remote_addr,
-            payload: self.payload.into(),
+            members: None,
+            payload: Some(self.payload.into()),
+            notes: None,
             received_at: self.received_at,
             dedupe_key,
         })
@@ -233,7 +235,7 @@ mod tests {
                     client_ip: Some("10.0.0.1"),
                     opt_platform: Some("iOS"),
                     remote_addr: Some("203.0.113.5"),
-                    received_at: 1_700_000_000_000 + i as i64,
+                    received_at: 1_704_900_000_000 + i as i64,
                 };
                 let body = format!(
                     r#"{{"CallId":"c{i}","UserId":"u{i}","Role":"Callee","CallResult":"Weird_New","MediaType":"Video","CallType":"MultiCall","TotalNum":3,"EventTime":1704856890,"AcceptTs":1704856876,"Extra":"é\u00e9"}}"#
@@ -257,7 +259,7 @@ mod tests {
                 "room_id": r.room_id, "total_num": r.total_num, "event_time": r.event_time,
                 "start_call_ts": r.start_call_ts, "accept_ts": r.accept_ts, "end_ts": r.end_ts,
                 "client_ip": r.client_ip, "opt_platform": r.opt_platform,
-                "remote_addr": r.remote_addr, "payload": &*r.payload,
+                "remote_addr": r.remote_addr, "payload": r.payload.as_deref(),
                 "received_at": r.received_at, "dedupe_key": hex::encode(r.dedupe_key),
             })
             .to_string()

@@ -3,9 +3,18 @@
 //!
 //! ```text
 //! raw query ──► CallbackQuery ──► classify(command) ──► Kind
-//! raw body  ──► UTF-8 ──► typed body (v1 / v4) ──► storable? ──► Vec<EventRow>
+//! raw body  ──► UTF-8 JSON object? ──► Fields ──► each field read on its own ──► Vec<EventRow>
+//!                      │ no                          (unreadable: NULL + a note)
+//!                      └──► Rejection (71001): the only way a body is refused
 //! ```
+//!
+//! A delivery is refused here only when its body is not a JSON object: Tencent drops a
+//! refused callback after its retries, so a field of an unexpected type, a missing field,
+//! an implausible time or a command callhook does not know all still make a row, with
+//! `notes` saying what could not be read.
 
+pub mod canonical;
+pub mod fields;
 #[cfg(test)]
 mod proptests;
 pub mod query;
@@ -17,14 +26,15 @@ pub mod values;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+pub use fields::{Fields, Notes};
 
 pub use query::CallbackQuery;
 pub use reply::{ErrorCode, ReplyStyle};
 pub use values::{CallResult, CallType, MediaType, MemberAction, Millis, Role};
 
-/// The three callback families (`call_events.family`).
+/// The callback families (`call_events.family`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Call status callback: one per participant's outcome, after the call.
@@ -33,6 +43,9 @@ pub enum Family {
     Event,
     /// The v4 client API's `Call.*` callbacks.
     V4,
+    /// A command callhook does not know (yet): stored with whatever common fields its body
+    /// has.
+    Other,
 }
 
 impl Family {
@@ -41,6 +54,7 @@ impl Family {
             Self::Status => "status",
             Self::Event => "event",
             Self::V4 => "v4",
+            Self::Other => "other",
         }
     }
 
@@ -49,6 +63,7 @@ impl Family {
             "status" => Some(Self::Status),
             "event" => Some(Self::Event),
             "v4" => Some(Self::V4),
+            "other" => Some(Self::Other),
             _ => None,
         }
     }
@@ -112,8 +127,8 @@ pub enum Kind {
     V4StartCall,
     V4EndCall,
     V4MemberChanged,
-    /// A command callhook does not know (allowed explicitly by configuration): stored
-    /// with whatever common fields its body has.
+    /// A command callhook does not know: stored (family `other`) with whatever common
+    /// fields its body has.
     Unknown,
 }
 
@@ -149,13 +164,6 @@ impl Rejection {
             code,
             reason: reason.into(),
         }
-    }
-
-    fn missing(field: &str) -> Self {
-        Self::new(
-            ErrorCode::InvalidField,
-            format!("{field} is missing or empty"),
-        )
     }
 }
 
@@ -201,19 +209,36 @@ pub struct EventRow {
     pub client_ip: Option<String>,
     pub opt_platform: Option<String>,
     pub remote_addr: Option<String>,
-    /// The body exactly as received (minus a UTF-8 byte-order mark).
-    pub payload: Arc<str>,
+    /// The accounts a v4 body names (its `UserList`, and the end record's caller and
+    /// `CalleeList_Account`), as a JSON array of strings.
+    pub members: Option<String>,
+    /// The body exactly as received (minus a UTF-8 byte-order mark). A delivery that makes
+    /// several rows stores it on the first only.
+    pub payload: Option<Arc<str>>,
+    /// What could not be read, `"; "`-separated; `None` when everything could.
+    pub notes: Option<String>,
     pub received_at: Millis,
-    /// Identifies the event across retries: equal keys are the same event.
+    /// Identifies the delivery (and the row's place in it) across retries: equal keys are
+    /// the same delivery.
     pub dedupe_key: DedupeKey,
 }
 
 /// 16 bytes of SHA-256 over the fields that identify an event.
 pub type DedupeKey = [u8; 16];
 
+/// The most rows one delivery makes. A v4 member-change callback makes one row per changed
+/// member; one with more changes than this is stored as a single row, with a note, so a
+/// body cannot multiply into an unbounded number of rows.
+pub const MAX_ROWS_PER_DELIVERY: usize = 64;
+
+/// The earliest time callhook takes as real: 2010-01-01T00:00:00Z. TUICallKit is younger.
+const EARLIEST_PLAUSIBLE: Millis = 1_262_304_000_000;
+/// How far after its receipt a time may lie and still count: a day.
+const LATEST_AHEAD: Millis = 86_400_000;
+
 impl EventRow {
     /// A row with the delivery's common columns set and no typed body fields.
-    fn base(ctx: &Context<'_>, family: Family, payload: &Arc<str>) -> Self {
+    fn base(ctx: &Context<'_>, family: Family) -> Self {
         Self {
             sdkappid: ctx.sdkappid,
             family,
@@ -234,11 +259,48 @@ impl EventRow {
             client_ip: ctx.client_ip.map(str::to_owned),
             opt_platform: ctx.opt_platform.map(str::to_owned),
             remote_addr: ctx.remote_addr.map(str::to_owned),
-            payload: Arc::clone(payload),
+            members: None,
+            payload: None,
+            notes: None,
             received_at: ctx.received_at,
             dedupe_key: [0; 16],
         }
     }
+
+    /// Adds a note to the row's `notes`.
+    pub fn add_note(&mut self, note: &str) {
+        self.notes = Some(match self.notes.take() {
+            Some(n) if !n.is_empty() => format!("{n}; {note}"),
+            _ => note.to_owned(),
+        });
+    }
+}
+
+/// A Unix time (seconds or milliseconds) that shapes analytics only when it is plausible:
+/// not before 2010 and not more than a day after the delivery arrived. Any other value
+/// stays in the payload, is noted, and leaves the column NULL, so that the views fall back
+/// to `received_at`. `0` means "not applicable" in Tencent's bodies and is absent.
+fn plausible_time(
+    name: &str,
+    value: Option<i64>,
+    received_at: Millis,
+    notes: &mut Notes,
+) -> Option<Millis> {
+    let v = value.filter(|&v| v != 0)?;
+    let Some(ms) = values::unix_time(Some(v)) else {
+        notes.push(format!("{name}: {v} is not a time, not used"));
+        return None;
+    };
+    if ms < EARLIEST_PLAUSIBLE || ms > received_at + LATEST_AHEAD {
+        let when = chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        notes.push(format!(
+            "{name}: {v} ({when}) is not a plausible time, not used"
+        ));
+        return None;
+    }
+    Some(ms)
 }
 
 /// Builds a dedupe key from length-prefixed parts, so that `("ab","c")` and `("a","bc")`
@@ -255,8 +317,39 @@ pub(crate) fn dedupe_key(parts: &[&[u8]]) -> DedupeKey {
     key
 }
 
-/// Parses one delivery's body into the rows it stores (one, or one per changed member of
-/// a v4 member-change callback).
+/// A key derived from another for another table (`rejected_deliveries`), so the same
+/// event refused twice is one row.
+pub fn derived_key(what: &[u8], key: &DedupeKey) -> DedupeKey {
+    dedupe_key(&[what, key])
+}
+
+/// What makes two deliveries of a kind the same delivery besides their content: the
+/// family, and for the event, v4 and unknown families the command (a status body means the
+/// same whichever of the seven status commands carried it).
+fn identity(kind: Kind, command: &str) -> (Family, String) {
+    let family = match kind {
+        Kind::Status => Family::Status,
+        Kind::Event => Family::Event,
+        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged => Family::V4,
+        Kind::Unknown => Family::Other,
+    };
+    let command = match kind {
+        Kind::Status => String::new(),
+        _ => command.to_ascii_lowercase(),
+    };
+    (family, command)
+}
+
+/// Parses one delivery's body into the rows it stores: one, or one per changed member of
+/// a v4 member-change callback (at most [`MAX_ROWS_PER_DELIVERY`]). Refuses a body that is
+/// not a JSON object (71001), or that nests deeper than [`scan::MAX_DEPTH`] levels (71003;
+/// PostgreSQL cannot take ten thousand, no callback has more than three); whatever else is
+/// wrong is noted on the rows.
+///
+/// Two deliveries get the same dedupe keys exactly when they are the same delivery: the
+/// same app, family (and command, but for the status family) and the same content in
+/// canonical form (src/protocol/canonical.rs), so a retry merges whatever its whitespace
+/// or key order, and two different deliveries never do.
 pub fn parse_delivery(
     kind: Kind,
     v4_style: bool,
@@ -270,88 +363,110 @@ pub fn parse_delivery(
             format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()),
         )
     })?;
+    let not_object = |why: String| Rejection::new(ErrorCode::InvalidJson, why);
     if text.trim_start().as_bytes().first() != Some(&b'{') {
-        let what = if text.trim().is_empty() {
-            "body is empty; expected a JSON object"
+        return Err(not_object(if text.trim().is_empty() {
+            "body is empty; expected a JSON object".into()
         } else {
-            "body is not a JSON object"
-        };
-        return Err(Rejection::new(ErrorCode::InvalidJson, what));
+            "body is not a JSON object".into()
+        }));
     }
-    let payload: Arc<str> = Arc::from(text);
-    let rows = match kind {
-        Kind::Status => vec![v1::status_row(typed(text)?, ctx, &payload)?],
-        Kind::Event => vec![v1::event_row(typed(text)?, ctx, &payload)?],
-        Kind::V4StartCall => vec![v4::start_call_row(typed(text)?, ctx, &payload)?],
-        Kind::V4EndCall => vec![v4::end_call_row(typed(text)?, ctx, &payload)?],
-        Kind::V4MemberChanged => v4::member_changed_rows(typed(text)?, ctx, &payload)?,
-        Kind::Unknown if v4_style => vec![v4::generic_row(lenient(text)?, ctx, &payload)],
-        Kind::Unknown => vec![v1::generic_row(lenient(text)?, ctx, &payload)],
+    // Valid JSON whose object members serde cannot decode (a key holding an unpaired
+    // surrogate escape) is still a JSON object: stored, none of its fields read.
+    let mut notes = Notes::default();
+    let fields = match Fields::parse(text) {
+        Ok(fields) => fields,
+        Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            notes.push(format!("body: {e}; none of its fields could be read"));
+            Fields::default()
+        }
+        Err(e) => return Err(not_object(format!("body is not a valid JSON object: {e}"))),
     };
+    let depth = scan::depth(text);
+    if depth > scan::MAX_DEPTH {
+        return Err(Rejection::new(
+            ErrorCode::Unstorable,
+            format!(
+                "body nests {depth} levels deep, more than the {} callhook stores",
+                scan::MAX_DEPTH
+            ),
+        ));
+    }
+    // The canonical form decodes like `Fields`; where it cannot, the bytes are the content.
+    let digest = canonical::digest(text).unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into());
+    if let Some(why) = scan::postgres_json_trouble(text) {
+        notes.push(format!(
+            "payload: {why}, which PostgreSQL's JSON functions cannot read (stored as received)"
+        ));
+    }
+    let read = Read {
+        ctx,
+        fields: &fields,
+    };
+    let mut rows = match kind {
+        Kind::Status => vec![v1::status_row(&read, &mut notes)],
+        Kind::Event => vec![v1::event_row(&read, &mut notes)],
+        Kind::V4StartCall => vec![v4::start_call_row(&read, &mut notes)],
+        Kind::V4EndCall => vec![v4::end_call_row(&read, &mut notes)],
+        Kind::V4MemberChanged => v4::member_changed_rows(&read, &mut notes),
+        Kind::Unknown => {
+            if !ctx.command.is_empty() {
+                notes.push(format!(
+                    "command: {:?} is not one callhook knows (family other)",
+                    query::truncate(ctx.command, 64)
+                ));
+            }
+            vec![generic_row(&read, v4_style, &mut notes)]
+        }
+    };
+    let (family, command) = identity(kind, ctx.command);
+    let joined = notes.joined();
+    for (part, row) in rows.iter_mut().enumerate() {
+        row.dedupe_key = dedupe_key(&[
+            family.as_str().as_bytes(),
+            &ctx.sdkappid.to_le_bytes(),
+            command.as_bytes(),
+            &digest,
+            &(part as u64).to_le_bytes(),
+        ]);
+        if let Some(n) = &joined {
+            row.add_note(n);
+        }
+    }
+    if let Some(first) = rows.first_mut() {
+        first.payload = Some(Arc::from(text));
+    }
     Ok(rows)
 }
 
-/// A typed body from JSON that can be stored unchanged.
-fn typed<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
-    let value = parse_json(text)?;
-    storable(text)?;
-    Ok(value)
+/// What a family's parser reads from: the delivery and its body's fields.
+pub(crate) struct Read<'r, 'a> {
+    pub ctx: &'r Context<'a>,
+    pub fields: &'r Fields<'r>,
 }
 
-/// For commands callhook does not know: typed fields when they parse, otherwise none
-/// (the body must still be valid JSON that can be stored unchanged).
-fn lenient<'a, T: Deserialize<'a> + Default>(text: &'a str) -> Result<T, Rejection> {
-    match parse_json(text) {
-        Ok(v) => {
-            storable(text)?;
-            Ok(v)
+impl Read<'_, '_> {
+    /// A time column from `key`, if plausible (see [`plausible_time`]).
+    pub fn time(&self, f: &Fields<'_>, key: &str, notes: &mut Notes) -> Option<Millis> {
+        let raw = f.int(&[key], notes);
+        plausible_time(&f.name(key), raw, self.ctx.received_at, notes)
+    }
+}
+
+/// A command callhook does not know: stored in family `other` with whatever fields of the
+/// status and event bodies it has (`CallId`, `UserId`, `Role`, `Event`, `EventTime`, …);
+/// in a v4-style delivery also the call id of a `CallInfo` or `CallRecord`.
+fn generic_row(read: &Read<'_, '_>, v4_style: bool, notes: &mut Notes) -> EventRow {
+    let f = read.fields;
+    let mut row = v1::common_row(read, Family::Other, notes);
+    if v4_style && row.call_id.is_none() {
+        for nested in ["CallInfo", "CallRecord"] {
+            if row.call_id.is_none() {
+                row.call_id = f
+                    .object(&[nested], notes)
+                    .and_then(|o| o.text(&["CallId"], notes));
+            }
         }
-        // `parse_json` only says "field" once the body is known to be valid and storable.
-        Err(r) if r.code == ErrorCode::InvalidField => Ok(T::default()),
-        Err(r) => Err(r),
     }
-}
-
-fn storable(text: &str) -> Result<(), Rejection> {
-    scan::check_storable(text)
-        .map_err(|why| Rejection::new(ErrorCode::Unstorable, format!("body {why}")))
-}
-
-/// Parses a typed body.
-///
-/// A failure is classified by what is wrong with the body as a whole, not by the field the
-/// typed parser happened to meet it in, so the same hostile content gets the same answer
-/// wherever it sits: not JSON at all (71001); JSON that cannot be stored unchanged, such
-/// as a lone surrogate or an absurd number (71003); otherwise a field that is ill-typed or
-/// given twice (71002, naming the field's path).
-fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
-    // The common case, a valid body, takes the plain parser; only a failure is parsed again
-    // with path tracking, to name the offending field.
-    if let Ok(value) = serde_json::from_str(text) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let (path, err) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Ok(value) => match de.end() {
-            Ok(()) => return Ok(value),
-            Err(e) => (String::new(), e),
-        },
-        Err(e) => (e.path().to_string(), e.into_inner()),
-    };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(Rejection::new(
-            ErrorCode::InvalidJson,
-            format!("body is not valid JSON: {e}"),
-        ));
-    }
-    storable(text)?;
-    let at = if path.is_empty() || path == "." {
-        String::new()
-    } else {
-        format!("{path}: ")
-    };
-    Err(Rejection::new(
-        ErrorCode::InvalidField,
-        format!("{at}{err}"),
-    ))
+    row
 }

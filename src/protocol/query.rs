@@ -107,6 +107,23 @@ pub fn redact(raw: &str) -> String {
         .join("&")
 }
 
+/// The query string without the parameters that change from one attempt of a delivery
+/// to the next (`Sign`, `RequestTime`) or are secret (`token`): what identifies a refused
+/// delivery across the sender's retries.
+pub fn stable_query(raw: &str) -> String {
+    raw.split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            let decoded: String = form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(n, _)| n.to_ascii_lowercase())
+                .unwrap_or_default();
+            !matches!(decoded.as_str(), "token" | "sign" | "requesttime")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// At most `max` characters of `s`.
 pub fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {

@@ -18,9 +18,7 @@ pub enum ErrorCode {
     Overloaded,
     /// The body is not a JSON object (syntax, encoding).
     InvalidJson,
-    /// A required field is missing or a field has the wrong type.
-    InvalidField,
-    /// Valid JSON that cannot be stored unchanged (`\u0000`, lone surrogates, depth).
+    /// A JSON object nested deeper than callhook stores, or one the database refused.
     Unstorable,
     /// The sdkappid is not one this receiver is configured for.
     UnknownApp,
@@ -40,12 +38,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::Success,
         Self::InvalidQuery,
         Self::Overloaded,
         Self::InvalidJson,
-        Self::InvalidField,
         Self::Unstorable,
         Self::UnknownApp,
         Self::AuthFailed,
@@ -65,7 +62,6 @@ impl ErrorCode {
             Self::InvalidQuery => 70001,
             Self::Overloaded => 70005,
             Self::InvalidJson => 71001,
-            Self::InvalidField => 71002,
             Self::Unstorable => 71003,
             Self::UnknownApp => 71101,
             Self::AuthFailed => 71102,
@@ -83,7 +79,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::Success => 200,
-            Self::InvalidQuery | Self::InvalidJson | Self::InvalidField | Self::Unstorable => 400,
+            Self::InvalidQuery | Self::InvalidJson | Self::Unstorable => 400,
             Self::UnknownApp | Self::AuthFailed => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -102,7 +98,6 @@ impl ErrorCode {
             Self::InvalidQuery => "invalid_query",
             Self::Overloaded => "overloaded",
             Self::InvalidJson => "invalid_json",
-            Self::InvalidField => "invalid_field",
             Self::Unstorable => "unstorable",
             Self::UnknownApp => "unknown_app",
             Self::AuthFailed => "auth_failed",
@@ -123,7 +118,6 @@ impl ErrorCode {
             Self::InvalidQuery => "invalid query parameters",
             Self::Overloaded => "overloaded, retry later",
             Self::InvalidJson => "body is not a valid JSON object",
-            Self::InvalidField => "a field is missing or has the wrong type",
             Self::Unstorable => "body cannot be stored unchanged",
             Self::UnknownApp => "unknown sdkappid",
             Self::AuthFailed => "authentication failed",
@@ -271,12 +265,12 @@ mod tests {
         );
         let v4_fail = envelope(
             ReplyStyle::V4,
-            ErrorCode::InvalidField,
+            ErrorCode::InvalidJson,
             "CallId: missing \"x\"",
         );
         let v: serde_json::Value = serde_json::from_slice(&v4_fail).unwrap_or_default();
         assert_eq!(v["ActionStatus"], "FAIL");
-        assert_eq!(v["ErrorCode"], 71002);
+        assert_eq!(v["ErrorCode"], 71001);
         assert_eq!(v["ErrorInfo"], "CallId: missing \"x\"");
     }
 }

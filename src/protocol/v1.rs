@@ -1,189 +1,112 @@
 //! Bodies of the status family (`command=call_end`, `normal_end`, …) and the event family
 //! (`command=caller_start_call`, …). Both share one body shape; the event family adds
-//! `Event`.
+//! `Event`. Every field is read on its own (src/protocol/fields.rs): one that cannot be
+//! read is NULL and noted, and never costs the row.
 
-use std::sync::Arc;
+use super::values::normalize;
+use super::{CallResult, CallType, EventRow, Family, MediaType, Notes, Read, Role};
 
-use serde::Deserialize;
-
-use super::values::{lenient_i64, lenient_text, normalize, unix_time};
-use super::{
-    CallResult, CallType, Context, EventRow, Family, MediaType, Rejection, Role, dedupe_key,
-};
-
-/// The JSON body of a status or event callback. Every field is optional at this level;
-/// which ones are required is decided per family. Unknown fields are ignored here and kept
-/// in the stored payload.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct V1Body {
-    #[serde(default, deserialize_with = "lenient_text")]
+/// The fields of a status or event body, as far as they could be read.
+#[derive(Debug, Default)]
+pub struct V1Fields {
     pub user_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_text")]
     pub room_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_i64")]
     pub total_num: Option<i64>,
-    #[serde(default, deserialize_with = "MediaType::deserialize_opt")]
     pub media_type: Option<MediaType>,
-    #[serde(default, deserialize_with = "CallType::deserialize_opt")]
     pub call_type: Option<CallType>,
-    #[serde(default, deserialize_with = "lenient_text")]
     pub call_id: Option<String>,
-    #[serde(default, deserialize_with = "Role::deserialize_opt")]
     pub role: Option<Role>,
-    #[serde(default, deserialize_with = "CallResult::deserialize_opt")]
     pub call_result: Option<CallResult>,
-    /// Unix seconds (callhook also accepts milliseconds, see [`unix_time`]).
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub event_time: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub start_call_ts: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub accept_ts: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub end_ts: Option<i64>,
     /// Event family only: the action, unprefixed (`start_call`, `accept_call`, …).
-    #[serde(default, deserialize_with = "lenient_text")]
     pub event: Option<String>,
 }
 
-impl V1Body {
-    fn fill(self, row: &mut EventRow) {
-        row.call_id = self.call_id;
-        row.user_id = self.user_id;
-        row.role = self.role;
-        row.call_result = self.call_result;
-        row.media_type = self.media_type;
-        row.call_type = self.call_type;
-        row.room_id = self.room_id;
-        row.total_num = self.total_num;
-        row.event_time = unix_time(self.event_time);
-        row.start_call_ts = unix_time(self.start_call_ts);
-        row.accept_ts = unix_time(self.accept_ts);
-        row.end_ts = unix_time(self.end_ts);
-        row.event = self
-            .event
-            .as_deref()
-            .map(normalize)
-            .filter(|e| !e.is_empty());
+fn read_fields(read: &Read<'_, '_>, notes: &mut Notes) -> V1Fields {
+    let f = read.fields;
+    V1Fields {
+        user_id: f.text(&["UserId"], notes),
+        room_id: f.text(&["RoomId"], notes),
+        total_num: f.int(&["TotalNum"], notes),
+        media_type: f.word(&["MediaType"], notes, MediaType::from_wire),
+        call_type: f.word(&["CallType"], notes, CallType::from_wire),
+        call_id: f.text(&["CallId"], notes),
+        role: f.word(&["Role"], notes, Role::from_wire),
+        call_result: f.word(&["CallResult"], notes, CallResult::from_wire),
+        event: f
+            .text(&["Event"], notes)
+            .map(|e| normalize(&e))
+            .filter(|e| !e.is_empty()),
     }
 }
 
-/// A status callback: one participant's outcome. `CallId` and `UserId` are required.
-/// When `CallResult` is empty and the command is itself a result word (`reject`, …),
-/// the command is the result.
-pub fn status_row(
-    body: V1Body,
-    ctx: &Context<'_>,
-    payload: &Arc<str>,
-) -> Result<EventRow, Rejection> {
-    participant_row(body, ctx, payload, Family::Status, |row| {
-        if row.call_result.is_none() {
-            row.call_result = CallResult::from_status_command(ctx.command);
+/// One participant's row of either family: the shared columns and times. `CallId` and
+/// `UserId` identify whose event it is; a body without them is still stored, and noted.
+fn participant_row(read: &Read<'_, '_>, family: Family, notes: &mut Notes) -> EventRow {
+    let row = common_row(read, family, notes);
+    for (name, missing) in [
+        ("CallId", row.call_id.is_none()),
+        ("UserId", row.user_id.is_none()),
+    ] {
+        if missing {
+            notes.missing(read.fields, name);
         }
-        // A participant's outcome: who, on which side, with which result.
-        row.call_result
-            .as_ref()
-            .map_or_else(Vec::new, |r| r.as_str().as_bytes().to_vec())
-    })
-}
-
-/// A call event: one user action. `CallId` and `UserId` are required; `Role` and `Event`
-/// fall back to what the role-prefixed command says.
-pub fn event_row(
-    body: V1Body,
-    ctx: &Context<'_>,
-    payload: &Arc<str>,
-) -> Result<EventRow, Rejection> {
-    participant_row(body, ctx, payload, Family::Event, |row| {
-        let command = ctx.command.to_ascii_lowercase();
-        let (prefix_role, action) = match command.split_once('_') {
-            Some(("caller", rest)) => (Some(Role::Caller), rest),
-            Some(("callee", rest)) => (Some(Role::Callee), rest),
-            _ => (None, command.as_str()),
-        };
-        if row.role.is_none() {
-            row.role = prefix_role;
-        }
-        if row.event.is_none() {
-            row.event = Some(action.to_owned());
-        }
-        // A participant's action: who, on which side, which command.
-        command.into_bytes()
-    })
-}
-
-/// The shared shape of both families: one participant's row, completed by `finish`, which
-/// returns what (besides call, user, role and event time) identifies the event.
-fn participant_row(
-    body: V1Body,
-    ctx: &Context<'_>,
-    payload: &Arc<str>,
-    family: Family,
-    finish: impl FnOnce(&mut EventRow) -> Vec<u8>,
-) -> Result<EventRow, Rejection> {
-    require(&body)?;
-    let raw_time = body.event_time.unwrap_or(0);
-    let mut row = EventRow::base(ctx, family, payload);
-    body.fill(&mut row);
-    let what = finish(&mut row);
-    row.dedupe_key = dedupe_key(&[
-        family.as_str().as_bytes(),
-        &row.sdkappid.to_le_bytes(),
-        opt(&row.call_id),
-        opt(&row.user_id),
-        row.role
-            .as_ref()
-            .map_or(&b""[..], |r| r.as_str().as_bytes()),
-        &what,
-        &raw_time.to_le_bytes(),
-    ]);
-    Ok(row)
-}
-
-/// A command callhook does not know, sent with `command=`: stored with whatever common
-/// fields the body has; it is an `event` when the body names an `Event`, else `status`.
-/// Identical bodies of the same command are the same event.
-pub fn generic_row(body: V1Body, ctx: &Context<'_>, payload: &Arc<str>) -> EventRow {
-    let family = if body.event.as_deref().is_some_and(|e| !e.trim().is_empty()) {
-        Family::Event
-    } else {
-        Family::Status
-    };
-    let mut row = EventRow::base(ctx, family, payload);
-    body.fill(&mut row);
-    row.dedupe_key = generic_key(ctx, payload);
+    }
     row
 }
 
-pub(super) fn generic_key(ctx: &Context<'_>, payload: &str) -> super::DedupeKey {
-    let body_hash = dedupe_key(&[payload.as_bytes()]);
-    dedupe_key(&[
-        b"generic",
-        &ctx.sdkappid.to_le_bytes(),
-        ctx.command.to_ascii_lowercase().as_bytes(),
-        &body_hash,
-    ])
+/// A row with every field of the shared body shape that the body has.
+pub(crate) fn common_row(read: &Read<'_, '_>, family: Family, notes: &mut Notes) -> EventRow {
+    let v = read_fields(read, notes);
+    let f = read.fields;
+    let mut row = EventRow::base(read.ctx, family);
+    row.call_id = v.call_id;
+    row.user_id = v.user_id;
+    row.role = v.role;
+    row.call_result = v.call_result;
+    row.media_type = v.media_type;
+    row.call_type = v.call_type;
+    row.room_id = v.room_id;
+    row.total_num = v.total_num;
+    row.event = v.event;
+    row.event_time = read.time(f, "EventTime", notes);
+    row.start_call_ts = read.time(f, "StartCallTs", notes);
+    row.accept_ts = read.time(f, "AcceptTs", notes);
+    row.end_ts = read.time(f, "EndTs", notes);
+    row
 }
 
-fn require(body: &V1Body) -> Result<(), Rejection> {
-    if body.call_id.is_none() {
-        return Err(Rejection::missing("CallId"));
+/// A status callback: one participant's outcome. When `CallResult` is empty and the
+/// command is itself a result word (`reject`, …), the command is the result.
+pub(crate) fn status_row(read: &Read<'_, '_>, notes: &mut Notes) -> EventRow {
+    let mut row = participant_row(read, Family::Status, notes);
+    if row.call_result.is_none() {
+        row.call_result = CallResult::from_status_command(read.ctx.command);
     }
-    if body.user_id.is_none() {
-        return Err(Rejection::missing("UserId"));
-    }
-    Ok(())
+    row
 }
 
-fn opt(v: &Option<String>) -> &[u8] {
-    v.as_deref().unwrap_or_default().as_bytes()
+/// A call event: one user action. `Role` and `Event` fall back to what the role-prefixed
+/// command says.
+pub(crate) fn event_row(read: &Read<'_, '_>, notes: &mut Notes) -> EventRow {
+    let mut row = participant_row(read, Family::Event, notes);
+    let command = read.ctx.command.to_ascii_lowercase();
+    let (prefix_role, action) = match command.split_once('_') {
+        Some(("caller", rest)) => (Some(Role::Caller), rest),
+        Some(("callee", rest)) => (Some(Role::Callee), rest),
+        _ => (None, command.as_str()),
+    };
+    if row.role.is_none() {
+        row.role = prefix_role;
+    }
+    if row.event.is_none() {
+        row.event = Some(action.to_owned());
+    }
+    row
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::protocol::{Kind, parse_delivery};
+    use crate::protocol::{Context, Kind, parse_delivery};
 
     /// Dedupe keys are stored: changing how they are derived would make a retry that
     /// arrives after an upgrade a new event. This pins them.
@@ -198,7 +121,7 @@ mod tests {
             received_at: 0,
         };
         let body = br#"{"UserId":"Alice","CallId":"aheahfo-eqwnknoihfsd-qweqf","Role":"caller","CallResult":"normal_end","EventTime":170485688}"#;
-        let key = |kind, command| {
+        let key = |kind, command, body: &[u8]| {
             let ctx = Context {
                 command,
                 ..ctx.clone()
@@ -208,17 +131,26 @@ mod tests {
                 .and_then(|rows| rows.first().map(|r| hex::encode(r.dedupe_key)))
         };
         assert_eq!(
-            key(Kind::Status, "call_end"),
-            key(Kind::Status, "normal_end"),
+            key(Kind::Status, "call_end", body),
+            key(Kind::Status, "normal_end", body),
             "the command is not part of a status event"
         );
-        assert_eq!(key(Kind::Status, "call_end").as_deref(), Some(STATUS_KEY));
+        let pretty = b"{\n  \"CallId\": \"aheahfo-eqwnknoihfsd-qweqf\",\n  \"UserId\": \"Alice\",\n  \"Role\": \"caller\",\n  \"EventTime\": 170485688,\n  \"CallResult\": \"normal_end\"\n}";
         assert_eq!(
-            key(Kind::Event, "caller_call_end").as_deref(),
+            key(Kind::Status, "call_end", body),
+            key(Kind::Status, "call_end", pretty),
+            "a retry pretty-printed is the same delivery"
+        );
+        assert_eq!(
+            key(Kind::Status, "call_end", body).as_deref(),
+            Some(STATUS_KEY)
+        );
+        assert_eq!(
+            key(Kind::Event, "caller_call_end", body).as_deref(),
             Some(EVENT_KEY)
         );
     }
 
-    const STATUS_KEY: &str = "9cc0262c0c7bf3b0e456e10f2e99a55a";
-    const EVENT_KEY: &str = "c478fcd478d9308f39c0c12c516f2856";
+    const STATUS_KEY: &str = "658ae572837acd09ff56fd4285cdd728";
+    const EVENT_KEY: &str = "0847269deb37aaf0572b3881ab1b9e1f";
 }

@@ -5,12 +5,6 @@
 //! that arrive as 18-digit JSON numbers). The rule is: accept every spelling, keep unknown
 //! values, never pass an id through a float.
 
-use std::borrow::Cow;
-
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
-
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
@@ -119,12 +113,6 @@ macro_rules! vocabulary {
                 })
             }
 
-            /// A `deserialize_with` helper: any JSON string (or number) through
-            /// [`Self::from_wire`]; `null` and `""` are `None`.
-            pub fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
-                Ok(lenient_text(d)?.as_deref().and_then(Self::from_wire))
-            }
-
             /// The normalised spelling stored in SQL.
             pub fn as_str(&self) -> &str {
                 match self {
@@ -203,60 +191,8 @@ impl CallResult {
     }
 }
 
-/// A JSON value that should be text but may arrive as a number: the digits are kept
-/// exactly as they arrived (an 18-digit account never passes through a float).
-/// `null` and `""` are absent.
-pub fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let raw: &RawValue = Deserialize::deserialize(d)?;
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') => {
-            let s: Cow<'_, str> = serde_json::from_str(text).map_err(D::Error::custom)?;
-            Ok((!s.is_empty()).then(|| s.into_owned()))
-        }
-        Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_owned())),
-        Some(b'n') => Ok(None),
-        _ => Err(D::Error::custom(format!(
-            "expected a string or a number, found {}",
-            json_kind(text)
-        ))),
-    }
-}
-
-/// An integer that may arrive as a JSON number (integral or not) or a numeric string.
-/// `null` and `""` are absent.
-pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let raw: &RawValue = Deserialize::deserialize(d)?;
-    let text = raw.get();
-    let (digits, quoted) = match text.as_bytes().first() {
-        Some(b'"') => {
-            let s: Cow<'_, str> = serde_json::from_str(text).map_err(D::Error::custom)?;
-            (Cow::Owned(s.trim().to_owned()), true)
-        }
-        Some(b'n') => return Ok(None),
-        Some(b'-' | b'0'..=b'9') => (Cow::Borrowed(text), false),
-        _ => {
-            return Err(D::Error::custom(format!(
-                "expected an integer or a numeric string, found {}",
-                json_kind(text)
-            )));
-        }
-    };
-    if digits.is_empty() {
-        return Ok(None);
-    }
-    parse_integer(&digits).map(Some).ok_or_else(|| {
-        let shown: String = digits.chars().take(40).collect();
-        if quoted {
-            D::Error::custom(format!("expected an integer, found the string {shown:?}"))
-        } else {
-            D::Error::custom(format!("integer out of range: {shown}"))
-        }
-    })
-}
-
 /// Accepts `123`, `-5`, `1.7e9`, `12.0`; fractions are truncated toward zero.
-fn parse_integer(s: &str) -> Option<i64> {
+pub(crate) fn parse_integer(s: &str) -> Option<i64> {
     if let Ok(v) = s.parse::<i64>() {
         return Some(v);
     }
@@ -265,7 +201,7 @@ fn parse_integer(s: &str) -> Option<i64> {
     (f.is_finite() && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
 }
 
-fn json_kind(text: &str) -> &'static str {
+pub(crate) fn json_kind(text: &str) -> &'static str {
     match text.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
@@ -368,38 +304,40 @@ mod tests {
         assert_eq!(unix_time(Some(253_402_300_800_000)), None, "after 9999");
     }
 
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default, deserialize_with = "lenient_i64")]
-        n: Option<i64>,
-        #[serde(default, deserialize_with = "lenient_text")]
-        t: Option<String>,
+    fn int(json: &str) -> Result<Option<i64>, String> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(json).map_err(|e| e.to_string())?;
+        crate::protocol::fields::read_i64(raw)
     }
 
-    fn probe(json: &str) -> Result<Probe, serde_json::Error> {
-        serde_json::from_str(json)
+    fn text(json: &str) -> Result<Option<String>, String> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(json).map_err(|e| e.to_string())?;
+        crate::protocol::fields::read_text(raw)
     }
 
     #[test]
-    fn lenient_numbers_and_text() -> Result<(), serde_json::Error> {
-        assert_eq!(probe(r#"{"n": 5}"#)?.n, Some(5));
-        assert_eq!(probe(r#"{"n": "17"}"#)?.n, Some(17));
-        assert_eq!(probe(r#"{"n": " 17 "}"#)?.n, Some(17));
-        assert_eq!(probe(r#"{"n": ""}"#)?.n, None);
-        assert_eq!(probe(r#"{"n": null}"#)?.n, None);
-        assert_eq!(probe(r#"{}"#)?.n, None);
-        assert_eq!(probe(r#"{"n": 1.7e9}"#)?.n, Some(1_700_000_000));
-        assert!(probe(r#"{"n": "abc"}"#).is_err());
-        assert!(probe(r#"{"n": true}"#).is_err());
-        assert!(probe(r#"{"n": 1e300}"#).is_err());
-        assert!(probe(r#"{"n": [1]}"#).is_err());
+    fn lenient_numbers_and_text() {
+        assert_eq!(int("5"), Ok(Some(5)));
+        assert_eq!(int(r#""17""#), Ok(Some(17)));
+        assert_eq!(int(r#"" 17 ""#), Ok(Some(17)));
+        assert_eq!(int(r#""""#), Ok(None));
+        assert_eq!(int("null"), Ok(None));
+        assert_eq!(int("1.7e9"), Ok(Some(1_700_000_000)));
+        assert!(int(r#""abc""#).is_err());
+        assert!(int("true").is_err());
+        assert!(int("1e300").is_err());
+        assert!(int("[1]").is_err());
         assert_eq!(
-            probe(r#"{"t": 123456789012345678901234}"#)?.t.as_deref(),
+            text("123456789012345678901234").ok().flatten().as_deref(),
             Some("123456789012345678901234")
         );
-        assert_eq!(probe(r#"{"t": "a\"b"}"#)?.t.as_deref(), Some("a\"b"));
-        assert_eq!(probe(r#"{"t": ""}"#)?.t, None);
-        assert!(probe(r#"{"t": {}}"#).is_err());
-        Ok(())
+        assert_eq!(text(r#""a\"b""#).ok().flatten().as_deref(), Some("a\"b"));
+        assert_eq!(text(r#""""#), Ok(None));
+        assert_eq!(
+            text(r#""a\u0000b""#).ok().flatten().as_deref(),
+            Some("a\u{FFFD}b")
+        );
+        assert!(text("{}").is_err());
     }
 }

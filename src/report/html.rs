@@ -113,6 +113,15 @@ pub fn page(report: &Report) -> String {
         talk_chart(report)
     );
     daily_table(&mut out, report);
+    if let Some(noted) = report.noted_summary() {
+        let _ = write!(
+            out,
+            "<section>\n<h2>Stored with notes</h2>\n<p class=\"note\">{}: a field could not be read, \
+             a time was not plausible, or the command is unknown. Every one is stored as it arrived; \
+             the notes column of call_events says what could not be read.</p>\n</section>\n",
+            esc(&noted)
+        );
+    }
     out.push_str(
         "<footer>\n\
          <p>Days are UTC. A call counts on the day it started (when no start time was reported: the day of its first event).</p>\n\

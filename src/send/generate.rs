@@ -1237,7 +1237,7 @@ mod tests {
                 client_ip: q.clientip.as_deref(),
                 opt_platform: q.optplatform.as_deref(),
                 remote_addr: None,
-                received_at: 0,
+                received_at: crate::now_millis(),
             };
             let rows = protocol::parse_delivery(kind, q.v4_style, &ctx, d.body.as_bytes())
                 .unwrap_or_else(|e| panic!("{e}: {} {}", d.query, d.body));

@@ -38,6 +38,24 @@ pub struct RejectedRow {
     pub error_code: i32,
     pub reason: String,
     pub remote_addr: Option<String>,
+    /// Identifies the refused delivery across the sender's retries: a retry increments
+    /// the stored row's `deliveries` instead of adding a row.
+    pub dedupe_key: DedupeKey,
+}
+
+/// Merges rejected rows with the same key: each distinct one with its count, in order.
+pub(crate) fn merge_rejected(rows: &[RejectedRow]) -> Vec<(&RejectedRow, i32)> {
+    let mut out: Vec<(&RejectedRow, i32)> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match out
+            .iter_mut()
+            .find(|(o, _)| o.sdkappid == r.sdkappid && o.dedupe_key == r.dedupe_key)
+        {
+            Some((_, n)) => *n += 1,
+            None => out.push((r, 1)),
+        }
+    }
+    out
 }
 
 /// How much of a rejected body is kept.
@@ -408,6 +426,19 @@ impl Store {
         match self {
             Self::Postgres(s) => s.talk_times_ms(range, sdkappid).await,
             Self::Sqlite(s) => s.talk_times_ms(range, sdkappid).await,
+        }
+    }
+
+    /// The period's events stored with notes (by `received_at`), counted by the first field
+    /// their notes name, most first.
+    pub async fn noted_events(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.noted_events(range, sdkappid).await,
+            Self::Sqlite(s) => s.noted_events(range, sdkappid).await,
         }
     }
 

@@ -12,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::fence::{Fence, Fences};
 use super::{
-    BatchRow, JournalRow, RejectedRow, StoreError, inserted_flags, merge_counted, sorted_indices,
+    BatchRow, JournalRow, RejectedRow, StoreError, inserted_flags, merge_counted, merge_rejected,
+    sorted_indices,
 };
 use crate::config::DatabaseSettings;
 use crate::protocol::{ErrorCode, EventRow};
@@ -41,7 +42,8 @@ const EVENTS_INSERT: &str = r#"
 INSERT INTO call_events (
     sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
     call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
-    opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key)
+    opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key,
+    members, notes)
 SELECT
     t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, t.event, t.call_result,
     t.media_type, t.call_type, t.room_id, t.total_num,
@@ -49,18 +51,19 @@ SELECT
     timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond',
     timestamptz 'epoch' + t.accept_ts * interval '1 millisecond',
     timestamptz 'epoch' + t.end_ts * interval '1 millisecond',
-    t.client_ip, t.opt_platform, t.remote_addr, t.payload::jsonb, t.deliveries,
+    t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries,
     timestamptz 'epoch' + t.received_at * interval '1 millisecond',
     timestamptz 'epoch' + t.received_at * interval '1 millisecond',
-    t.dedupe_key
+    t.dedupe_key, t.members::json, t.notes
 FROM unnest(
     $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
     $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[],
-    $20::text[], $21::int[], $22::bigint[], $23::bytea[]
+    $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[]
 ) AS t(sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
        call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts,
-       client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key)
+       client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key,
+       members, notes)
 "#;
 
 const EVENTS_UPSERT: &str = r#"
@@ -74,12 +77,23 @@ RETURNING dedupe_key, deliveries
 /// not open `rejected_deliveries` and its indexes on every batch.
 const REJECTED_INSERT: &str = r#"
 INSERT INTO rejected_deliveries
-    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+    (received_at, last_delivery_at, sdkappid, command, query, body, error_code, reason,
+     remote_addr, dedupe_key, deliveries)
 SELECT timestamptz 'epoch' + r.received_at * interval '1 millisecond',
-       r.sdkappid, r.command, r.query, r.body, r.error_code, r.reason, r.remote_addr
+       timestamptz 'epoch' + r.received_at * interval '1 millisecond',
+       r.sdkappid, r.command, r.query, r.body, r.error_code, r.reason, r.remote_addr,
+       r.dedupe_key, r.deliveries
 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[],
-            $7::text[], $8::text[])
-    AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
+            $7::text[], $8::text[], $9::bytea[], $10::int[])
+    AS r(received_at, sdkappid, command, query, body, error_code, reason, remote_addr,
+         dedupe_key, deliveries)
+"#;
+
+/// A refused delivery's retries count in `deliveries`.
+const REJECTED_UPSERT: &str = r#"
+ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
+    SET deliveries = rejected_deliveries.deliveries + EXCLUDED.deliveries,
+        last_delivery_at = GREATEST(rejected_deliveries.last_delivery_at, EXCLUDED.last_delivery_at)
 "#;
 
 /// A CTE that raises writer `writer`'s fence to batch `batch` (both parameters) and
@@ -110,12 +124,12 @@ fn statements() -> &'static Statements {
         events: format!("{EVENTS_INSERT}{EVENTS_UPSERT}"),
         events_fenced: format!(
             "{}{EVENTS_INSERT}{FENCED}{EVENTS_UPSERT}",
-            raise_fence("$24", "$25")
+            raise_fence("$26", "$27")
         ),
-        rejected: format!("{REJECTED_INSERT} RETURNING 1"),
+        rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
         rejected_fenced: format!(
-            "{}{REJECTED_INSERT}{FENCED} RETURNING 1",
-            raise_fence("$9", "$10")
+            "{}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
+            raise_fence("$11", "$12")
         ),
     })
 }
@@ -347,12 +361,15 @@ impl PgStore {
                         sdkappid: r.row.sdkappid,
                         command: Some(r.row.command.clone()),
                         query: String::new(),
-                        body: RejectedRow::body_text(r.row.payload.as_bytes()),
+                        body: RejectedRow::body_text(
+                            r.row.payload.as_deref().unwrap_or_default().as_bytes(),
+                        ),
                         error_code: ErrorCode::Unstorable.code() as i32,
                         reason: format!(
                             "replaying the outage journal, the database refused this event: {reason}"
                         ),
                         remote_addr: r.row.remote_addr.clone(),
+                        dedupe_key: crate::protocol::derived_key(b"replay-refused", &r.row.dedupe_key),
                     })
                     .collect();
                 insert_rejected(&mut *tx, &rejected, None).await?;
@@ -442,7 +459,7 @@ async fn insert_events<'c>(
     .bind(col(|r| r.client_ip.as_deref()))
     .bind(col(|r| r.opt_platform.as_deref()))
     .bind(col(|r| r.remote_addr.as_deref()))
-    .bind(column(rows, order, |r| &*r.payload))
+    .bind(col(|r| r.payload.as_deref()))
     .bind(
         order
             .iter()
@@ -450,7 +467,9 @@ async fn insert_events<'c>(
             .collect::<Vec<i32>>(),
     )
     .bind(column(rows, order, |r| r.received_at))
-    .bind(column(rows, order, |r| &r.dedupe_key[..]));
+    .bind(column(rows, order, |r| &r.dedupe_key[..]))
+    .bind(col(|r| r.members.as_deref()))
+    .bind(col(|r| r.notes.as_deref()));
     match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
         None => query,
@@ -466,19 +485,33 @@ async fn insert_rejected<'c>(
     fence: Option<Fence>,
 ) -> Result<usize, sqlx::Error> {
     let sql = statements();
-    let text = |f: fn(&RejectedRow) -> Option<&str>| rejected.iter().map(f).collect::<Vec<_>>();
+    let merged = merge_rejected(rejected);
+    let text =
+        |f: fn(&RejectedRow) -> Option<&str>| merged.iter().map(|(r, _)| f(r)).collect::<Vec<_>>();
     let query = sqlx::query(match fence {
         Some(_) => &sql.rejected_fenced,
         None => &sql.rejected,
     })
-    .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
-    .bind(rejected.iter().map(|r| r.sdkappid).collect::<Vec<_>>())
+    .bind(
+        merged
+            .iter()
+            .map(|(r, _)| r.received_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(merged.iter().map(|(r, _)| r.sdkappid).collect::<Vec<_>>())
     .bind(text(|r| r.command.as_deref()))
     .bind(text(|r| Some(r.query.as_str())))
     .bind(text(|r| Some(r.body.as_str())))
-    .bind(rejected.iter().map(|r| r.error_code).collect::<Vec<_>>())
+    .bind(merged.iter().map(|(r, _)| r.error_code).collect::<Vec<_>>())
     .bind(text(|r| Some(r.reason.as_str())))
-    .bind(text(|r| r.remote_addr.as_deref()));
+    .bind(text(|r| r.remote_addr.as_deref()))
+    .bind(
+        merged
+            .iter()
+            .map(|(r, _)| r.dedupe_key.to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(merged.iter().map(|(_, n)| *n).collect::<Vec<_>>());
     let query = match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
         None => query,
@@ -533,6 +566,16 @@ SELECT day::text, sdkappid, calls, answered, not_answer, reject, call_busy, canc
        answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
 FROM call_stats_daily
 WHERE day >= $1::date AND day < $2::date
+"#;
+
+/// Events stored with notes, by the field their first note names (through the partial
+/// index call_events_noted_idx).
+const NOTED: &str = r#"
+SELECT split_part(notes, ':', 1) AS field, count(*)
+FROM call_events
+WHERE notes IS NOT NULL
+  AND received_at >= ($1::date)::timestamp AT TIME ZONE 'UTC'
+  AND received_at < ($2::date)::timestamp AT TIME ZONE 'UTC'
 "#;
 
 const TALK_TIMES: &str = r#"
@@ -592,6 +635,24 @@ impl PgStore {
             .await
             .map_err(classify)?;
         Ok(tx)
+    }
+
+    pub(crate) async fn noted_events(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = with_app_filter(NOTED, sdkappid, "GROUP BY 1 ORDER BY 2 DESC, 1");
+        let mut q = sqlx::query_as(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        let mut tx = self.analytics_tx().await?;
+        let rows = q.fetch_all(&mut *tx).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(rows)
     }
 
     pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {

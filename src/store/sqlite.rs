@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{BatchRow, RejectedRow, StoreError, inserted_flags, sorted_indices};
+use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
 use crate::config::DatabaseSettings;
 use crate::protocol::Millis;
 
@@ -48,8 +48,8 @@ pub(crate) enum Target {
 const EVENT_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
     call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, received_at, \
-    last_delivery_at, dedupe_key";
-const EVENT_PARAMS: usize = 24;
+    last_delivery_at, dedupe_key, members, notes";
+const EVENT_PARAMS: usize = 26;
 
 /// `INSERT … VALUES (…) × n … ON CONFLICT … RETURNING` for `n` rows.
 fn insert_events_sql(target: Target, n: usize) -> &'static str {
@@ -132,11 +132,13 @@ pub(crate) async fn insert_events(
                 .bind(r.client_ip.as_deref())
                 .bind(r.opt_platform.as_deref())
                 .bind(r.remote_addr.as_deref())
-                .bind(&*r.payload)
+                .bind(r.payload.as_deref())
                 .bind(deliveries)
                 .bind(ts(Some(r.received_at)))
                 .bind(ts(Some(r.received_at)))
-                .bind(&r.dedupe_key[..]);
+                .bind(&r.dedupe_key[..])
+                .bind(r.members.as_deref())
+                .bind(r.notes.as_deref());
             if target == Target::Journal {
                 query = query.bind(fence);
             }
@@ -146,10 +148,15 @@ pub(crate) async fn insert_events(
     Ok(returned)
 }
 
+/// A refused delivery; its retries count in `deliveries`.
 const INSERT_REJECTED: &str = r#"
 INSERT INTO rejected_deliveries
-    (received_at, sdkappid, command, query, body, error_code, reason, remote_addr)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    (received_at, last_delivery_at, sdkappid, command, query, body, error_code, reason,
+     remote_addr, dedupe_key, deliveries)
+VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
+SET deliveries = deliveries + excluded.deliveries,
+    last_delivery_at = max(last_delivery_at, excluded.last_delivery_at)
 "#;
 
 /// Milliseconds as SQLite's ISO-8601 text: `2024-01-10T03:01:13.000Z`.
@@ -244,7 +251,7 @@ impl SqliteStore {
     ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let returned = insert_events(&mut tx, Target::Events, rows, &[]).await?;
-        for r in rejected {
+        for (r, n) in merge_rejected(rejected) {
             sqlx::query(INSERT_REJECTED)
                 .bind(iso_millis(r.received_at))
                 .bind(r.sdkappid)
@@ -254,6 +261,8 @@ impl SqliteStore {
                 .bind(r.error_code)
                 .bind(&r.reason)
                 .bind(r.remote_addr.as_deref())
+                .bind(&r.dedupe_key[..])
+                .bind(n)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -285,6 +294,16 @@ FROM call_stats_daily
 WHERE day >= ?1 AND day < ?2
 "#;
 
+/// Events stored with notes, by the field their first note names (through the partial
+/// index call_events_noted_idx); the days as ISO text compare with `received_at`'s.
+const NOTED: &str = r#"
+SELECT CASE WHEN instr(notes, ':') > 0 THEN substr(notes, 1, instr(notes, ':') - 1) ELSE notes END AS field,
+       count(*)
+FROM call_events
+WHERE notes IS NOT NULL
+  AND received_at >= ?1 AND received_at < ?2
+"#;
+
 const TALK_TIMES: &str = r#"
 SELECT talk_ms
 FROM call_rollup
@@ -314,6 +333,21 @@ impl SqliteStore {
     ) -> Result<Vec<i64>, StoreError> {
         let sql = with_app_filter(TALK_TIMES, sdkappid, "ORDER BY talk_ms");
         let mut q = sqlx::query_scalar(&sql)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string());
+        if let Some(app) = sdkappid {
+            q = q.bind(app);
+        }
+        q.fetch_all(&self.pool).await.map_err(classify)
+    }
+
+    pub(crate) async fn noted_events(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = with_app_filter(NOTED, sdkappid, "GROUP BY 1 ORDER BY 2 DESC, 1");
+        let mut q = sqlx::query_as(&sql)
             .bind(range.since.to_string())
             .bind(range.until.to_string());
         if let Some(app) = sdkappid {

@@ -284,9 +284,12 @@ pub fn assert_documented_example(r: &StoredEvent) {
     assert_eq!(r.room_id.as_deref(), Some("Alice's Room"));
     assert_eq!(r.total_num, Some(2));
     assert_eq!(
-        r.event_time,
-        Some(170_485_688_000),
-        "the 9-digit EventTime is stored as it arrived"
+        r.event_time, None,
+        "the 9-digit EventTime (1975) is not a plausible time: kept in the payload, noted"
+    );
+    assert_eq!(
+        r.notes.as_deref(),
+        Some("EventTime: 170485688 (1975-05-28) is not a plausible time, not used")
     );
     assert_eq!(r.start_call_ts, Some(1_704_856_873_000));
     assert_eq!(r.accept_ts, Some(1_704_856_876_000));
@@ -294,8 +297,11 @@ pub fn assert_documented_example(r: &StoredEvent) {
     assert_eq!(r.client_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(r.opt_platform.as_deref(), Some("iOS"));
     assert_eq!(r.remote_addr.as_deref(), Some("127.0.0.1"));
-    let sent: Value = serde_json::from_str(DOC_BODY).unwrap_or_default();
-    assert_eq!(r.payload, sent);
+    assert_eq!(
+        r.payload_text.as_deref(),
+        Some(DOC_BODY),
+        "the body exactly as received"
+    );
 }
 
 /// A row of `call_events`, read the same way from both backends: timestamps as Unix
@@ -321,9 +327,12 @@ pub struct StoredEvent {
     pub client_ip: Option<String>,
     pub opt_platform: Option<String>,
     pub remote_addr: Option<String>,
+    pub members: Option<Value>,
+    /// The payload, parsed (`Null` when the row has none: it is on its delivery's first row).
     pub payload: Value,
-    /// The payload's text as the database returns it (PostgreSQL normalises jsonb).
-    pub payload_text: String,
+    /// The payload's text exactly as the database returns it.
+    pub payload_text: Option<String>,
+    pub notes: Option<String>,
     pub deliveries: i64,
     pub received_at: i64,
     pub last_delivery_at: i64,
@@ -339,6 +348,8 @@ pub struct StoredRejection {
     pub reason: String,
     pub remote_addr: Option<String>,
     pub received_at: i64,
+    pub deliveries: i64,
+    pub last_delivery_at: i64,
 }
 
 const PG_EVENTS: &str = "SELECT sdkappid, family, command, call_id, user_id, role, event, call_result, media_type, call_type, room_id, total_num,
@@ -346,7 +357,7 @@ const PG_EVENTS: &str = "SELECT sdkappid, family, command, call_id, user_id, rol
   (extract(epoch FROM start_call_ts) * 1000)::bigint AS start_call_ts,
   (extract(epoch FROM accept_ts) * 1000)::bigint AS accept_ts,
   (extract(epoch FROM end_ts) * 1000)::bigint AS end_ts,
-  client_ip, opt_platform, remote_addr, payload::text AS payload, deliveries::bigint AS deliveries,
+  client_ip, opt_platform, remote_addr, members::text AS members, payload::text AS payload, notes, deliveries::bigint AS deliveries,
   (extract(epoch FROM received_at) * 1000)::bigint AS received_at,
   (extract(epoch FROM last_delivery_at) * 1000)::bigint AS last_delivery_at
   FROM call_events ORDER BY id";
@@ -356,7 +367,7 @@ const SQLITE_EVENTS: &str = "SELECT sdkappid, family, command, call_id, user_id,
   CAST(round(unixepoch(start_call_ts, 'subsec') * 1000) AS INTEGER) AS start_call_ts,
   CAST(round(unixepoch(accept_ts, 'subsec') * 1000) AS INTEGER) AS accept_ts,
   CAST(round(unixepoch(end_ts, 'subsec') * 1000) AS INTEGER) AS end_ts,
-  client_ip, opt_platform, remote_addr, payload, deliveries,
+  client_ip, opt_platform, remote_addr, members, payload, notes, deliveries,
   CAST(round(unixepoch(received_at, 'subsec') * 1000) AS INTEGER) AS received_at,
   CAST(round(unixepoch(last_delivery_at, 'subsec') * 1000) AS INTEGER) AS last_delivery_at
   FROM call_events ORDER BY id";
@@ -372,9 +383,13 @@ where
     let s =
         |c: &str| -> Option<String> { r.try_get(c).unwrap_or_else(|e| panic!("column {c}: {e}")) };
     let i = |c: &str| -> Option<i64> { r.try_get(c).unwrap_or_else(|e| panic!("column {c}: {e}")) };
-    let payload: String = r
-        .try_get("payload")
-        .unwrap_or_else(|e| panic!("payload: {e}"));
+    let payload = s("payload");
+    let json = |text: &Option<String>, what: &str| -> Value {
+        text.as_deref().map_or(Value::Null, |t| {
+            serde_json::from_str(t)
+                .unwrap_or_else(|e| panic!("stored {what} is not JSON ({e}): {t}"))
+        })
+    };
     StoredEvent {
         sdkappid: i("sdkappid").unwrap_or_default(),
         family: s("family").unwrap_or_default(),
@@ -395,9 +410,10 @@ where
         client_ip: s("client_ip"),
         opt_platform: s("opt_platform"),
         remote_addr: s("remote_addr"),
-        payload: serde_json::from_str(&payload)
-            .unwrap_or_else(|e| panic!("stored payload is not JSON ({e}): {payload}")),
+        members: s("members").map(|m| json(&Some(m), "members")),
+        payload: json(&payload, "payload"),
         payload_text: payload,
+        notes: s("notes"),
         deliveries: i("deliveries").unwrap_or_default(),
         received_at: i("received_at").unwrap_or_default(),
         last_delivery_at: i("last_delivery_at").unwrap_or_default(),
@@ -424,9 +440,11 @@ pub async fn read_events(store: &Store) -> Vec<StoredEvent> {
 }
 
 const PG_REJECTED: &str = "SELECT sdkappid, command, query, body, error_code::bigint AS error_code, reason, remote_addr,
-  (extract(epoch FROM received_at) * 1000)::bigint AS received_at FROM rejected_deliveries ORDER BY id";
+  (extract(epoch FROM received_at) * 1000)::bigint AS received_at, deliveries::bigint AS deliveries,
+  (extract(epoch FROM last_delivery_at) * 1000)::bigint AS last_delivery_at FROM rejected_deliveries ORDER BY id";
 const SQLITE_REJECTED: &str = "SELECT sdkappid, command, query, body, error_code, reason, remote_addr,
-  CAST(round(unixepoch(received_at, 'subsec') * 1000) AS INTEGER) AS received_at FROM rejected_deliveries ORDER BY id";
+  CAST(round(unixepoch(received_at, 'subsec') * 1000) AS INTEGER) AS received_at, deliveries,
+  CAST(round(unixepoch(last_delivery_at, 'subsec') * 1000) AS INTEGER) AS last_delivery_at FROM rejected_deliveries ORDER BY id";
 
 fn rejected_from<R: Row>(r: &R) -> StoredRejection
 where
@@ -448,6 +466,8 @@ where
         reason: get_s("reason"),
         remote_addr: get_o("remote_addr"),
         received_at: get_i("received_at"),
+        deliveries: get_i("deliveries"),
+        last_delivery_at: get_i("last_delivery_at"),
     }
 }
 

@@ -14,5 +14,6 @@ mod analytics;
 mod callback;
 mod families;
 mod journal;
+mod migrations;
 mod operations;
 mod send;

@@ -340,7 +340,9 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
         client_ip: text("client_ip")?,
         opt_platform: text("opt_platform")?,
         remote_addr: text("remote_addr")?,
-        payload: r.try_get::<String, _>("payload")?.into(),
+        members: text("members")?,
+        payload: text("payload")?.map(Into::into),
+        notes: text("notes")?,
         received_at: parse_iso(&received)
             .ok_or_else(|| bad(format!("received_at {received:?}")))?,
         dedupe_key: key
