@@ -431,7 +431,7 @@ both_backends! {
     /// other column stays exactly as for the documented body.
     async fn a_field_of_another_type_costs_only_its_own_columns(backend: Backend) {
         let app = TestApp::spawn(backend).await;
-        let mut sent: Vec<(String, String, Vec<&'static str>, bool, Vec<Value>)> = Vec::new();
+        let mut sent: Vec<Mutant> = Vec::new();
         for f in fixtures() {
             let body: Value = serde_json::from_slice(&f.body).unwrap_or_else(|e| panic!("{e}"));
             for (path, mutant) in type_mutants(&body) {
@@ -449,13 +449,14 @@ both_backends! {
                 if path == "ChangedUserList" {
                     expected.truncate(1);
                 }
-                sent.push((format!("{} {path} = {}", f.command, mutant.pointer(&format!("/{}", path.replace('.', "/"))).unwrap_or(&Value::Null)), text, fed, unreadable, expected));
+                let name = format!("{} {path} = {}", f.command, mutant.pointer(&format!("/{}", path.replace('.', "/"))).unwrap_or(&Value::Null));
+                sent.push(Mutant { name, text, fed, unreadable, expected });
             }
         }
         assert!(sent.len() > 500, "{} mutants", sent.len());
         let rows = app.events().await;
         let mut at = 0;
-        for (name, text, fed, unreadable, expected) in &sent {
+        for Mutant { name, text, fed, unreadable, expected } in &sent {
             let mine = &rows[at..at + expected.len()];
             at += expected.len();
             assert_eq!(mine.iter().filter_map(|r| r.payload_text.as_deref()).collect::<Vec<_>>(), vec![text.as_str()], "{name}");
@@ -477,6 +478,15 @@ both_backends! {
         }
         assert_eq!(at, rows.len(), "one delivery's rows per mutant");
     }
+}
+
+/// One fixture with one field of another type: what was sent, and what it may change.
+struct Mutant {
+    name: String,
+    text: String,
+    fed: Vec<&'static str>,
+    unreadable: bool,
+    expected: Vec<Value>,
 }
 
 /// Fields read as text, which a number also fills (its digits).
