@@ -726,6 +726,7 @@ def main():
     records = []
 
     def keep(rec):
+        rec["loadavg_1m"] = os.getloadavg()[0]  # the machine is shared
         records.append(rec)
         with open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")

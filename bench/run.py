@@ -551,6 +551,9 @@ def main():
                             "max_ms": res["max_us"] / 1000,
                             "callhook_cpu_s": c1 - c0, "pg_cpu_s": p1 - p0, "wrk_cpu_s": res["wrk_cpu_s"],
                             "wall_s": t1 - t0, "rss_after_mib": rss_after, "rss_peak_mib": rss_peak,
+                            # The machine is shared: the 1-minute load average at the end of the run
+                            # (this run's own processes count ~2-3 of it).
+                            "loadavg_1m": os.getloadavg()[0],
                         }
                         if kind == "naive":
                             rec.update(verify_peer(pg, res, run_id))
