@@ -267,11 +267,18 @@ def body_for(event, prefix):
 
 
 class HttpPool:
-    """HTTP/1.1 keep-alive connections to callhook, at most `size` requests in flight."""
+    """HTTP/1.1 keep-alive connections to callhook, at most `size` requests in flight.
+
+    An idle connection is reused only within IDLE_REUSE_S of its last answer: callhook (hyper)
+    closes a keep-alive connection on which no request header arrives within its
+    header_read_timeout (5 s), and a request written into such a closing connection fails
+    without reaching it, a failed attempt the sender would then retry."""
+
+    IDLE_REUSE_S = 3.0
 
     def __init__(self, port, size, timeout):
         self.port, self.timeout = port, timeout
-        self.idle = []
+        self.idle = []  # (reader, writer, last answer at), most recent last
         self.sem = asyncio.Semaphore(size)
         self.path = (f"/?sdkappid={bench.SDKAPPID}&command=call_end&contenttype=json"
                      f"&clientip=10.1.2.3&optplatform=Android")
@@ -280,7 +287,19 @@ class HttpPool:
     async def post(self, body):
         """(status, body bytes); raises on a socket error or timeout."""
         async with self.sem:
-            conn = self.idle.pop() if self.idle else None
+            conn = None
+            while self.idle and conn is None:
+                reader, writer, used = self.idle.pop()
+                if time.monotonic() - used < self.IDLE_REUSE_S:
+                    conn = (reader, writer)
+                else:
+                    writer.close()
+            # The rest of the idle list is older still.
+            if conn is not None and self.idle and time.monotonic() - self.idle[0][2] >= self.IDLE_REUSE_S:
+                stale = [c for c in self.idle if time.monotonic() - c[2] >= self.IDLE_REUSE_S]
+                self.idle = [c for c in self.idle if time.monotonic() - c[2] < self.IDLE_REUSE_S]
+                for c in stale:
+                    c[1].close()
             if conn is None:
                 conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), self.timeout)
                 self.opened += 1
@@ -294,7 +313,7 @@ class HttpPool:
                 writer.close()
                 raise
             if keep:
-                self.idle.append(conn)
+                self.idle.append((reader, writer, time.monotonic()))
             else:
                 writer.close()
             return status, answer
@@ -326,7 +345,7 @@ class HttpPool:
         return status, headers.get("connection", "").lower() != "close", body
 
     def close(self):
-        for _, w in self.idle:
+        for _, w, _ in self.idle:
             w.close()
         self.idle.clear()
 
@@ -338,7 +357,7 @@ class Sender:
 
     def __init__(self, pool, rate, prefix):
         self.pool, self.rate, self.prefix = pool, rate, prefix
-        self.deliveries = []  # per delivery: [event, attempts, acked, from the store]
+        self.deliveries = []  # per delivery: [event, attempts, acked, from the store, first sent at (s), answers]
         self.attempts_sent = 0
         self.answers = {}  # ErrorMessage (or error) -> count, for the report
         self.late = 0.0  # worst lag of a delivery's first attempt behind its schedule, s
@@ -347,7 +366,7 @@ class Sender:
 
     async def deliver(self, n):
         event = n - 5 if n % 10 == 9 else n
-        d = [event, 0, False, False]
+        d = [event, 0, False, False, round(time.time() - self.wall_start, 3), []]
         self.deliveries.append(d)
         body = body_for(event, self.prefix)
         for wait in [0] + SCHEDULE:
@@ -364,6 +383,7 @@ class Sender:
                 ok, message = False, type(e).__name__
             key = message if ok else f"refused: {message}"[:80]
             self.answers[key] = self.answers.get(key, 0) + 1
+            d[5].append(key)
             if ok:
                 d[2] = True
                 d[3] = "spool" in message or "journal" in message
@@ -373,6 +393,7 @@ class Sender:
         """Sends until until() is true (checked before each new delivery)."""
         loop = asyncio.get_running_loop()
         self.started_at = start = loop.time()
+        self.wall_start = time.time()
         n = 0
         while True:
             now = loop.time()
@@ -394,10 +415,12 @@ class Sender:
         return n
 
 
-def check_outage(pg, sender):
-    """lost / doubled / overcounted, against call_events."""
+def check_outage(pg, sender, marks):
+    """lost / doubled / overcounted, against call_events; with up to 20 examples of each
+    (every delivery of the event: when it was first sent, relative to the sender's start
+    and to the outage, and the answers to its attempts)."""
     per_event = {}  # event -> [acked deliveries, attempts]
-    for event, attempts, acked, _ in sender.deliveries:
+    for event, attempts, acked, *_ in sender.deliveries:
         e = per_event.setdefault(event, [0, 0])
         e[0] += acked
         e[1] += attempts
@@ -409,13 +432,28 @@ def check_outage(pg, sender):
         if event in stored:
             doubled += 1
         stored[event] = stored.get(event, 0) + int(deliveries)
-    lost = sum(1 for e, (acked, _) in per_event.items() if acked and stored.get(e, 0) < acked)
-    overcounted = sum(1 for e, n in stored.items() if n > per_event.get(e, [0, 0])[1])
+    lost = [e for e, (acked, _) in per_event.items() if acked and stored.get(e, 0) < acked]
+    overcounted = [e for e, n in stored.items() if n > per_event.get(e, [0, 0])[1]]
+
+    def examples(events):
+        events = set(sorted(events)[:20])
+        out = {}
+        for event, attempts, acked, spooled, sent_at, answers in sender.deliveries:
+            if event in events:
+                out.setdefault(event, {"stored_deliveries": stored.get(event, 0), "deliveries": []})
+                out[event]["deliveries"].append({
+                    "sent_at_s": sent_at,
+                    "after_outage_start_s": round(sender.wall_start + sent_at - marks["down"], 3) if "down" in marks else None,
+                    "after_outage_end_s": round(sender.wall_start + sent_at - marks["up"], 3) if "up" in marks else None,
+                    "attempts": attempts, "acked": acked, "answers": answers})
+        return out
+
     return {
+        "lost_examples": examples(lost), "overcounted_examples": examples(overcounted),
         "events": len(per_event), "rows": len(out.splitlines()),
         "stored_deliveries": sum(stored.values()),
         "acknowledged_deliveries": sum(1 for d in sender.deliveries if d[2]),
-        "lost": lost, "doubled": doubled, "overcounted": overcounted,
+        "lost": len(lost), "doubled": doubled, "overcounted": len(overcounted),
     }
 
 
@@ -486,7 +524,7 @@ def outage_run(binary, pg, workdir, args):
         watch["stop"] = True
         wt.join()
         sampler.stop()
-        check = check_outage(pg, sender)
+        check = check_outage(pg, sender, marks)
         send_s = sender.stopped_at - sender.started_at
         acked = [d for d in sender.deliveries if d[2]]
         rec = {
@@ -510,6 +548,7 @@ def outage_run(binary, pg, workdir, args):
             "drain_s": marks["drained"] - marks["up"] if "drained" in marks else None,
             "drained": "drained" in marks,
             "rss_samples": [(round(t - t0, 1), ph, round(r, 1)) for t, ph, r, _ in sampler.samples],
+            "outage_started_at_s": marks["down"] - sender.wall_start, "outage_ended_at_s": marks["up"] - sender.wall_start,
         }
         if rec["drain_s"]:
             rec["drain_events_per_s"] = (store.get("events") or 0) / rec["drain_s"]
@@ -654,7 +693,15 @@ def summarize(records):
                   + (f"{r['drain_s']:.1f} s, {r.get('drain_events_per_s', 0):,.0f} events/s |" if r["drain_s"] else "did not drain |"),
                   f"| callhook CPU over the run | {r['callhook_cpu_s']:.0f} s |",
                   f"| rows / events / stored deliveries | {r['rows']:,} / {r['events']:,} / {r['stored_deliveries']:,} |",
-                  f"| lost / doubled / overcounted | {r['lost']} / {r['doubled']} / {r['overcounted']} |", ""]
+                  f"| lost / doubled / overcounted | {r['lost']} / {r['doubled']} / {r['overcounted']} |"]
+        for what in ("lost", "overcounted"):
+            ex = r.get(f"{what}_examples") or {}
+            if ex:
+                starts = [d["after_outage_start_s"] for e in ex.values() for d in e["deliveries"]]
+                ends = [d["after_outage_end_s"] for e in ex.values() for d in e["deliveries"]]
+                lines.append(f"| {what}: first sent, relative to the outage's start / end (first {len(ex)} events) | "
+                             f"{min(starts):+.2f}…{max(starts):+.2f} s / {min(ends):+.2f}…{max(ends):+.2f} s |")
+        lines.append("")
     for r in (r for r in records if r["kind"] == "restart"):
         lines += [f"Restart after a {r['outage_under_load_s']:.0f} s outage under full load (64 connections):", "",
                   "| measure | value |", "|---|---|",
@@ -758,10 +805,13 @@ def main():
                     f"doubled {rec['doubled']}")
     finally:
         pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        bad = failures(records)
+        if bad:
+            log(f"kept {workdir} (callhook's logs) for the failures below")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"results: {os.path.relpath(path, bench.ROOT)}\n")
     print(summarize(records))
-    bad = failures(records)
     if bad:
         sys.exit("JOURNAL BENCHMARK FAILED: " + "; ".join(bad))
 
