@@ -9,6 +9,11 @@ Measures, in one run, interleaved, with several repetitions each:
   sqlite-default callhook on SQLite with default settings
   sqlite-batch1  callhook on SQLite with --max-batch 1
   pg-w4-b256 …   sweep modes: --writers / --max-batch / --queue-depth (w, b, q)
+  naive-rust     the reference receiver of ../shared/bench-peers: axum + sqlx, one autocommit
+                 INSERT … ON CONFLICT DO NOTHING per request on a pool of 16 (POOL_SIZE=16,
+                 TEST_BEFORE_ACQUIRE=0), in its own database made from its sql/schema.sql
+  ceiling-http   the reference HTTP-only ceiling of ../shared/bench-peers: query check, typed
+                 JSON parse and the reply, no database
 each at 64 connections (throughput) and 4 connections (latency), with wrk (2 threads) driving realistic
 status callbacks (unique CallIds, ~10% repeated deliveries). After every run it checks that
 the database holds exactly the acknowledged deliveries (nothing lost, nothing doubled), and
@@ -16,8 +21,12 @@ it records peak/after-run RSS and the CPU split between callhook, PostgreSQL and
 
 Usage:  python3 bench/run.py [--reps 3] [--duration 10] [--modes pg-default,noop,...]
 It installs wrk if missing (apt-get), starts its own PostgreSQL from
-/usr/lib/postgresql/*/bin, builds callhook in release mode, and writes
+/usr/lib/postgresql/*/bin, builds callhook in release mode (and, for the two reference
+modes, the receivers of --peers into target/bench-peers), and writes
 bench/results/<timestamp>.jsonl plus a Markdown summary on stdout.
+
+The reference receivers do not echo X-Request-Id, so for them the script cannot tell which
+requests were acknowledged, only how many: naive-rust's check is by count (see verify_peer).
 """
 
 import argparse
@@ -37,6 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SDKAPPID = "1400000001"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = ["pg-default", "pg-batch1", "noop", "sqlite-default", "sqlite-batch1"]
+PEER_MODES = ["naive-rust", "ceiling-http"]
+PEERS_DIR = os.environ.get("CALLHOOK_BENCH_PEERS", os.path.join(os.path.dirname(ROOT), "shared", "bench-peers"))
+NAIVE_DB = "naive"
 
 
 def log(msg):
@@ -59,6 +71,18 @@ def build():
     log("building callhook and the no-op receiver in release mode")
     sh(["cargo", "build", "--release", "--quiet", "--bin", "callhook", "--example", "noop_receiver"], cwd=ROOT)
     return (os.path.join(ROOT, "target/release/callhook"), os.path.join(ROOT, "target/release/examples/noop_receiver"))
+
+
+def build_peers(peers_dir):
+    """The two reference receivers, built from their own workspace (not copied into this
+    repository) into target/bench-peers."""
+    manifest = os.path.join(peers_dir, "Cargo.toml")
+    if not os.path.exists(manifest):
+        sys.exit(f"no {manifest}: pass --peers DIR (the bench-peers workspace) or set CALLHOOK_BENCH_PEERS")
+    target = os.path.join(ROOT, "target/bench-peers")
+    log(f"building the reference receivers of {peers_dir} into {os.path.relpath(target, ROOT)}")
+    sh(["cargo", "build", "--release", "--quiet", "--manifest-path", manifest, "--target-dir", target])
+    return {m: os.path.join(target, "release", m) for m in PEER_MODES}
 
 
 def free_port():
@@ -89,12 +113,23 @@ class Postgres:
             sh(["chown", "-R", self.user, self.dir])
         self.data = os.path.join(self.dir, "data")
         self.run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C")
-        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir}"
-        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-o", opts, "-w", "start")
+        self.start()
         self.psql("CREATE DATABASE bench")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/bench"
+        self.url = self.url_for("bench")
         if warm_wal:
             self.warm_wal()
+
+    def start(self):
+        """Starts the server (again, after crash(): crash recovery runs first)."""
+        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir}"
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-o", opts, "-w", "start")
+
+    def crash(self):
+        """An immediate shutdown: every backend killed, no checkpoint, as in a crash."""
+        self.run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def url_for(self, db):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
 
     def warm_wal(self, segments=64):
         """Leaves ~1 GB of recycled WAL segments, as on a server that has been running.
@@ -171,19 +206,31 @@ def memory(pid):
 
 
 class Server:
-    def __init__(self, cmd, port, logfile):
+    """A receiver process. Ready when /healthz answers 200, or, for a receiver without one
+    (the reference receivers serve only POST /), when its port accepts a connection (both
+    bind their port only once they can serve)."""
+
+    def __init__(self, cmd, port, logfile, env=None, ready="healthz", timeout=30):
         self.port = port
         self.log = open(logfile, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, cwd=tempfile.gettempdir())
-        deadline = time.time() + 30
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, cwd=tempfile.gettempdir(),
+                                     env=env)
+        deadline = time.time() + timeout
         while True:
             try:
+                if ready == "tcp":
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.log.close()
                 raise RuntimeError(f"server did not start: {cmd}")
             time.sleep(0.05)
 
@@ -269,11 +316,64 @@ def verify(kind, db, result, run_id):
     }
 
 
+def generated_calls(result, run_id):
+    """Every call id that wrk generated a request for (whether sent, answered or not)."""
+    calls = set()
+    for t in result["threads"]:
+        for k in range(t["sent"]):
+            n = k - 5 if k % 10 == 9 else k
+            calls.add(f"{run_id}-{t['tid']}-{n}")
+    return calls
+
+
+def verify_peer(pg, result, run_id):
+    """The check for naive-rust, whose table (sql/schema.sql of bench-peers) keeps one row per
+    distinct event and no delivery count (a repeat hits ON CONFLICT DO NOTHING), and which
+    does not echo X-Request-Id: wrk's script knows how many requests were acknowledged, not
+    which. Every workload event here is its call id (one user, role, result and time per call).
+
+      doubled: two rows for one call id, or a row for a call id that was never generated;
+      lost:    call ids generated but missing from the table, beyond the number of requests
+               that were not acknowledged (in flight at wrk's stop, or wrk's priming call).
+
+    Exact for doubled; for lost, a bound: a lost event hidden among the (at most one per
+    connection) unanswered requests would go unnoticed. run.py also fails any run with an
+    answer other than ErrorCode 0 or a socket error, so every unacknowledged request of a
+    passing run was in flight at the stop."""
+    generated = generated_calls(result, run_id)
+    out = pg.psql(f"SELECT call_id FROM call_events WHERE call_id LIKE '{run_id}-%'", db=NAIVE_DB)
+    rows = [l for l in out.splitlines() if l]
+    stored = set(rows)
+    unacked = sum(t["sent"] - t["ok_answers"] for t in result["threads"])
+    missing = len(generated - stored)
+    return {
+        "acked_deliveries": sum(t["ok_answers"] for t in result["threads"]),
+        "unacknowledged": unacked,
+        "rows": len(rows),
+        "stored_deliveries": None,  # the table does not count deliveries
+        "missing_events": missing,
+        "lost": max(0, missing - unacked),
+        "doubled": (len(rows) - len(stored)) + len(stored - generated),
+    }
+
+
 def start_mode(mode, bins, pg, workdir):
-    callhook, noop = bins
+    """bins: build()'s pair (callhook, noop receiver), or a dict that also names the
+    reference receivers (build_peers)."""
+    if isinstance(bins, tuple):
+        bins = {"callhook": bins[0], "noop": bins[1]}
+    callhook, noop = bins["callhook"], bins["noop"]
     port = free_port()
     logfile = os.path.join(workdir, f"{mode}-{port}.log")
     common = ["--listen", f"127.0.0.1:{port}", "--sdkappid", SDKAPPID]
+    if mode == "ceiling-http":
+        env = dict(os.environ, LISTEN=f"127.0.0.1:{port}")
+        return Server([bins[mode]], port, logfile, env=env, ready="tcp"), None, None
+    if mode == "naive-rust":
+        pg.psql("TRUNCATE call_events", db=NAIVE_DB)
+        env = dict(os.environ, LISTEN=f"127.0.0.1:{port}", DATABASE_URL=pg.url_for(NAIVE_DB),
+                   POOL_SIZE="16", TEST_BEFORE_ACQUIRE="0")
+        return Server([bins[mode]], port, logfile, env=env, ready="tcp"), "naive", pg
     if mode == "noop":
         return Server([noop, "--listen", f"127.0.0.1:{port}", "--sdkappid", SDKAPPID], port, logfile), None, None
     if mode.startswith("pg"):
@@ -302,13 +402,40 @@ def spread(xs):
     return f"{min(xs):,.0f}–{max(xs):,.0f}" if xs else "–"
 
 
+def cpu_per_event_us(r):
+    """callhook's (or the receiver's) and PostgreSQL's CPU, without wrk's, per event stored
+    in the run (distinct events: the ~10% repeats add none), in µs."""
+    return (r["callhook_cpu_s"] + r["pg_cpu_s"]) / r["rows"] * 1e6 if r.get("rows") else None
+
+
+def cpu_per_request_us(r):
+    return (r["callhook_cpu_s"] + r["pg_cpu_s"]) / (r["rps"] * r["seconds"]) * 1e6 if r["rps"] else None
+
+
+RATIOS = (("pg-default", "naive-rust"), ("pg-default", "ceiling-http"), ("pg-default", "pg-batch1"),
+          ("pg-default", "noop"), ("naive-rust", "ceiling-http"), ("noop", "ceiling-http"),
+          ("sqlite-default", "naive-rust"), ("sqlite-default", "sqlite-batch1"), ("sqlite-default", "noop"),
+          ("sqlite-default", "ceiling-http"))
+
+
+def per_rep_ratios(records, a, b, conns=64, key="rps"):
+    out = []
+    for rep in sorted({r["rep"] for r in records}):
+        ra = [r[key] for r in records if r["rep"] == rep and r["mode"] == a and r["conns"] == conns]
+        rb = [r[key] for r in records if r["rep"] == rep and r["mode"] == b and r["conns"] == conns]
+        if ra and rb and rb[0]:
+            out.append(ra[0] / rb[0])
+    return out
+
+
 def summarize(records, modes):
     lines = []
     by = {}
     for r in records:
         by.setdefault((r["mode"], r["conns"]), []).append(r)
-    lines.append("| mode | conns | req/s (median) | spread | p50 ms | p99 ms | callhook CPU | PostgreSQL CPU | wrk CPU | RSS after / peak MiB | lost | doubled |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| mode | conns | req/s (median) | spread | p50 ms | p99 ms | receiver CPU | PostgreSQL CPU | wrk CPU | "
+                 "CPU µs / stored event | RSS after / peak MiB | lost | doubled |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         for conns in (64, 4):
             rs = by.get((mode, conns), [])
@@ -316,26 +443,37 @@ def summarize(records, modes):
                 continue
             rps = [r["rps"] for r in rs]
             cpu = lambda key: f"{median([r[key] / r['seconds'] for r in rs]) * 100:.0f}%"
+            per_event = [x for x in (cpu_per_event_us(r) for r in rs) if x is not None]
+            stores = any("lost" in r for r in rs)
+            cpu_cell = (f"{median(per_event):.0f}" if per_event
+                        else f"— ({median([cpu_per_request_us(r) for r in rs]):.0f} / request)")
+            checks = (f"{sum(r.get('lost', 0) for r in rs)} | {sum(r.get('doubled', 0) for r in rs)}" if stores
+                      else "— | —")
             lines.append(
                 f"| {mode} | {conns} | {median(rps):,.0f} | {spread(rps)} | {median([r['p50_ms'] for r in rs]):.2f} | "
                 f"{median([r['p99_ms'] for r in rs]):.2f} | {cpu('callhook_cpu_s')} | {cpu('pg_cpu_s')} | {cpu('wrk_cpu_s')} | "
-                f"{median([r['rss_after_mib'] for r in rs]):.1f} / {max(r['rss_peak_mib'] for r in rs):.1f} | "
-                f"{sum(r.get('lost', 0) for r in rs)} | {sum(r.get('doubled', 0) for r in rs)} |")
+                f"{cpu_cell} | {median([r['rss_after_mib'] for r in rs]):.1f} / {max(r['rss_peak_mib'] for r in rs):.1f} | "
+                f"{checks} |")
     lines.append("")
     ratios = []
-    for a, b in (("pg-default", "pg-batch1"), ("pg-default", "noop"), ("sqlite-default", "sqlite-batch1"), ("sqlite-default", "noop")):
-        per_rep = []
-        for rep in sorted({r["rep"] for r in records}):
-            ra = [r["rps"] for r in records if r["rep"] == rep and r["mode"] == a and r["conns"] == 64]
-            rb = [r["rps"] for r in records if r["rep"] == rep and r["mode"] == b and r["conns"] == 64]
-            if ra and rb:
-                per_rep.append(ra[0] / rb[0])
+    for a, b in RATIOS:
+        per_rep = per_rep_ratios(records, a, b)
         if per_rep:
-            ratios.append(f"| {a} / {b} (64 conns) | {median(per_rep):.2f} | {min(per_rep):.2f}–{max(per_rep):.2f} |")
+            ratios.append(f"| {a} / {b} | {median(per_rep):.2f} | {min(per_rep):.2f}–{max(per_rep):.2f} | "
+                          + ", ".join(f"{x:.2f}" for x in per_rep) + " |")
     if ratios:
-        lines.append("| throughput ratio, same repetition | median | spread |")
-        lines.append("|---|---|---|")
+        lines.append("| throughput ratio at 64 conns, within each repetition | median | spread | per rep |")
+        lines.append("|---|---|---|---|")
         lines.extend(ratios)
+    stores = [m for m in modes if any(r["mode"] == m and r["conns"] == 64 and cpu_per_event_us(r) for r in records)]
+    if stores:
+        lines.append("")
+        lines.append("| CPU per stored event at 64 conns (receiver + PostgreSQL, without wrk) | median µs | per rep |")
+        lines.append("|---|---|---|")
+        for m in stores:
+            per_rep = [cpu_per_event_us(r) for r in sorted(records, key=lambda r: r["rep"])
+                       if r["mode"] == m and r["conns"] == 64]
+            lines.append(f"| {m} | {median(per_rep):.0f} | " + ", ".join(f"{x:.0f}" for x in per_rep) + " |")
     return "\n".join(lines)
 
 
@@ -348,6 +486,8 @@ def main():
     ap.add_argument("--conns", default="64,4")
     ap.add_argument("--wrk-threads", type=int, default=2,
                     help="wrk threads (default 2, one per core; fewer when there are fewer connections)")
+    ap.add_argument("--peers", default=PEERS_DIR,
+                    help="the bench-peers workspace with naive-rust and ceiling-http (default %(default)s)")
     ap.add_argument("--summary", help="only summarise an earlier results .jsonl file")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -357,12 +497,15 @@ def main():
         print(summarize(records, modes))
         return
     for m in modes:
-        if m not in MODES and not m.startswith(("pg-w", "pg-b", "pg-q", "sqlite-b", "sqlite-q")):
-            sys.exit(f"unknown mode {m}; choose from {','.join(MODES)} or a sweep mode like pg-w2-b256")
+        if m not in MODES + PEER_MODES and not m.startswith(("pg-w", "pg-b", "pg-q", "sqlite-b", "sqlite-q")):
+            sys.exit(f"unknown mode {m}; choose from {','.join(MODES + PEER_MODES)} or a sweep mode like pg-w2-b256")
     ensure_wrk()
-    bins = build()
+    callhook, noop = build()
+    bins = {"callhook": callhook, "noop": noop}
+    if any(m in PEER_MODES for m in modes):
+        bins.update(build_peers(args.peers))
     workdir = tempfile.mkdtemp(prefix="callhook-bench-")
-    pg = Postgres() if any(m.startswith("pg") for m in modes) else None
+    pg = Postgres() if any(m.startswith("pg") or m == "naive-rust" for m in modes) else None
     os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_path = os.path.join(ROOT, "bench/results", f"{stamp}.jsonl")
@@ -370,7 +513,12 @@ def main():
     try:
         if pg:
             # The schema must exist before the first TRUNCATE.
-            sh([bins[0], "migrate", "--database-url", pg.url], stdout=subprocess.DEVNULL)
+            sh([callhook, "migrate", "--database-url", pg.url], stdout=subprocess.DEVNULL)
+            if "naive-rust" in modes:
+                # naive-rust's own database and table, from its sql/schema.sql.
+                pg.psql(f"CREATE DATABASE {NAIVE_DB}")
+                with open(os.path.join(args.peers, "sql/schema.sql")) as f:
+                    pg.psql(f.read(), db=NAIVE_DB)
         for rep in range(1, args.reps + 1):
             for mode in modes:
                 server, kind, db = start_mode(mode, bins, pg, workdir)
@@ -378,16 +526,20 @@ def main():
                     run_wrk(server.port, 64, args.warmup, f"warm{rep}{mode.replace('-', '')}", workdir, args.wrk_threads)
                     for conns in [int(c) for c in args.conns.split(",")]:
                         run_id = f"r{rep}{mode.replace('-', '')}c{conns}"
-                        pids_pg = pg.pids() if kind == "pg" else []
+                        on_pg = kind in ("pg", "naive")
+                        pids_pg = pg.pids() if on_pg else []
                         c0, p0, t0 = cpu_seconds([server.proc.pid]), cpu_seconds(pids_pg), time.time()
                         res = run_wrk(server.port, conns, args.duration, run_id, workdir, args.wrk_threads)
                         time.sleep(0.3)  # let in-flight commits land before checking
-                        c1, p1, t1 = cpu_seconds([server.proc.pid]), cpu_seconds(pg.pids() if kind == "pg" else []), time.time()
+                        c1, p1, t1 = cpu_seconds([server.proc.pid]), cpu_seconds(pg.pids() if on_pg else []), time.time()
                         rss_after, rss_peak = memory(server.proc.pid)
                         seconds = res["duration_us"] / 1e6
                         acked = sum(t["acked"] for t in res["threads"])
                         ok_answers = sum(t["ok_answers"] for t in res["threads"])
-                        if ok_answers != acked:
+                        if mode in PEER_MODES:
+                            # No X-Request-Id echo: answers are counted, not matched (verify_peer).
+                            acked = ok_answers
+                        elif ok_answers != acked:
                             raise RuntimeError(f"{ok_answers} answers with ErrorCode 0 but only {acked} carried "
                                                "the X-Request-Id of a request in flight: is it echoed?")
                         rec = {
@@ -399,14 +551,21 @@ def main():
                             "max_ms": res["max_us"] / 1000,
                             "callhook_cpu_s": c1 - c0, "pg_cpu_s": p1 - p0, "wrk_cpu_s": res["wrk_cpu_s"],
                             "wall_s": t1 - t0, "rss_after_mib": rss_after, "rss_peak_mib": rss_peak,
+                            # The machine is shared: the 1-minute load average at the end of the run
+                            # (this run's own processes count ~2-3 of it).
+                            "loadavg_1m": os.getloadavg()[0],
                         }
-                        if kind:
+                        if kind == "naive":
+                            rec.update(verify_peer(pg, res, run_id))
+                        elif kind:
                             rec.update(verify(kind, db, res, run_id))
                         records.append(rec)
                         with open(results_path, "a") as f:
                             f.write(json.dumps(rec) + "\n")
+                        per_event = cpu_per_event_us(rec)
                         log(f"rep {rep} {mode:15} {conns:>2} conns: {rec['rps']:>9,.0f} req/s  p50 {rec['p50_ms']:.2f} ms  "
                             f"p99 {rec['p99_ms']:.2f} ms  rss {rss_after:.1f}/{rss_peak:.1f} MiB"
+                            + (f"  {per_event:.0f} µs CPU/event" if per_event else "")
                             + (f"  lost {rec['lost']} doubled {rec['doubled']}" if kind else ""))
                 finally:
                     server.stop()
