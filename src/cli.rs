@@ -56,12 +56,14 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
     /// The URL to probe: /healthz (the process serves) or /readyz (the database answers).
-    #[arg(
-        long,
-        env = "CALLHOOK_HEALTHCHECK_URL",
-        default_value = "http://127.0.0.1:8080/healthz"
-    )]
-    pub url: String,
+    /// Default: /healthz on the address `serve` listens on (--listen, CALLHOOK_LISTEN or
+    /// the config file's `listen`; 0.0.0.0 and :: are probed on loopback).
+    #[arg(long, env = "CALLHOOK_HEALTHCHECK_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The address `serve` listens on, when --url is not given. Default: 127.0.0.1:8080
+    #[arg(long, env = "CALLHOOK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
 
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS")]

@@ -13,6 +13,7 @@ mod process;
 mod analytics;
 mod callback;
 mod families;
+mod healthcheck;
 mod operations;
 mod send;
 mod spool;
