@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Report(args) => callhook::report::run(&args, &file).await,
+            Command::Events(args) => callhook::events::run(&args, &file).await,
             Command::Send(args) => callhook::send::run(args).await,
             Command::Healthcheck(args) => {
                 let url = callhook::config::healthcheck_url(&args, &file)?;

@@ -12,6 +12,7 @@ mod process;
 
 mod analytics;
 mod callback;
+mod events;
 mod families;
 mod healthcheck;
 mod operations;
