@@ -171,18 +171,27 @@ make_rust() {
 }
 t0=$(date +%s)
 base_jobs=()
+replaced=()
 for pair in "debian:$BASE_DEBIAN" "rust:$BASE_RUST"; do
   kind=${pair%%:*} tag=${pair#*:}
   if [[ ${CALLHOOK_CI_FRESH_BASE:-} != 1 ]] && "${PODMAN[@]}" image exists "$tag"; then
     echo "reusing $tag"
   else
     echo "making $tag"
+    replaced+=("$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)")
     "make_$kind" >"$WORK/base-$kind.log" 2>&1 &
     base_jobs+=("$!:$kind")
   fi
 done
 for job in "${base_jobs[@]}"; do
   wait "${job%%:*}" || { cat "$WORK/base-${job#*:}.log" >&2; fail "making the ${job#*:} base image"; }
+done
+# A remade base image leaves its predecessor untagged: remove those (unless in use).
+for id in "${replaced[@]}"; do
+  [[ -n $id ]] || continue
+  if [[ -z $("${PODMAN[@]}" image inspect --format '{{.RepoTags}}' "$id" 2>/dev/null | tr -d '[]') ]]; then
+    "${PODMAN[@]}" rmi "$id" >/dev/null 2>&1 || true
+  fi
 done
 echo "base images ready in $(($(date +%s) - t0)) s"
 [[ $MODE == prepare ]] && exit 0
