@@ -45,6 +45,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print call analytics for a period: answer rates, outcomes, talk time.
     Report(ReportArgs),
+    /// Print the latest stored events, oldest first (reads the database, never writes it).
+    Events(EventsArgs),
     /// Act as Tencent's sender: post example or generated callbacks to a URL, with the
     /// real retry schedule (0, 1, 1, 2, 3, 5 s). Use it to verify a deployment.
     Send(SendArgs),
@@ -56,12 +58,14 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
     /// The URL to probe: /healthz (the process serves) or /readyz (the database answers).
-    #[arg(
-        long,
-        env = "CALLHOOK_HEALTHCHECK_URL",
-        default_value = "http://127.0.0.1:8080/healthz"
-    )]
-    pub url: String,
+    /// Default: /healthz on the address `serve` listens on (--listen, CALLHOOK_LISTEN or
+    /// the config file's `listen`; 0.0.0.0 and :: are probed on loopback).
+    #[arg(long, env = "CALLHOOK_HEALTHCHECK_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The address `serve` listens on, when --url is not given. Default: 127.0.0.1:8080
+    #[arg(long, env = "CALLHOOK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
 
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
@@ -190,6 +194,32 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    /// An aligned table of the main columns.
+    Table,
+    /// A JSON array of objects, every column but the payload.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// How many of the most recently stored events to print.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub last: u32,
+
+    /// Only this SDKAppID. Default: all.
+    #[arg(long, value_name = "ID")]
+    pub sdkappid: Option<i64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Table)]
+    pub format: EventsFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

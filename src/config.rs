@@ -2,14 +2,14 @@
 //! (flag > environment > file > default), validated into [`Settings`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::cli::{DatabaseArgs, LogFormat, ServeArgs};
+use crate::cli::{DatabaseArgs, HealthcheckArgs, LogFormat, ServeArgs};
 use crate::protocol::query::parse_sdkappid;
 
 /// The default database: an SQLite file in the working directory.
@@ -285,7 +285,7 @@ impl Settings {
         apps: impl IntoIterator<Item = AppSettings>,
     ) -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             database: DatabaseSettings::new(database_url),
             migrate: true,
             apps: apps.into_iter().map(|a| (a.sdkappid, a)).collect(),
@@ -320,11 +320,7 @@ impl Settings {
         let mut s = Settings::new(url, []);
 
         if let Some(listen) = args.listen.as_deref().or(file.listen.as_deref()) {
-            s.listen = listen.parse().or_else(|_| {
-                err(format!(
-                    "listen address {listen:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
-                ))
-            })?;
+            s.listen = parse_listen(listen)?;
         }
         s.migrate = !args.no_migrate && file.database.migrate.unwrap_or(true);
         s.log_format = log_format.or(file.log_format).unwrap_or(LogFormat::Pretty);
@@ -473,6 +469,48 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// The address `serve` listens on when nothing is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// A listen address as `serve` takes it: `HOST:PORT` with a literal IP address.
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
+    listen.parse().or_else(|_| {
+        err(format!(
+            "listen address {listen:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+        ))
+    })
+}
+
+/// The URL `callhook healthcheck` probes: `--url` (`CALLHOOK_HEALTHCHECK_URL`) when given,
+/// else `/healthz` on the address `serve` listens on, from the same settings
+/// (`--listen`/`CALLHOOK_LISTEN` > file `listen` > 127.0.0.1:8080), so a container that
+/// moves the port with `CALLHOOK_LISTEN` keeps a working health check.
+pub fn healthcheck_url(args: &HealthcheckArgs, file: &FileConfig) -> Result<String, ConfigError> {
+    if let Some(url) = &args.url {
+        return Ok(url.clone());
+    }
+    let listen = args
+        .listen
+        .as_deref()
+        .or(file.listen.as_deref())
+        .unwrap_or(DEFAULT_LISTEN);
+    Ok(format!(
+        "http://{}/healthz",
+        probe_address(parse_listen(listen)?)
+    ))
+}
+
+/// Where a local client reaches a server listening on `listen`: a wildcard address
+/// (0.0.0.0, ::) is reached on loopback of the same family.
+pub fn probe_address(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 /// The database URL from flag/environment, else file, else the SQLite default.
@@ -698,6 +736,51 @@ mod tests {
             !format!("{s:?}").contains("t1"),
             "secrets never show in Debug"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn healthcheck_follows_the_listen_setting() -> Result<(), ConfigError> {
+        let url = |url: Option<&str>, listen: Option<&str>, file: &str| {
+            let args = HealthcheckArgs {
+                url: url.map(str::to_owned),
+                listen: listen.map(str::to_owned),
+                timeout_ms: 2000,
+            };
+            healthcheck_url(&args, &FileConfig::parse(file)?)
+        };
+        // Nothing configured: serve's default address.
+        assert_eq!(url(None, None, "")?, "http://127.0.0.1:8080/healthz");
+        // The file's listen, as serve reads it; a wildcard is probed on loopback.
+        assert_eq!(
+            url(None, None, "listen = \"0.0.0.0:9090\"")?,
+            "http://127.0.0.1:9090/healthz"
+        );
+        // --listen / CALLHOOK_LISTEN over the file, as for serve.
+        assert_eq!(
+            url(None, Some("0.0.0.0:7000"), "listen = \"0.0.0.0:9090\"")?,
+            "http://127.0.0.1:7000/healthz"
+        );
+        assert_eq!(
+            url(None, Some("[::]:8443"), "")?,
+            "http://[::1]:8443/healthz"
+        );
+        assert_eq!(
+            url(None, Some("10.1.2.3:8080"), "")?,
+            "http://10.1.2.3:8080/healthz"
+        );
+        assert_eq!(
+            url(None, Some("[fd00::5]:80"), "")?,
+            "http://[fd00::5]:80/healthz"
+        );
+        // An explicit URL wins over everything.
+        assert_eq!(
+            url(Some("http://10.0.0.9:1/readyz"), Some("0.0.0.0:7000"), "")?,
+            "http://10.0.0.9:1/readyz"
+        );
+        // A listen address serve would refuse is a configuration error here too.
+        let bad = url(None, Some("localhost:8080"), "").err().map(|e| e.0);
+        assert!(bad.is_some_and(|m| m.contains("listen address")));
         Ok(())
     }
 

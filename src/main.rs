@@ -55,8 +55,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Report(args) => callhook::report::run(&args, &file).await,
+            Command::Events(args) => callhook::events::run(&args, &file).await,
             Command::Send(args) => callhook::send::run(args).await,
-            Command::Healthcheck(args) => healthcheck(&args).await,
+            Command::Healthcheck(args) => {
+                let url = callhook::config::healthcheck_url(&args, &file)?;
+                healthcheck(&url, args.timeout_ms).await
+            }
         }
     });
     match result {
@@ -77,14 +81,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn healthcheck(args: &callhook::cli::HealthcheckArgs) -> anyhow::Result<()> {
+async fn healthcheck(url: &str, timeout_ms: u64) -> anyhow::Result<()> {
     callhook::install_tls_provider();
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(args.timeout_ms))
+        .timeout(std::time::Duration::from_millis(timeout_ms))
         .build()?;
-    let resp = client.get(&args.url).send().await?;
+    let resp = client.get(url).send().await?;
     let status = resp.status();
-    anyhow::ensure!(status.is_success(), "{} answered {status}", args.url);
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
     Ok(())
 }
 

@@ -288,7 +288,7 @@ pub async fn run(args: &ReportArgs, file: &FileConfig) -> anyhow::Result<()> {
 
 /// Opens the database for reading. An SQLite file that does not exist is an error here
 /// (a report never creates a database).
-async fn open(url: &str) -> anyhow::Result<Store> {
+pub(crate) async fn open(url: &str) -> anyhow::Result<Store> {
     if DatabaseUrl::new(url).is_sqlite() {
         use std::str::FromStr as _;
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)

@@ -451,9 +451,52 @@ impl Store {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The latest events (`callhook events`)
+
+/// A row of `call_events` as `callhook events` shows it: everything but the payload and
+/// the timestamps Tencent sent (both are in the table, for SQL). Times are UTC,
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, on both backends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct RecentEvent {
+    pub id: i64,
+    pub received_at: String,
+    pub sdkappid: i64,
+    pub family: String,
+    pub command: String,
+    pub call_id: Option<String>,
+    pub user_id: Option<String>,
+    pub role: Option<String>,
+    pub event: Option<String>,
+    pub call_result: Option<String>,
+    pub media_type: Option<String>,
+    pub call_type: Option<String>,
+    pub client_ip: Option<String>,
+    pub opt_platform: Option<String>,
+    pub remote_addr: Option<String>,
+    pub deliveries: i64,
+    pub last_delivery_at: String,
+}
+
 impl Store {
-    /// Connects for reading analytics only (`callhook report`): a small pool, no statement
-    /// logging; SQLite opens the file read-only.
+    /// The `last` most recently stored events (highest `id`), for one app or all, oldest
+    /// first.
+    pub async fn recent_events(
+        &self,
+        last: u32,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<RecentEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.recent_events(last, sdkappid).await,
+            Self::Sqlite(s) => s.recent_events(last, sdkappid).await,
+        }
+    }
+}
+
+impl Store {
+    /// Connects for reading only (`callhook report`, `callhook events`): a small pool, no
+    /// statement logging; SQLite opens the file read-only, PostgreSQL sessions are
+    /// read-only transactions.
     pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
         if crate::config::DatabaseUrl::new(url).is_sqlite() {
             Ok(Self::Sqlite(SqliteStore::connect_for_reading(url).await?))

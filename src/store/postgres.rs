@@ -684,7 +684,8 @@ impl PgStore {
                     crate::config::DatabaseUrl::new(url).redacted()
                 )
             })?
-            .application_name("callhook report")
+            .application_name("callhook (read-only)")
+            .options([("default_transaction_read_only", "on")])
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(2)
@@ -695,5 +696,35 @@ impl PgStore {
             fences: Arc::new(Fences::default()),
             write_timeout: Duration::from_secs(10),
         })
+    }
+}
+
+/// The latest events, newest `$1` by id, returned oldest first.
+const RECENT_EVENTS: &str = r#"
+SELECT id, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS received_at,
+       sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
+       call_type, client_ip, opt_platform, remote_addr, deliveries::bigint AS deliveries,
+       to_char(last_delivery_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS last_delivery_at
+FROM (
+    SELECT * FROM call_events
+    WHERE $2::bigint IS NULL OR sdkappid = $2
+    ORDER BY id DESC
+    LIMIT $1
+) AS latest
+ORDER BY id
+"#;
+
+impl PgStore {
+    pub(crate) async fn recent_events(
+        &self,
+        last: u32,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<super::RecentEvent>, StoreError> {
+        sqlx::query_as(RECENT_EVENTS)
+            .bind(i64::from(last))
+            .bind(sdkappid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
     }
 }

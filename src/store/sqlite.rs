@@ -366,6 +366,36 @@ impl SqliteStore {
     }
 }
 
+/// The latest events, newest `?1` by id, returned oldest first. Times are stored as
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` text already.
+const RECENT_EVENTS: &str = r#"
+SELECT id, received_at, sdkappid, family, command, call_id, user_id, role, event,
+       call_result, media_type, call_type, client_ip, opt_platform, remote_addr, deliveries,
+       last_delivery_at
+FROM (
+    SELECT * FROM call_events
+    WHERE ?2 IS NULL OR sdkappid = ?2
+    ORDER BY id DESC
+    LIMIT ?1
+)
+ORDER BY id
+"#;
+
+impl SqliteStore {
+    pub(crate) async fn recent_events(
+        &self,
+        last: u32,
+        sdkappid: Option<i64>,
+    ) -> Result<Vec<super::RecentEvent>, StoreError> {
+        sqlx::query_as(RECENT_EVENTS)
+            .bind(i64::from(last))
+            .bind(sdkappid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
+    }
+}
+
 /// Appends `AND sdkappid = ?3` when one app is asked for, then `tail`.
 fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
     match sdkappid {

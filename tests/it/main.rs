@@ -12,7 +12,9 @@ mod process;
 
 mod analytics;
 mod callback;
+mod events;
 mod families;
+mod healthcheck;
 mod journal;
 mod migrations;
 mod operations;

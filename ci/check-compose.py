@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""Checks the structure of compose.yaml, and that it agrees with the files it uses.
+
+Debian bookworm's podman-compose (1.0.3) has no `config` command, and its `--dry-run`
+still creates volumes and networks, so CI validates the file with this script instead
+(PyYAML, Debian's python3-yaml). It checks what `docker compose up` relies on and what
+a typo would break silently:
+
+- the three services, each with an image; callhook built from this repository's
+  Dockerfile; every named volume and network declared; depends_on names services;
+- every bind-mounted host path exists; nginx gets deploy/nginx/callhook.conf as a site
+  and the TLS directory its ssl_certificate lines point into;
+- nginx's upstream names the callhook service on the port the image listens on;
+- callhook trusts exactly nginx's fixed address, which lies in the network's subnet;
+- callhook's database URL names the postgres service, its user and database;
+- callhook keeps its data volume at the image's VOLUME, with a read-only root.
+
+Usage: ci/check-compose.py [compose.yaml]   (exit 1 and one line per problem)
+"""
+
+import ipaddress
+import os
+import re
+import sys
+from urllib.parse import urlsplit
+
+import yaml
+
+problems = []
+
+
+def check(cond, message):
+    if not cond:
+        problems.append(message)
+    return cond
+
+
+def env_of(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "compose.yaml"
+    root = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+
+    services = doc.get("services") or {}
+    check(
+        set(services) == {"postgres", "callhook", "nginx"},
+        f"services are {sorted(services)}, expected callhook, nginx, postgres",
+    )
+    volumes = set((doc.get("volumes") or {}).keys())
+    networks = doc.get("networks") or {}
+
+    for name, svc in services.items():
+        check("image" in svc or "build" in svc, f"{name}: no image and no build")
+        for dep in svc.get("depends_on") or []:
+            check(dep in services, f"{name}: depends_on unknown service {dep}")
+        nets = svc.get("networks") or []
+        for net in nets if isinstance(nets, list) else nets.keys():
+            check(net in networks, f"{name}: network {net} is not declared")
+        for mount in svc.get("volumes") or []:
+            source, target = mount.split(":")[:2]
+            if source.startswith(("./", "/", "../")):
+                check(
+                    os.path.exists(os.path.join(root, source)),
+                    f"{name}: bind mount source {source} does not exist",
+                )
+            else:
+                check(source in volumes, f"{name}: volume {source} is not declared")
+
+    dockerfile = open(os.path.join(root, "Dockerfile"), encoding="utf-8").read()
+    callhook = services.get("callhook") or {}
+    nginx = services.get("nginx") or {}
+    postgres = services.get("postgres") or {}
+
+    # callhook: built from this repository, data on the image's volume, read-only root.
+    build = callhook.get("build")
+    context = build if isinstance(build, str) else (build or {}).get("context")
+    check(
+        context is not None
+        and os.path.exists(os.path.join(root, context, "Dockerfile")),
+        "callhook: not built from this repository's Dockerfile",
+    )
+    image_volume = re.search(r'^VOLUME \["([^"]+)"\]', dockerfile, re.M)
+    targets = [m.split(":")[1] for m in callhook.get("volumes") or []]
+    check(
+        image_volume is not None and image_volume.group(1) in targets,
+        f"callhook: no volume at the image's VOLUME ({image_volume and image_volume.group(1)})",
+    )
+    check(callhook.get("read_only") is True, "callhook: read_only is not true")
+    check("stop_grace_period" in callhook, "callhook: no stop_grace_period")
+
+    # nginx: the site file and the certificates.
+    site_mount = [
+        m for m in nginx.get("volumes") or [] if m.startswith("./deploy/nginx/callhook.conf:")
+    ]
+    if check(site_mount, "nginx: deploy/nginx/callhook.conf is not mounted"):
+        check(
+            site_mount[0].split(":")[1].startswith("/etc/nginx/conf.d/"),
+            "nginx: callhook.conf is not mounted into /etc/nginx/conf.d/",
+        )
+    site = open(os.path.join(root, "deploy/nginx/callhook.conf"), encoding="utf-8").read()
+    mount_targets = [m.split(":")[1] for m in nginx.get("volumes") or []]
+    for cert in re.findall(r"^\s*ssl_certificate(?:_key)?\s+(\S+);", site, re.M):
+        check(
+            any(cert.startswith(t.rstrip("/") + "/") for t in mount_targets),
+            f"nginx: {cert} is not inside a mounted directory",
+        )
+    upstream = re.search(r"upstream callhook \{\s*server ([^:;\s]+):(\d+)", site)
+    listen = re.search(r"^ENV CALLHOOK_LISTEN=[^:]+:(\d+)", dockerfile, re.M)
+    if check(upstream, "callhook.conf: no `upstream callhook { server HOST:PORT`"):
+        check(
+            upstream.group(1) == "callhook",
+            f"callhook.conf: upstream host {upstream.group(1)} is not the callhook service",
+        )
+        check(
+            listen is not None and upstream.group(2) == listen.group(1),
+            "callhook.conf: upstream port is not the image's CALLHOOK_LISTEN port",
+        )
+
+    # Trust: exactly nginx's fixed address, inside the declared subnet.
+    env = env_of(callhook)
+    nginx_nets = nginx.get("networks") or {}
+    addresses = [
+        (net, (cfg or {}).get("ipv4_address"))
+        for net, cfg in (nginx_nets.items() if isinstance(nginx_nets, dict) else [])
+    ]
+    addresses = [(n, a) for n, a in addresses if a]
+    if check(addresses, "nginx: no fixed ipv4_address"):
+        net, addr = addresses[0]
+        check(
+            env.get("CALLHOOK_TRUSTED_PROXIES") == addr,
+            f"callhook: CALLHOOK_TRUSTED_PROXIES is {env.get('CALLHOOK_TRUSTED_PROXIES')}, nginx is {addr}",
+        )
+        subnets = [
+            c.get("subnet")
+            for c in ((networks.get(net) or {}).get("ipam") or {}).get("config") or []
+        ]
+        check(
+            any(ipaddress.ip_address(addr) in ipaddress.ip_network(s) for s in subnets if s),
+            f"nginx: {addr} is not in network {net}'s subnet {subnets}",
+        )
+
+    # The database URL points at the postgres service with its user and database.
+    url = urlsplit(env.get("CALLHOOK_DATABASE_URL", ""))
+    pg_env = env_of(postgres)
+    check(url.scheme in ("postgres", "postgresql"), "callhook: database URL is not postgres://")
+    check(url.hostname == "postgres", f"callhook: database host {url.hostname} is not the postgres service")
+    check(url.username == pg_env.get("POSTGRES_USER"), "callhook: database user differs from POSTGRES_USER")
+    check(url.path.lstrip("/") == pg_env.get("POSTGRES_DB"), "callhook: database name differs from POSTGRES_DB")
+    check(
+        "CALLHOOK_SDKAPPIDS" in env or "CALLHOOK_CONFIG" in env,
+        "callhook: no SDKAppID configured",
+    )
+
+    for p in problems:
+        print(f"{path}: {p}")
+    if problems:
+        sys.exit(1)
+    print(f"{path}: structure ok ({len(services)} services)")
+
+
+if __name__ == "__main__":
+    main()
