@@ -10,9 +10,10 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+
+use super::fields::members;
 
 /// How deep the canonical form reaches into nested objects and arrays.
 pub const MAX_DEPTH: usize = 32;
@@ -20,76 +21,88 @@ pub const MAX_DEPTH: usize = 32;
 /// The SHA-256 digest of a JSON document's canonical form.
 pub fn digest(text: &str) -> Result<[u8; 32], serde_json::Error> {
     let raw: &RawValue = serde_json::from_str(text)?;
-    let mut h = Sha256::new();
-    write(&mut h, raw, 0)?;
-    Ok(h.finalize().into())
+    let mut out = Vec::with_capacity(text.len());
+    write(&mut out, raw, 0)?;
+    Ok(Sha256::digest(&out).into())
 }
 
-struct Members;
+/// [`digest`] of an object already split into its members (saves parsing it again).
+pub fn digest_members(
+    members: &[(Cow<'_, str>, &RawValue)],
+) -> Result<[u8; 32], serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    write_object(&mut out, members, 0)?;
+    Ok(Sha256::digest(&out).into())
+}
 
-impl<'de> Visitor<'de> for Members {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            out.push((key, map.next_value::<&'de RawValue>()?));
+/// An object's members sorted by key (stably), each in canonical form.
+fn write_object(
+    h: &mut Vec<u8>,
+    members: &[(Cow<'_, str>, &RawValue)],
+    depth: usize,
+) -> Result<(), serde_json::Error> {
+    let mut sorted: Vec<&(Cow<'_, str>, &RawValue)> = members.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    h.push(b'{');
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            h.push(b',');
         }
-        Ok(out)
+        write_key(h, key);
+        h.push(b':');
+        write(h, value, depth + 1)?;
     }
+    h.push(b'}');
+    Ok(())
 }
 
-fn write(h: &mut Sha256, raw: &RawValue, depth: usize) -> Result<(), serde_json::Error> {
+fn write(h: &mut Vec<u8>, raw: &RawValue, depth: usize) -> Result<(), serde_json::Error> {
     let text = raw.get();
     if depth >= MAX_DEPTH {
-        h.update(text.as_bytes());
+        h.extend_from_slice(text.as_bytes());
         return Ok(());
     }
     match text.as_bytes().first() {
-        Some(b'{') => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let mut members = (&mut de).deserialize_map(Members)?;
-            members.sort_by(|a, b| a.0.cmp(&b.0));
-            h.update(b"{");
-            for (i, (key, value)) in members.iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                write_string(h, key);
-                h.update(b":");
-                write(h, value, depth + 1)?;
-            }
-            h.update(b"}");
-        }
+        Some(b'{') => write_object(h, &members(text)?, depth)?,
         Some(b'[') => {
             let elements: Vec<&RawValue> = serde_json::from_str(text)?;
-            h.update(b"[");
+            h.push(b'[');
             for (i, value) in elements.iter().enumerate() {
                 if i > 0 {
-                    h.update(b",");
+                    h.push(b',');
                 }
                 write(h, value, depth + 1)?;
             }
-            h.update(b"]");
+            h.push(b']');
         }
-        Some(b'"') => match serde_json::from_str::<Cow<'_, str>>(text) {
+        // Without an escape, a string's canonical form is its text as written (JSON allows
+        // no raw quote or control character in it, the only things re-encoding escapes).
+        Some(b'"') if !text.contains('\\') => h.extend_from_slice(text.as_bytes()),
+        Some(b'"') => match serde_json::from_str::<String>(text) {
             Ok(s) => write_string(h, &s),
             // A string serde cannot decode (an unpaired surrogate escape) counts as written.
-            Err(_) => h.update(text.as_bytes()),
+            Err(_) => h.extend_from_slice(text.as_bytes()),
         },
-        _ => h.update(text.trim().as_bytes()),
+        _ => h.extend_from_slice(text.trim().as_bytes()),
     }
     Ok(())
 }
 
-fn write_string(h: &mut Sha256, s: &str) {
+/// A key, decoded by serde, in canonical form: quoted as written when it needs no escape.
+fn write_key(h: &mut Vec<u8>, key: &str) {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        write_string(h, key);
+    } else {
+        h.extend_from_slice(b"\"");
+        h.extend_from_slice(key.as_bytes());
+        h.extend_from_slice(b"\"");
+    }
+}
+
+fn write_string(h: &mut Vec<u8>, s: &str) {
     match serde_json::to_string(s) {
-        Ok(quoted) => h.update(quoted.as_bytes()),
-        Err(_) => h.update(s.as_bytes()),
+        Ok(quoted) => h.extend_from_slice(quoted.as_bytes()),
+        Err(_) => h.extend_from_slice(s.as_bytes()),
     }
 }
 

@@ -53,7 +53,7 @@ impl Notes {
 /// The members of one JSON object, in order, keys decoded.
 #[derive(Debug, Clone, Default)]
 pub struct Fields<'a> {
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    members: MemberList<'a>,
     /// Where the object sits in the body (`CallRecord.`), for notes.
     path: String,
 }
@@ -61,8 +61,36 @@ pub struct Fields<'a> {
 /// serde's view of an object as (key, raw value) pairs, duplicates kept.
 struct Members;
 
+/// A key, borrowed from the body when it has no escape (the common case), else decoded.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The members of an object, as (key, raw value) pairs in order.
+pub(crate) type MemberList<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
 impl<'de> Visitor<'de> for Members {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    type Value = MemberList<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
@@ -70,11 +98,19 @@ impl<'de> Visitor<'de> for Members {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             out.push((key, map.next_value::<&'de RawValue>()?));
         }
         Ok(out)
     }
+}
+
+/// The members of the JSON object `text` (whitespace around it allowed).
+pub(crate) fn members(text: &str) -> Result<MemberList<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = (&mut de).deserialize_map(Members)?;
+    de.end()?;
+    Ok(members)
 }
 
 impl<'a> Fields<'a> {
@@ -85,10 +121,15 @@ impl<'a> Fields<'a> {
     }
 
     fn parse_at(text: &'a str, path: String) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let members = (&mut de).deserialize_map(Members)?;
-        de.end()?;
-        Ok(Self { members, path })
+        Ok(Self {
+            members: members(text)?,
+            path,
+        })
+    }
+
+    /// The object's members, in order.
+    pub fn members(&self) -> &[(Cow<'a, str>, &'a RawValue)] {
+        &self.members
     }
 
     /// `key`'s name in notes: its path from the top of the body.
@@ -256,15 +297,20 @@ fn describe(text: &str) -> String {
 pub fn read_text(raw: &RawValue) -> Result<Option<String>, String> {
     let text = raw.get();
     match text.as_bytes().first() {
+        // Without an escape, the text between the quotes is the string.
+        Some(b'"') if !text.contains('\\') => {
+            let s = &text[1..text.len() - 1];
+            Ok((!s.is_empty()).then(|| s.to_owned()))
+        }
         Some(b'"') => {
-            let s: Cow<'_, str> = serde_json::from_str(text)
+            let s: String = serde_json::from_str(text)
                 .map_err(|e| format!("cannot decode the string {}: {e}", describe(text)))?;
             if s.is_empty() {
                 Ok(None)
             } else if s.contains('\0') {
                 Ok(Some(s.replace('\0', "\u{FFFD}")))
             } else {
-                Ok(Some(s.into_owned()))
+                Ok(Some(s))
             }
         }
         Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_owned())),
@@ -280,8 +326,9 @@ pub fn read_text(raw: &RawValue) -> Result<Option<String>, String> {
 pub fn read_i64(raw: &RawValue) -> Result<Option<i64>, String> {
     let text = raw.get();
     let digits: Cow<'_, str> = match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Cow::Borrowed(text[1..text.len() - 1].trim()),
         Some(b'"') => {
-            let s: Cow<'_, str> = serde_json::from_str(text)
+            let s: String = serde_json::from_str(text)
                 .map_err(|e| format!("cannot decode the string {}: {e}", describe(text)))?;
             Cow::Owned(s.trim().to_owned())
         }

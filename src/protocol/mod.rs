@@ -281,17 +281,18 @@ impl EventRow {
 /// stays in the payload, is noted, and leaves the column NULL, so that the views fall back
 /// to `received_at`. `0` means "not applicable" in Tencent's bodies and is absent.
 fn plausible_time(
-    name: &str,
+    name: impl FnOnce() -> String,
     value: Option<i64>,
     received_at: Millis,
     notes: &mut Notes,
 ) -> Option<Millis> {
     let v = value.filter(|&v| v != 0)?;
     let Some(ms) = values::unix_time(Some(v)) else {
-        notes.push(format!("{name}: {v} is not a time, not used"));
+        notes.push(format!("{}: {v} is not a time, not used", name()));
         return None;
     };
     if ms < EARLIEST_PLAUSIBLE || ms > received_at + LATEST_AHEAD {
+        let name = name();
         let when = chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
@@ -382,7 +383,12 @@ pub fn parse_delivery(
         }
         Err(e) => return Err(not_object(format!("body is not a valid JSON object: {e}"))),
     };
-    let depth = scan::depth(text);
+    // (No body of up to 1024 bytes can nest deeper than 512 levels: skip the scan.)
+    let depth = if text.len() > 2 * scan::MAX_DEPTH {
+        scan::depth(text)
+    } else {
+        0
+    };
     if depth > scan::MAX_DEPTH {
         return Err(Rejection::new(
             ErrorCode::Unstorable,
@@ -393,7 +399,9 @@ pub fn parse_delivery(
         ));
     }
     // The canonical form decodes like `Fields`; where it cannot, the bytes are the content.
-    let digest = canonical::digest(text).unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into());
+    let digest = canonical::digest_members(fields.members())
+        .or_else(|_| canonical::digest(text))
+        .unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into());
     if let Some(why) = scan::postgres_json_trouble(text) {
         notes.push(format!(
             "payload: {why}, which PostgreSQL's JSON functions cannot read (stored as received)"
@@ -449,7 +457,7 @@ impl Read<'_, '_> {
     /// A time column from `key`, if plausible (see [`plausible_time`]).
     pub fn time(&self, f: &Fields<'_>, key: &str, notes: &mut Notes) -> Option<Millis> {
         let raw = f.int(&[key], notes);
-        plausible_time(&f.name(key), raw, self.ctx.received_at, notes)
+        plausible_time(|| f.name(key), raw, self.ctx.received_at, notes)
     }
 }
 
