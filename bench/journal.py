@@ -166,6 +166,14 @@ class RssSampler(threading.Thread):
         return xs[-1] if xs else None
 
 
+def fresh_database(pg, binary):
+    """An empty `bench` database with `binary`'s schema: binaries of different versions
+    (one with migrations the other does not know) take turns on one PostgreSQL."""
+    pg.psql("DROP DATABASE IF EXISTS bench WITH (FORCE)")
+    pg.psql("CREATE DATABASE bench")
+    subprocess.run([binary, "migrate", "--database-url", pg.url], check=True, stdout=subprocess.DEVNULL)
+
+
 def start_callhook(binary, pg, spool_dir, workdir, flag, timeout=120):
     port = bench.free_port()
     cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--sdkappid", bench.SDKAPPID,
@@ -195,7 +203,7 @@ def wait_drained(port, timeout):
 # a. Journaling throughput at 64 connections.
 
 def throughput_rep(label, binary, rep, pg, workdir, args):
-    pg.psql("TRUNCATE call_events, rejected_deliveries", db="bench")
+    fresh_database(pg, binary)
     spool = tempfile.mkdtemp(prefix="spool-", dir=workdir)
     server = start_callhook(binary, pg, spool, workdir, args.store_flag)
     sampler = None
@@ -458,7 +466,7 @@ def check_outage(pg, sender, marks):
 
 
 def outage_run(binary, pg, workdir, args):
-    pg.psql("TRUNCATE call_events, rejected_deliveries", db="bench")
+    fresh_database(pg, binary)
     spool = tempfile.mkdtemp(prefix="spool-", dir=workdir)
     server = start_callhook(binary, pg, spool, workdir, args.store_flag)
     sampler = RssSampler(server.proc.pid)
@@ -567,7 +575,7 @@ def outage_run(binary, pg, workdir, args):
 # c. Full load into the store, then callhook killed and started again.
 
 def restart_run(binary, pg, workdir, args):
-    pg.psql("TRUNCATE call_events, rejected_deliveries", db="bench")
+    fresh_database(pg, binary)
     spool = tempfile.mkdtemp(prefix="spool-", dir=workdir)
     server = start_callhook(binary, pg, spool, workdir, args.store_flag)
     rec = {"kind": "restart", "bin": binary, "outage_under_load_s": args.restart_outage}
@@ -779,7 +787,6 @@ def main():
             f.write(json.dumps(rec) + "\n")
 
     try:
-        subprocess.run([bins[0][1], "migrate", "--database-url", pg.url], check=True, stdout=subprocess.DEVNULL)
         if "throughput" in only:
             for rep in range(1, args.reps + 1):
                 for label, binary in bins:
