@@ -297,16 +297,21 @@ pub fn parse_trtc(body: &[u8]) -> Result<TrtcEvent, BodyError> {
     Ok(event)
 }
 
-/// The body as text: UTF-8, minus a leading byte-order mark, not blank.
+/// The body as text: UTF-8, minus a leading byte-order mark, not blank (only JSON's
+/// whitespace: space, tab, CR, LF).
 pub fn body_text(body: &[u8]) -> Result<&str, BodyError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|e| BodyError::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
-    if text.trim().is_empty() {
+    if text.bytes().all(is_json_whitespace) {
         return Err(BodyError::Empty);
     }
     Ok(text)
+}
+
+fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// The members of the top-level object.

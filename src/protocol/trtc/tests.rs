@@ -420,6 +420,10 @@ fn only_a_body_that_is_no_json_object_is_refused() {
         Err(BodyError::NotUtf8 { valid_up_to: 0 })
     );
     assert_eq!(parse_trtc(b" \n"), Err(BodyError::Empty));
+    assert!(
+        matches!(parse_trtc(b"\x0b\n"), Err(BodyError::NotJson(_))),
+        "a vertical tab is no JSON whitespace (found by fuzzing)"
+    );
     assert_eq!(parse_trtc(b""), Err(BodyError::Empty));
     assert!(matches!(parse_trtc(b"{"), Err(BodyError::NotJson(_))));
     assert!(matches!(parse_trtc(b"{} x"), Err(BodyError::NotJson(_))));
