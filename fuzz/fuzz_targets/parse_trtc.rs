@@ -124,9 +124,11 @@ fn check_event(ev: &TrtcEvent) {
         assert!(!t.contains('\0'), "a NUL in a text column: {t:?}");
     }
     if let Some(files) = &ev.files {
-        let v: serde_json::Value = serde_json::from_str(files)
+        // JSON syntax, numbers as received: `1e400` is valid JSON that no f64 holds (the
+        // body's storability is checked where bodies are stored, scan::check_storable).
+        let raw: Box<RawValue> = serde_json::from_str(files)
             .unwrap_or_else(|e| panic!("files are not JSON: {e}: {files}"));
-        assert!(v.is_object());
+        assert!(raw.get().starts_with('{'), "files are an object: {files}");
     }
     if let (Some(name), Some(t)) = (ev.event_name, ev.event_type) {
         assert_eq!(callhook::protocol::trtc::event_name(t), Some(name));
