@@ -4,6 +4,8 @@
 //! by the decimal `RequestTime`, with `RequestTime` (Unix seconds) within a window of now.
 //! Comparisons are constant-time.
 
+pub mod trtc;
+
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};

@@ -232,6 +232,9 @@ pub enum SendFamily {
     V4,
     /// All three families for every call.
     All,
+    /// TRTC's own callbacks of every call's room: room and media events, cloud recording
+    /// (signed with --trtc-key, to --trtc-url), and Call.CallbackAfterRecordChanged (to --url).
+    Trtc,
 }
 
 /// How `--token` is presented to the receiver.
@@ -293,6 +296,21 @@ pub struct SendArgs {
     /// Which callback family to send.
     #[arg(long, value_enum, default_value_t = SendFamily::Status)]
     pub family: SendFamily,
+
+    /// --family trtc: the TRTC callback URL (as registered in the TRTC console). Default:
+    /// `trtc` resolved against --url (http://127.0.0.1:8080/ → http://127.0.0.1:8080/trtc).
+    #[arg(long, env = "CALLHOOK_SEND_TRTC_URL", value_name = "URL")]
+    pub trtc_url: Option<String>,
+
+    /// --family trtc: the TRTC console's callback key; each TRTC callback carries
+    /// Sign = base64(HMAC-SHA256(key, body)). Without it, none is signed.
+    #[arg(
+        long,
+        env = "CALLHOOK_SEND_TRTC_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub trtc_key: Option<String>,
 
     /// Requests in flight at once (a delivery waiting for its retry does not count).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]

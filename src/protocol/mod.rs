@@ -20,8 +20,10 @@ mod proptests;
 pub mod query;
 pub mod reply;
 pub mod scan;
+pub mod trtc;
 pub mod v1;
 pub mod v4;
+pub mod v4_record;
 pub mod values;
 
 use std::sync::Arc;

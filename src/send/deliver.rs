@@ -109,7 +109,7 @@ pub struct Engine {
 }
 
 /// How one attempt went.
-enum Attempt {
+pub(super) enum Attempt {
     Acknowledged { message: String, latency: Duration },
     Failed(String),
 }
@@ -221,7 +221,7 @@ impl Engine {
 }
 
 /// Acknowledged only with HTTP 2xx and `ErrorCode` 0 (a JSON number).
-fn judge(status: u16, body: &[u8], latency: Duration) -> Attempt {
+pub(super) fn judge(status: u16, body: &[u8], latency: Duration) -> Attempt {
     let envelope = serde_json::from_slice::<Envelope>(body).ok();
     let code = envelope
         .as_ref()
@@ -240,7 +240,7 @@ fn judge(status: u16, body: &[u8], latency: Duration) -> Attempt {
 }
 
 /// A transport error, by its innermost cause (e.g. "Connection refused (os error 111)").
-fn describe(e: &reqwest::Error) -> String {
+pub(super) fn describe(e: &reqwest::Error) -> String {
     let mut root: &dyn std::error::Error = e;
     while let Some(next) = root.source() {
         root = next;

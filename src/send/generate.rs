@@ -571,6 +571,12 @@ impl Families {
         v4: true,
     };
 
+    pub const NONE: Self = Self {
+        status: false,
+        event: false,
+        v4: false,
+    };
+
     pub fn only(family: Family) -> Self {
         Self {
             status: family == Family::Status,

@@ -11,6 +11,8 @@
 pub mod deliver;
 pub mod generate;
 pub mod summary;
+pub mod trtc;
+pub mod trtc_deliver;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write as _};
@@ -89,6 +91,9 @@ pub async fn run_until(args: SendArgs, stop: impl Future<Output = ()>) -> anyhow
 /// Sends what `args` asks for and returns the summary (without printing it). A progress
 /// bar is drawn on stderr when it is a terminal and `--quiet` is not given.
 pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    if args.family == SendFamily::Trtc && !args.example {
+        return trtc_deliver::execute(args, stop).await;
+    }
     let target = Target::new(&args.url, args.token.as_deref(), args.auth)?;
     let concurrency = usize::try_from(args.concurrency)
         .unwrap_or(usize::MAX)
@@ -111,6 +116,7 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
             SendFamily::Event => "event",
             SendFamily::V4 => "v4",
             SendFamily::All => "all",
+            SendFamily::Trtc => "trtc",
         };
         (name, args.calls)
     };
@@ -128,6 +134,8 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
             SendFamily::Event => Families::only(Family::Event),
             SendFamily::V4 => Families::only(Family::V4),
             SendFamily::All => Families::ALL,
+            // Sent by trtc_deliver::execute (above).
+            SendFamily::Trtc => Families::NONE,
         };
         let sdkappid = args.sdkappid;
         Box::new(Generator::new(seed, calls, end_time).flat_map(move |call| {
