@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Checks the draft TRTC views (postgres.sql, sqlite.sql) on hand-made rows.
+"""Checks the TRTC views of migrations/postgres/0006_trtc.sql and migrations/sqlite/0004_trtc.sql
+on hand-made rows: both backends give the expected answers, row for row the same.
 
-Loads callhook's migrations 0001-0003 (PostgreSQL) or 0001-0002 (SQLite), then the draft,
-into a throwaway database of each kind, inserts the rows below, and checks that both give
-the expected answers, row for row the same.
+Loads every migration of each backend into a throwaway database, inserts the rows below,
+and reads each view.
 
     python3 docs/trtc-views/check.py --pg-host /tmp/pgsock --pg-port 5432 [--pg-user postgres]
 
 The PostgreSQL server is not started here; the script creates and drops a database
-`trtc_views_check` on it. Without --pg-host only SQLite is checked.
+`trtc_views_check` on it. Without --pg-host only SQLite is checked. (The integration tests,
+tests/it/trtc.rs, check the same views on rows stored through the real endpoint.)
 
 The rows (sdkappid 1400000001 unless said):
   call-1  room 48213907 at 08:00, call callbacks (status) and room events; the callee mutes
@@ -19,6 +20,10 @@ The rows (sdkappid 1400000001 unless said):
   room-7f3a at 12:00: room events only (an old client): a call known only from the room,
           recorded (task T3) without a record-changed callback.
   call-4  call callbacks only (no room events).
+  call-5  call callbacks at 16:00 in room 777 whose session began at 15:58 and ends at
+          16:10 with no event during the call (its session straddles the call).
+  call-6  call callbacks at 18:00 in room 888, between two sessions of that room (the first
+          without its 102): neither is the call's; both are calls known only from the room.
   app 1400000002, room 48213907 at 08:01: another app's room of the same id.
 """
 
@@ -62,15 +67,18 @@ def trtc(etype, at, room, user=None, sdkappid=APP, **cols):
     names = {101: "create_room", 102: "dismiss_room", 103: "enter_room", 104: "exit_room",
              201: "start_video", 202: "stop_video", 203: "start_audio", 204: "stop_audio",
              301: "recorder_start", 302: "recorder_stop", 311: "vod_commit", 312: "vod_stop"}
+    if "trtc_role" in cols:
+        cols["role"] = {20: "anchor", 21: "audience"}[cols.pop("trtc_role")]
+    if "leave_code" in cols:
+        cols["trtc_status"] = cols.pop("leave_code")
     row(family, "trtc", sdkappid=sdkappid, user_id=user, room_id=room, event=names[etype],
-        trtc_group=etype // 100, trtc_event_type=etype, event_time=t(at), signed=1, **cols)
+        trtc_event_type=etype, event_time=t(at), **cols)
 
 
 def record_changed(call, etype, at, room, task, **cols):
     names = {301: "recorder_start", 311: "vod_commit", 312: "vod_stop"}
     row("v4", "Call.CallbackAfterRecordChanged", call_id=call, room_id=room,
-        event=names[etype], trtc_group=3, trtc_event_type=etype, event_time=t(at),
-        task_id=task, kit_type=2, **cols)
+        event=names[etype], trtc_event_type=etype, event_time=t(at), task_id=task, **cols)
 
 
 R1, R3 = "48213907", "room-7f3a"
@@ -141,6 +149,24 @@ trtc(311, "12:06:00.000", R3, "callkit_1400000001_record_room-7f3a", task_id="T3
 status("call-4", "user_e", "caller", "55555555", "14:00:00.000", "14:00:04.000", "14:01:04.000")
 status("call-4", "user_f", "callee", "55555555", "14:00:00.000", "14:00:04.000", "14:01:04.000")
 
+# call-5: a session of room 777 around the call, without an event during it.
+status("call-5", "user_g", "caller", "777", "16:00:00.000", "16:00:03.000", "16:01:00.000")
+trtc(101, "15:58:00.000", "777", "user_g")
+trtc(103, "15:58:00.100", "777", "user_g", trtc_role=20, reason=1)
+trtc(104, "16:10:00.000", "777", "user_g", trtc_role=20, reason=1)
+trtc(102, "16:10:01.000", "777")
+
+# call-6: call callbacks at 18:00 in room 888, between a session whose dismissal was lost
+# (17:00-17:05) and the next one (19:00): neither is the call's.
+status("call-6", "user_h", "caller", "888", "18:00:00.000", "18:00:02.000", "18:00:30.000")
+trtc(101, "17:00:00.000", "888", "user_i")
+trtc(103, "17:00:01.000", "888", "user_i", trtc_role=20, reason=1)
+trtc(104, "17:05:00.000", "888", "user_i", trtc_role=20, reason=2)
+trtc(101, "19:00:00.000", "888", "user_j")
+trtc(103, "19:00:01.000", "888", "user_j", trtc_role=20, reason=1)
+trtc(104, "19:02:00.000", "888", "user_j", trtc_role=20, reason=1)
+trtc(102, "19:02:01.000", "888")
+
 # Another app, the same room id, at the same time as call-1.
 trtc(101, "08:01:00.000", R1, "other_1", sdkappid=APP2)
 trtc(103, "08:01:00.010", R1, "other_1", sdkappid=APP2, reason=1)
@@ -149,9 +175,8 @@ trtc(102, "08:01:31.000", R1, sdkappid=APP2)
 
 COLUMNS = ["sdkappid", "family", "command", "call_id", "user_id", "role", "event",
            "call_result", "media_type", "call_type", "room_id", "event_time", "start_call_ts",
-           "accept_ts", "end_ts", "trtc_group", "trtc_event_type", "reason", "trtc_role",
-           "terminal_type", "user_type", "task_id", "trtc_status", "leave_code", "kit_type",
-           "files", "signed"]
+           "accept_ts", "end_ts", "trtc_event_type", "reason", "terminal_type", "user_type",
+           "task_id", "trtc_status", "files"]
 
 # What each view is read as: (view, columns, order). Times, lists and JSON are normalised.
 QUERIES = [
@@ -168,6 +193,9 @@ QUERIES = [
     ("room_only_calls", ["sdkappid", "call_id", "caller", "callees", "media_type",
                          "call_type", "outcome", "started_at", "accepted_at", "ended_at",
                          "participants", "events", "day", "source"], "sdkappid, call_id"),
+    ("all_calls", ["sdkappid", "call_id", "caller", "callees", "outcome", "started_at",
+               "accepted_at", "ended_at", "ring_seconds", "talk_seconds", "participants",
+               "events", "day", "source"], "sdkappid, call_id"),
     # The README cookbook's questions, as part B would answer them.
     # "How many real seconds (minutes) did each user spend in calls that day?"
     ("(SELECT sdkappid, user_id, sum(seconds_in_room) AS seconds FROM call_presence"
@@ -204,13 +232,16 @@ def norm(col, v):
     return v
 
 
+def migrations(backend):
+    d = os.path.join(ROOT, "migrations", backend)
+    return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".sql")]
+
+
 def sqlite_results():
     db = sqlite3.connect(":memory:")
-    for name in ["0001_call_events.sql", "0002_analytics.sql"]:
-        with open(os.path.join(ROOT, "migrations", "sqlite", name)) as f:
+    for name in migrations("sqlite"):
+        with open(name) as f:
             db.executescript(f.read())
-    with open(os.path.join(HERE, "sqlite.sql")) as f:
-        db.executescript(f.read())
     cols = COLUMNS + ["payload", "dedupe_key"]
     for i, r in enumerate(ROWS):
         values = [r.get(c) for c in COLUMNS] + ["{}", i.to_bytes(8, "little")]
@@ -226,8 +257,6 @@ def sqlite_results():
 def pg_literal(c, v):
     if v is None:
         return "NULL"
-    if c == "signed":
-        return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
     return "'" + str(v).replace("'", "''") + "'"
@@ -246,12 +275,9 @@ def pg_results(host, port, user):
                      "CREATE DATABASE trtc_views_check;")
     try:
         script = []
-        for name in ["0001_call_events.sql", "0002_analytics.sql",
-                     "0003_drop_redundant_call_index.sql"]:
-            with open(os.path.join(ROOT, "migrations", "postgres", name)) as f:
+        for name in migrations("postgres"):
+            with open(name) as f:
                 script.append(f.read())
-        with open(os.path.join(HERE, "postgres.sql")) as f:
-            script.append(f.read())
         cols = COLUMNS + ["payload", "dedupe_key"]
         for i, r in enumerate(ROWS):
             values = [pg_literal(c, r.get(c)) for c in COLUMNS]
@@ -272,61 +298,81 @@ def pg_results(host, port, user):
 
 S1 = "room:48213907@1764403260000"  # the other app's session start, Unix ms
 S3 = "room:room-7f3a@1764417600000"
+S8A = "room:888@1764435600000"  # room 888, the session without its dismissal
+S8B = "room:888@1764442800000"
 
 EXPECTED = {
     "room_sessions": [
         [APP, "48213907", 1, t("08:00:00.119"), t("08:03:08.500"), "user_a", 3, 3, 1, 15],
         [APP, "48213907", 2, t("10:00:00.200"), t("10:00:09.000"), "user_c", 2, 2, 0, 8],
+        [APP, "777", 1, t("15:58:00.000"), t("16:10:01.000"), "user_g", 1, 1, 0, 4],
+        [APP, "888", 1, t("17:00:00.000"), None, "user_i", 1, 1, 0, 3],
+        [APP, "888", 2, t("19:00:00.000"), t("19:02:01.000"), "user_j", 1, 1, 0, 4],
         [APP, "room-7f3a", 1, t("12:00:00.000"), t("12:05:08.000"), "user_x", 2, 2, 0, 8],
         [APP2, "48213907", 1, t("08:01:00.000"), t("08:01:31.000"), "other_1", 1, 1, 0, 4],
     ],
     "call_sessions": [
         [APP, "call-1", "48213907", 1, "call_callbacks"],
         [APP, "call-2", "48213907", 2, "call_callbacks"],
+        [APP, "call-5", "777", 1, "call_callbacks"],
+        [APP, S8A, "888", 1, "room_events"],
+        [APP, S8B, "888", 2, "room_events"],
         [APP, S3, "room-7f3a", 1, "room_events"],
         [APP2, S1, "48213907", 1, "room_events"],
     ],
     "call_presence": [
-        # user_a: 183.08 s, audio from 00.400 and video from 00.700 until the exit.
-        [APP, "call-1", "user_a", t("08:00:00.120"), t("08:03:03.200"), 183.08, "left",
-         182.8, 182.5, "both"],
-        # user_b: muted 08:01:35.120-08:01:45.120, camera off from 08:01:10.220, timed out.
-        [APP, "call-1", "user_b", t("08:00:09.520"), t("08:03:03.370"), 173.85, "timeout",
-         163.4, 60.2, "both"],
-        [APP, "call-2", "user_c", t("10:00:00.210"), t("10:00:08.400"), 8.19, "left", 7.9,
-         None, "both"],
-        [APP, "call-2", "user_d", t("10:00:05.300"), t("10:00:08.300"), 3.0, "left", 2.7,
-         None, "both"],
-        [APP, "call-4", "user_e", t("14:00:04.000"), t("14:01:04.000"), 60.0, None, None,
-         None, "call_callbacks"],
-        [APP, "call-4", "user_f", t("14:00:04.000"), t("14:01:04.000"), 60.0, None, None,
-         None, "call_callbacks"],
-        [APP, S3, "user_x", t("12:00:00.010"), t("12:05:07.500"), 307.49, "left", 307.2,
-         None, "room_events"],
-        [APP, S3, "user_y", t("12:00:07.000"), t("12:05:07.000"), 300.0, "left", 299.8,
-         None, "room_events"],
-        [APP2, S1, "other_1", t("08:01:00.010"), t("08:01:30.010"), 30.0, "left", None, None,
-         "room_events"],
+        [APP, "call-1", "user_a", t("08:00:00.120"), t("08:03:03.200"), 183.08, "left", 182.8, 182.5, "both"],
+        [APP, "call-1", "user_b", t("08:00:09.520"), t("08:03:03.370"), 173.85, "timeout", 163.4, 60.2, "both"],
+        [APP, "call-2", "user_c", t("10:00:00.210"), t("10:00:08.400"), 8.19, "left", 7.9, None, "both"],
+        [APP, "call-2", "user_d", t("10:00:05.300"), t("10:00:08.300"), 3.0, "left", 2.7, None, "both"],
+        [APP, "call-4", "user_e", t("14:00:04.000"), t("14:01:04.000"), 60.0, None, None, None, "call_callbacks"],
+        [APP, "call-4", "user_f", t("14:00:04.000"), t("14:01:04.000"), 60.0, None, None, None, "call_callbacks"],
+        [APP, "call-5", "user_g", t("15:58:00.100"), t("16:10:00.000"), 719.9, "left", None, None, "both"],
+        [APP, "call-6", "user_h", t("18:00:02.000"), t("18:00:30.000"), 28.0, None, None, None, "call_callbacks"],
+        [APP, S8A, "user_i", t("17:00:01.000"), t("17:05:00.000"), 299.0, "timeout", None, None, "room_events"],
+        [APP, S8B, "user_j", t("19:00:01.000"), t("19:02:00.000"), 119.0, "left", None, None, "room_events"],
+        [APP, S3, "user_x", t("12:00:00.010"), t("12:05:07.500"), 307.49, "left", 307.2, None, "room_events"],
+        [APP, S3, "user_y", t("12:00:07.000"), t("12:05:07.000"), 300.0, "left", 299.8, None, "room_events"],
+        [APP2, S1, "other_1", t("08:01:00.010"), t("08:01:30.010"), 30.0, "left", None, None, "room_events"],
     ],
     "call_recordings": [
-        [APP, "call-1", "T1", "done", t("08:00:10.620"), t("08:03:06.000"),
-         [json.loads(VOD1)]],
-        [APP, S3, "T3", "uploaded", t("12:00:08.000"), t("12:05:07.800"),
-         [json.loads(VOD3)]],
+        [APP, "call-1", "T1", "done", t("08:00:10.620"), t("08:03:06.000"), [json.loads(VOD1)]],
+        [APP, S3, "T3", "uploaded", t("12:00:08.000"), t("12:05:07.800"), [json.loads(VOD3)]],
     ],
     "room_only_calls": [
-        [APP, S3, "user_x", "user_y", "audio", "single", None, t("12:00:00.000"),
-         t("12:00:07.000"), t("12:05:08.000"), 2, 8, "2025-11-29", "room_events"],
-        [APP2, S1, "other_1", "", "audio", "single", None, t("08:01:00.000"), None,
-         t("08:01:31.000"), 1, 4, "2025-11-29", "room_events"],
+        [APP, S8A, "user_i", "", "audio", "single", None, t("17:00:00.000"), None, t("17:05:00.000"), 1, 3, "2025-11-29", "room_events"],
+        [APP, S8B, "user_j", "", "audio", "single", None, t("19:00:00.000"), None, t("19:02:01.000"), 1, 4, "2025-11-29", "room_events"],
+        [APP, S3, "user_x", "user_y", "audio", "single", None, t("12:00:00.000"), t("12:00:07.000"), t("12:05:08.000"), 2, 8, "2025-11-29", "room_events"],
+        [APP2, S1, "other_1", "", "audio", "single", None, t("08:01:00.000"), None, t("08:01:31.000"), 1, 4, "2025-11-29", "room_events"],
+    ],
+    "all_calls": [
+        [APP, "call-1", "user_a", "user_b", "normal_end", t("08:00:00.000"), t("08:00:09.000"), t("08:03:03.000"), 9.0, 174.0, 2, 4, "2025-11-29", "both"],
+        [APP, "call-2", "user_c", "user_d", "normal_end", t("10:00:00.000"), t("10:00:05.000"), t("10:00:08.000"), 5.0, 3.0, 2, 3, "2025-11-29", "both"],
+        [APP, "call-4", "user_e", "user_f", "normal_end", t("14:00:00.000"), t("14:00:04.000"), t("14:01:04.000"), 4.0, 60.0, 2, 2, "2025-11-29", "call_callbacks"],
+        [APP, "call-5", "user_g", "", "normal_end", t("16:00:00.000"), t("16:00:03.000"), t("16:01:00.000"), 3.0, 57.0, 1, 1, "2025-11-29", "both"],
+        [APP, "call-6", "user_h", "", "normal_end", t("18:00:00.000"), t("18:00:02.000"), t("18:00:30.000"), 2.0, 28.0, 1, 1, "2025-11-29", "call_callbacks"],
+        [APP, S8A, "user_i", "", None, t("17:00:00.000"), None, t("17:05:00.000"), None, None, 1, 3, "2025-11-29", "room_events"],
+        [APP, S8B, "user_j", "", None, t("19:00:00.000"), None, t("19:02:01.000"), None, None, 1, 4, "2025-11-29", "room_events"],
+        [APP, S3, "user_x", "user_y", None, t("12:00:00.000"), t("12:00:07.000"), t("12:05:08.000"), 7.0, 301.0, 2, 8, "2025-11-29", "room_events"],
+        [APP2, S1, "other_1", "", None, t("08:01:00.000"), None, t("08:01:31.000"), None, None, 1, 4, "2025-11-29", "room_events"],
     ],
 }
 
 
 EXPECTED["cookbook: seconds per user"] = [
-    [APP, "user_a", 183.08], [APP, "user_b", 173.85], [APP, "user_c", 8.19],
-    [APP, "user_d", 3.0], [APP, "user_e", 60.0], [APP, "user_f", 60.0],
-    [APP, "user_x", 307.49], [APP, "user_y", 300.0], [APP2, "other_1", 30.0],
+    [APP, "user_a", 183.08],
+    [APP, "user_b", 173.85],
+    [APP, "user_c", 8.19],
+    [APP, "user_d", 3.0],
+    [APP, "user_e", 60.0],
+    [APP, "user_f", 60.0],
+    [APP, "user_g", 719.9],
+    [APP, "user_h", 28.0],
+    [APP, "user_i", 299.0],
+    [APP, "user_j", 119.0],
+    [APP, "user_x", 307.49],
+    [APP, "user_y", 300.0],
+    [APP2, "other_1", 30.0],
 ]
 EXPECTED["cookbook: left within 5 s"] = [["call-2"]]
 EXPECTED["cookbook: recording of call-1"] = [["T1", "done", [json.loads(VOD1)]]]

@@ -99,7 +99,7 @@ fn labels(query: &CallbackQuery) -> (&'static str, &'static str) {
     let family = match classify(cmd) {
         Kind::Status => "status",
         Kind::Event => "event",
-        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged => "v4",
+        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged | Kind::V4RecordChanged => "v4",
         Kind::Unknown => "unknown",
     };
     let command = known_commands()
@@ -212,9 +212,34 @@ struct Request<'a> {
     headers: &'a HeaderMap,
 }
 
-enum BodyError {
+pub(super) enum BodyError {
     TooLarge,
     Unreadable(String),
+}
+
+/// Reads a request body of at most `limit` bytes (a declared `Content-Length` over it is
+/// refused before reading).
+pub(super) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable(e.to_string())
+        }
+    })
 }
 
 impl Request<'_> {
@@ -319,24 +344,7 @@ impl Request<'_> {
     }
 
     async fn read_body(&self, body: Body) -> Result<Bytes, BodyError> {
-        let limit = self.st.settings.body_limit;
-        let declared = self
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(BodyError::TooLarge);
-        }
-        axum::body::to_bytes(body, limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                BodyError::TooLarge
-            } else {
-                BodyError::Unreadable(e.to_string())
-            }
-        })
+        read_limited(self.headers, body, self.st.settings.body_limit).await
     }
 
     /// Answers a refusal for a configured app and keeps it in `rejected_deliveries`, once

@@ -80,6 +80,7 @@ impl Record {
             opt_platform: self.opt_platform,
             remote_addr: self.remote_addr,
             members: None,
+            trtc: Default::default(),
             payload: Some(self.payload.into()),
             notes: None,
             received_at: self.received_at,

@@ -21,6 +21,7 @@ pub mod query;
 pub mod reply;
 pub mod scan;
 pub mod trtc;
+mod trtc_rows;
 pub mod v1;
 pub mod v4;
 pub mod v4_record;
@@ -34,6 +35,7 @@ pub use fields::{Fields, Notes};
 
 pub use query::CallbackQuery;
 pub use reply::{ErrorCode, ReplyStyle};
+pub use trtc_rows::{TRTC_COMMAND, parse_trtc_delivery, trtc_family};
 pub use values::{CallResult, CallType, MediaType, MemberAction, Millis, Role};
 
 /// The callback families (`call_events.family`).
@@ -48,6 +50,15 @@ pub enum Family {
     /// A command callhook does not know (yet): stored with whatever common fields its body
     /// has.
     Other,
+    /// TRTC's own room events (`EventGroupId` 1), posted to the TRTC path.
+    Room,
+    /// TRTC's media events (group 2).
+    Media,
+    /// TRTC's cloud-recording events (group 3).
+    Recording,
+    /// TRTC callbacks of any other group (4 relay to CDN, 8 web page recording, 9 AI
+    /// services, or one callhook does not know), and bodies without a readable group.
+    Trtc,
 }
 
 impl Family {
@@ -57,6 +68,10 @@ impl Family {
             Self::Event => "event",
             Self::V4 => "v4",
             Self::Other => "other",
+            Self::Room => "room",
+            Self::Media => "media",
+            Self::Recording => "recording",
+            Self::Trtc => "trtc",
         }
     }
 
@@ -66,6 +81,10 @@ impl Family {
             "event" => Some(Self::Event),
             "v4" => Some(Self::V4),
             "other" => Some(Self::Other),
+            "room" => Some(Self::Room),
+            "media" => Some(Self::Media),
+            "recording" => Some(Self::Recording),
+            "trtc" => Some(Self::Trtc),
             _ => None,
         }
     }
@@ -107,10 +126,11 @@ pub const EVENT_COMMANDS: [&str; 19] = [
 ];
 
 /// The v4 commands, in their documented spelling.
-pub const V4_COMMANDS: [&str; 3] = [
+pub const V4_COMMANDS: [&str; 4] = [
     "Call.CallbackAfterStartCall",
     "Call.CallbackAfterEndCall",
     "Call.CallbackAfterMemberChanged",
+    v4_record::RECORD_CHANGED,
 ];
 
 /// Every command callhook knows, in documented spelling: the default allow-list.
@@ -129,6 +149,9 @@ pub enum Kind {
     V4StartCall,
     V4EndCall,
     V4MemberChanged,
+    /// `Call.CallbackAfterRecordChanged` (either spelling): links a call to its
+    /// cloud-recording task.
+    V4RecordChanged,
     /// A command callhook does not know: stored (family `other`) with whatever common
     /// fields its body has.
     Unknown,
@@ -147,6 +170,8 @@ pub fn classify(command: &str) -> Kind {
         Kind::V4EndCall
     } else if command.eq_ignore_ascii_case(V4_COMMANDS[2]) {
         Kind::V4MemberChanged
+    } else if v4_record::is_record_changed(command) {
+        Kind::V4RecordChanged
     } else {
         Kind::Unknown
     }
@@ -217,12 +242,36 @@ pub struct EventRow {
     /// The body exactly as received (minus a UTF-8 byte-order mark). A delivery that makes
     /// several rows stores it on the first only.
     pub payload: Option<Arc<str>>,
+    /// The columns only TRTC's own callbacks (and `Call.CallbackAfterRecordChanged`) fill.
+    pub trtc: TrtcColumns,
     /// What could not be read, `"; "`-separated; `None` when everything could.
     pub notes: Option<String>,
     pub received_at: Millis,
     /// Identifies the delivery (and the row's place in it) across retries: equal keys are
     /// the same delivery.
     pub dedupe_key: DedupeKey,
+}
+
+/// The `call_events` columns of TRTC's room, media and recording callbacks (NULL on the
+/// call-callback rows).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrtcColumns {
+    /// `EventType` as sent (`event` holds its name).
+    pub event_type: Option<i64>,
+    /// `EventInfo.UniqueId`, as text.
+    pub unique_id: Option<String>,
+    /// `EventInfo.TerminalType` (103).
+    pub terminal_type: Option<i64>,
+    /// `EventInfo.UserType` (103).
+    pub user_type: Option<i64>,
+    /// `EventInfo.Reason` (103, 104; 0 on media stops).
+    pub reason: Option<i64>,
+    /// `EventInfo.TaskId`: the recording task.
+    pub task_id: Option<String>,
+    /// `Payload.Status`, or for 302 and 305 `Payload.LeaveCode`.
+    pub status: Option<i64>,
+    /// The recording payload's file members, a JSON object of the values as received.
+    pub files: Option<String>,
 }
 
 /// 16 bytes of SHA-256 over the fields that identify an event.
@@ -263,6 +312,7 @@ impl EventRow {
             remote_addr: ctx.remote_addr.map(str::to_owned),
             members: None,
             payload: None,
+            trtc: TrtcColumns::default(),
             notes: None,
             received_at: ctx.received_at,
             dedupe_key: [0; 16],
@@ -333,7 +383,9 @@ fn identity(kind: Kind, command: &str) -> (Family, String) {
     let family = match kind {
         Kind::Status => Family::Status,
         Kind::Event => Family::Event,
-        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged => Family::V4,
+        Kind::V4StartCall | Kind::V4EndCall | Kind::V4MemberChanged | Kind::V4RecordChanged => {
+            Family::V4
+        }
         Kind::Unknown => Family::Other,
     };
     let command = match kind {
@@ -419,6 +471,7 @@ pub fn parse_delivery(
         Kind::V4StartCall => vec![v4::start_call_row(&read, &mut notes)],
         Kind::V4EndCall => vec![v4::end_call_row(&read, &mut notes)],
         Kind::V4MemberChanged => v4::member_changed_rows(&read, &mut notes),
+        Kind::V4RecordChanged => vec![trtc_rows::record_changed_row(ctx, text, &mut notes)],
         Kind::Unknown => {
             if !ctx.command.is_empty() {
                 notes.push(format!(

@@ -7,12 +7,13 @@ use proptest::prelude::*;
 use super::values::{CallResult, CallType, MediaType, MemberAction, Role, normalize, unix_time};
 use super::{CallbackQuery, Context, ErrorCode, Family, Kind, classify, parse_delivery, scan};
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Status,
     Kind::Event,
     Kind::V4StartCall,
     Kind::V4EndCall,
     Kind::V4MemberChanged,
+    Kind::V4RecordChanged,
     Kind::Unknown,
 ];
 
@@ -40,6 +41,7 @@ fn command_for(kind: Kind) -> &'static str {
         Kind::V4StartCall => "Call.CallbackAfterStartCall",
         Kind::V4EndCall => "Call.CallbackAfterEndCall",
         Kind::V4MemberChanged => "Call.CallbackAfterMemberChanged",
+        Kind::V4RecordChanged => "Call.CallbackAfterRecordChanged",
         Kind::Unknown => "caller_new_thing",
     }
 }

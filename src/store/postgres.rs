@@ -43,7 +43,8 @@ INSERT INTO call_events (
     sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
     call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
     opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key,
-    members, notes)
+    members, notes, trtc_event_type, unique_id, terminal_type, user_type, reason, task_id,
+    trtc_status, files)
 SELECT
     t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, t.event, t.call_result,
     t.media_type, t.call_type, t.room_id, t.total_num,
@@ -54,16 +55,20 @@ SELECT
     t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries,
     timestamptz 'epoch' + t.received_at * interval '1 millisecond',
     timestamptz 'epoch' + t.received_at * interval '1 millisecond',
-    t.dedupe_key, t.members::json, t.notes
+    t.dedupe_key, t.members::json, t.notes, t.trtc_event_type, t.unique_id, t.terminal_type,
+    t.user_type, t.reason, t.task_id, t.trtc_status, t.files::json
 FROM unnest(
     $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
     $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[],
-    $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[]
+    $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[],
+    $26::int[], $27::text[], $28::int[], $29::int[], $30::int[], $31::text[], $32::int[],
+    $33::text[]
 ) AS t(sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
        call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts,
        client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key,
-       members, notes)
+       members, notes, trtc_event_type, unique_id, terminal_type, user_type, reason, task_id,
+       trtc_status, files)
 "#;
 
 const EVENTS_UPSERT: &str = r#"
@@ -124,7 +129,7 @@ fn statements() -> &'static Statements {
         events: format!("{EVENTS_INSERT}{EVENTS_UPSERT}"),
         events_fenced: format!(
             "{}{EVENTS_INSERT}{FENCED}{EVENTS_UPSERT}",
-            raise_fence("$26", "$27")
+            raise_fence("$34", "$35")
         ),
         rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
         rejected_fenced: format!(
@@ -436,6 +441,14 @@ async fn insert_events<'c>(
     let order = &sorted_indices(rows);
     let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
     let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
+    // The TRTC codes are integer columns; the parser keeps them within range
+    // (src/protocol/trtc_rows.rs), so nothing is lost here.
+    let int32 = |f: fn(&EventRow) -> Option<i64>| {
+        order
+            .iter()
+            .map(|&i| f(rows[i].row).and_then(|v| i32::try_from(v).ok()))
+            .collect::<Vec<Option<i32>>>()
+    };
     let query = sqlx::query_as(match fence {
         Some(_) => &sql.events_fenced,
         None => &sql.events,
@@ -469,7 +482,15 @@ async fn insert_events<'c>(
     .bind(column(rows, order, |r| r.received_at))
     .bind(column(rows, order, |r| &r.dedupe_key[..]))
     .bind(col(|r| r.members.as_deref()))
-    .bind(col(|r| r.notes.as_deref()));
+    .bind(col(|r| r.notes.as_deref()))
+    .bind(int32(|r| r.trtc.event_type))
+    .bind(col(|r| r.trtc.unique_id.as_deref()))
+    .bind(int32(|r| r.trtc.terminal_type))
+    .bind(int32(|r| r.trtc.user_type))
+    .bind(int32(|r| r.trtc.reason))
+    .bind(col(|r| r.trtc.task_id.as_deref()))
+    .bind(int32(|r| r.trtc.status))
+    .bind(col(|r| r.trtc.files.as_deref()));
     match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
         None => query,

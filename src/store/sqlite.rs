@@ -48,8 +48,9 @@ pub(crate) enum Target {
 const EVENT_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
     call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, received_at, \
-    last_delivery_at, dedupe_key, members, notes";
-const EVENT_PARAMS: usize = 26;
+    last_delivery_at, dedupe_key, members, notes, trtc_event_type, unique_id, terminal_type, \
+    user_type, reason, task_id, trtc_status, files";
+const EVENT_PARAMS: usize = 34;
 
 /// `INSERT … VALUES (…) × n … ON CONFLICT … RETURNING` for `n` rows.
 fn insert_events_sql(target: Target, n: usize) -> &'static str {
@@ -138,7 +139,15 @@ pub(crate) async fn insert_events(
                 .bind(ts(Some(r.received_at)))
                 .bind(&r.dedupe_key[..])
                 .bind(r.members.as_deref())
-                .bind(r.notes.as_deref());
+                .bind(r.notes.as_deref())
+                .bind(r.trtc.event_type)
+                .bind(r.trtc.unique_id.as_deref())
+                .bind(r.trtc.terminal_type)
+                .bind(r.trtc.user_type)
+                .bind(r.trtc.reason)
+                .bind(r.trtc.task_id.as_deref())
+                .bind(r.trtc.status)
+                .bind(r.trtc.files.as_deref());
             if target == Target::Journal {
                 query = query.bind(fence);
             }

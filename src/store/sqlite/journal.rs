@@ -343,6 +343,16 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
         members: text("members")?,
         payload: text("payload")?.map(Into::into),
         notes: text("notes")?,
+        trtc: crate::protocol::TrtcColumns {
+            event_type: r.try_get("trtc_event_type")?,
+            unique_id: text("unique_id")?,
+            terminal_type: r.try_get("terminal_type")?,
+            user_type: r.try_get("user_type")?,
+            reason: r.try_get("reason")?,
+            task_id: text("task_id")?,
+            status: r.try_get("trtc_status")?,
+            files: text("files")?,
+        },
         received_at: parse_iso(&received)
             .ok_or_else(|| bad(format!("received_at {received:?}")))?,
         dedupe_key: key
