@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLHOOK_CALLBACK_PATH", value_name = "PATH")]
     pub callback_path: Option<String>,
 
+    /// The URL path TRTC posts its room, media and recording callbacks to (the TRTC
+    /// console's callback URL). Default: /trtc
+    #[arg(long, env = "CALLHOOK_TRTC_PATH", value_name = "PATH")]
+    pub trtc_path: Option<String>,
+
     /// Largest accepted request body in bytes. Default: 65536
     #[arg(long, env = "CALLHOOK_BODY_LIMIT", value_name = "BYTES")]
     pub body_limit: Option<usize>,

@@ -30,6 +30,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub callback_path: Option<String>,
+    pub trtc_path: Option<String>,
     pub log_format: Option<LogFormat>,
     pub trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
@@ -93,6 +94,9 @@ pub struct FileApp {
     pub token: Option<String>,
     pub token_env: Option<String>,
     pub commands: Option<Vec<String>>,
+    /// The key set in the TRTC console for the room, media and recording callbacks.
+    pub trtc_key: Option<String>,
+    pub trtc_key_env: Option<String>,
 }
 
 impl FileConfig {
@@ -217,6 +221,9 @@ pub struct AppSettings {
     /// Allowed commands, lower-cased; `None` = every command (those callhook does not know
     /// are stored with family `other`).
     pub commands: Option<HashSet<String>>,
+    /// The TRTC console's callback key: when set, TRTC's own callbacks must carry `Sign` =
+    /// base64(HMAC-SHA256(key, body)); when not, they are stored with a note saying so.
+    pub trtc_key: Option<Secret>,
 }
 
 impl AppSettings {
@@ -225,6 +232,7 @@ impl AppSettings {
             sdkappid,
             token: None,
             commands: None,
+            trtc_key: None,
         }
     }
 
@@ -261,6 +269,8 @@ pub struct Settings {
     pub migrate: bool,
     pub apps: BTreeMap<i64, AppSettings>,
     pub callback_path: String,
+    /// Where TRTC's own callbacks are posted.
+    pub trtc_path: String,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -290,6 +300,7 @@ impl Settings {
             migrate: true,
             apps: apps.into_iter().map(|a| (a.sdkappid, a)).collect(),
             callback_path: "/".to_owned(),
+            trtc_path: "/trtc".to_owned(),
             body_limit: 64 * 1024,
             request_timeout: Duration::from_millis(3000),
             header_read_timeout: Duration::from_secs(5),
@@ -337,6 +348,23 @@ impl Settings {
                 ));
             }
             s.callback_path = path;
+        }
+        if let Some(path) = args.trtc_path.clone().or(file.trtc_path) {
+            if !path.starts_with('/') || path.contains(['?', '#']) {
+                return err(format!(
+                    "trtc_path {path:?} must start with '/' and have no query"
+                ));
+            }
+            if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
+                return err(format!("trtc_path {path:?} collides with a built-in route"));
+            }
+            s.trtc_path = path;
+        }
+        if s.trtc_path == s.callback_path {
+            return err(format!(
+                "trtc_path and callback_path are both {:?}; TRTC's callbacks need a path of their own",
+                s.trtc_path
+            ));
         }
 
         if let Some(v) = args.body_limit.or(file.limits.body_bytes) {
@@ -576,6 +604,22 @@ fn resolve_apps(
             })?),
             (None, None) => None,
         };
+        if a.trtc_key.is_some() && a.trtc_key_env.is_some() {
+            return err(format!(
+                "[[apps]] {}: set trtc_key or trtc_key_env, not both",
+                a.sdkappid
+            ));
+        }
+        let trtc_key = match (&a.trtc_key, &a.trtc_key_env) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(var)) => Some(env(var).ok_or_else(|| {
+                ConfigError(format!(
+                    "[[apps]] {}: trtc_key_env {var} is not set",
+                    a.sdkappid
+                ))
+            })?),
+            (None, None) => None,
+        };
         let commands = match a.commands {
             Some(list) if list.is_empty() => {
                 return err(format!(
@@ -590,6 +634,7 @@ fn resolve_apps(
             sdkappid: a.sdkappid,
             token: token.map(Secret::new),
             commands,
+            trtc_key: trtc_key.map(Secret::new),
         };
         if apps.insert(a.sdkappid, app).is_some() {
             return err(format!("[[apps]] sdkappid {} is listed twice", a.sdkappid));
@@ -606,6 +651,12 @@ fn resolve_apps(
         }
         if app.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
             return err(format!("app {}: the token is empty", app.sdkappid));
+        }
+        if let Some(k) = env(&format!("CALLHOOK_TRTC_KEY_{}", app.sdkappid)) {
+            app.trtc_key = Some(Secret::new(k));
+        }
+        if app.trtc_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+            return err(format!("app {}: the TRTC key is empty", app.sdkappid));
         }
     }
     Ok(apps)
@@ -736,6 +787,45 @@ mod tests {
             !format!("{s:?}").contains("t1"),
             "secrets never show in Debug"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn trtc_keys_and_path() -> Result<(), ConfigError> {
+        let env = |k: &str| match k {
+            "MY_TRTC_KEY" => Some("k1".to_owned()),
+            "CALLHOOK_TRTC_KEY_2" => Some("k2".to_owned()),
+            _ => None,
+        };
+        let file = FileConfig::parse(
+            "trtc_path = \"/rooms\"\n[[apps]]\nsdkappid = 1\ntrtc_key_env = \"MY_TRTC_KEY\"\n[[apps]]\nsdkappid = 3\ntrtc_key = \"k3\"\n",
+        )?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into(), "4".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        assert_eq!(s.trtc_path, "/rooms");
+        let key = |id: i64| s.apps[&id].trtc_key.as_ref().map(Secret::expose);
+        assert_eq!(
+            (key(1), key(2), key(3), key(4)),
+            (Some("k1"), Some("k2"), Some("k3"), None)
+        );
+        assert!(!format!("{s:?}").contains("k3"), "keys never show in Debug");
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        assert_eq!(resolve(one(), "")?.trtc_path, "/trtc");
+        for bad in [
+            "trtc_path = \"trtc\"",
+            "trtc_path = \"/\"",
+            "trtc_path = \"/metrics\"",
+            "[[apps]]\nsdkappid = 1\ntrtc_key = \"a\"\ntrtc_key_env = \"B\"",
+            "[[apps]]\nsdkappid = 1\ntrtc_key_env = \"UNSET\"",
+        ] {
+            assert!(resolve(one(), bad).is_err(), "{bad}");
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod peer;
 pub mod server;
+pub mod trtc;
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -88,8 +89,10 @@ pub fn router(state: SharedState) -> Router {
 /// [`router`] plus extra routes (tests add a panicking one).
 pub fn router_with(state: SharedState, extra: Router<SharedState>) -> Router {
     let path = state.settings.callback_path.clone();
+    let trtc_path = state.settings.trtc_path.clone();
     Router::new()
         .route(&path, post(callback::handle))
+        .route(&trtc_path, post(trtc::handle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -19,3 +19,4 @@ mod journal;
 mod migrations;
 mod operations;
 mod send;
+mod trtc;
