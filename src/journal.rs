@@ -494,6 +494,44 @@ mod tests {
         assert_eq!(journal.stats().events, accepted);
     }
 
+    /// A TRTC event (and a recording linked by Call.CallbackAfterRecordChanged) goes through
+    /// the journal with every column, the TRTC ones included.
+    #[tokio::test]
+    async fn trtc_rows_come_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let ctx = Context {
+            sdkappid: 1_400_000_001,
+            command: crate::protocol::TRTC_COMMAND,
+            client_ip: None,
+            opt_platform: None,
+            remote_addr: Some("10.1.2.3"),
+            received_at: 1_764_403_300_000,
+        };
+        let body = br#"{"EventGroupId":3,"EventType":311,"CallbackTs":1764403245276,"EventInfo":{"RoomId":"r1","EventTs":1764403245,"EventMsTs":1764403245120,"UserId":"robot","TaskId":"T9","Payload":{"Status":2,"TencentVod":{"FileId":"1","VideoUrl":"https://v/1.mp4"}}}}"#;
+        let mut row = crate::protocol::parse_trtc_delivery(&ctx, body)
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .unwrap_or_else(|| panic!("the test body parses"));
+        row.add_note("unverified: no trtc_key configured for this app");
+        row.trtc.unique_id = Some("42".into());
+        row.trtc.terminal_type = Some(2);
+        row.trtc.user_type = Some(3);
+        row.trtc.reason = Some(1);
+        journal
+            .append(&[&row], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let db = journal.db.lock().await;
+        let back = db.take_chunk(10).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].row, row);
+        assert_eq!(
+            back[0].row.trtc.files.as_deref(),
+            Some(r#"{"TencentVod":{"FileId":"1","VideoUrl":"https://v/1.mp4"}}"#)
+        );
+    }
+
     #[tokio::test]
     async fn a_corrupt_journal_is_moved_aside_not_deleted() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

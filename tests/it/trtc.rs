@@ -603,3 +603,59 @@ fn the_readme_holds_the_tested_recipes() {
         );
     }
 }
+
+/// With PostgreSQL down, TRTC events are journaled and answered 200 like every callback
+/// (a retry with a new CallbackTs merging into the journaled row), then replayed, every
+/// TRTC column intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trtc_events_go_through_the_outage_journal() {
+    let cluster = crate::pg::PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let db = TestDb::postgres_at(cluster.create_database().await);
+    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool_dir = spool.path().to_path_buf();
+    let app = TestApp::spawn_on(db, move |s| s.spool.dir = Some(spool_dir)).await;
+    cluster.stop_server().unwrap_or_else(|e| panic!("{e:#}"));
+    let body = |callback_ts: i64| {
+        json!({"EventGroupId": 3, "EventType": 311, "CallbackTs": callback_ts,
+               "EventInfo": {"RoomId": "48213907", "EventMsTs": 1_764_403_445_120_i64,
+                             "UserId": "robot", "TaskId": "T7",
+                             "Payload": {"Status": 0, "TencentVod": {"FileId": "77"}}}})
+    };
+    for ts in [1_764_403_445_276_i64, 1_764_403_455_276] {
+        let (status, answer) = post_app(&app, &body(ts)).await;
+        assert_eq!((status, answer), (200, json!({"code": 0})));
+    }
+    cluster.start_server().unwrap_or_else(|e| panic!("{e:#}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ok = match app.store() {
+            Store::Postgres(s) => {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM call_events")
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap_or(0)
+                    > 0
+            }
+            Store::Sqlite(_) => true,
+        };
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replay within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stored = trtc_rows(app.store()).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let r = &stored[0];
+    assert_eq!(
+        (r[1].clone(), r[3].clone()),
+        (json!("recording"), json!("vod_commit"))
+    );
+    assert_eq!((r[13].clone(), r[14].clone()), (json!("T7"), json!(0.0)));
+    assert_eq!(r[15], json!({"TencentVod": {"FileId": "77"}}));
+    assert_eq!(r[16], UNVERIFIED);
+    assert_eq!(r[17], json!(2.0), "two deliveries, one row");
+}
