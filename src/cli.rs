@@ -235,7 +235,8 @@ pub enum SendFamily {
     Event,
     /// The v4 callbacks (`CallbackCommand=Call.CallbackAfterStartCall`, …).
     V4,
-    /// All three families for every call.
+    /// All three families for every call; with --trtc-key or --trtc-url, TRTC's own
+    /// callbacks of every call too (as --family trtc).
     All,
     /// TRTC's own callbacks of every call's room: room and media events, cloud recording
     /// (signed with --trtc-key, to --trtc-url), and Call.CallbackAfterRecordChanged (to --url).
@@ -302,12 +303,12 @@ pub struct SendArgs {
     #[arg(long, value_enum, default_value_t = SendFamily::Status)]
     pub family: SendFamily,
 
-    /// --family trtc: the TRTC callback URL (as registered in the TRTC console). Default:
+    /// --family trtc (and all): the TRTC callback URL (as registered in the TRTC console). Default:
     /// `trtc` resolved against --url (http://127.0.0.1:8080/ → http://127.0.0.1:8080/trtc).
     #[arg(long, env = "CALLHOOK_SEND_TRTC_URL", value_name = "URL")]
     pub trtc_url: Option<String>,
 
-    /// --family trtc: the TRTC console's callback key; each TRTC callback carries
+    /// --family trtc (and all): the TRTC console's callback key; each TRTC callback carries
     /// Sign = base64(HMAC-SHA256(key, body)). Without it, none is signed.
     #[arg(
         long,

@@ -88,6 +88,15 @@ pub async fn run_until(args: SendArgs, stop: impl Future<Output = ()>) -> anyhow
     Ok(())
 }
 
+/// Whether `--family all` sends TRTC's own callbacks too: when the TRTC side is configured
+/// (`--trtc-key`, or `--trtc-url`). Without either, `all` is the three call families, as
+/// before TRTC's callbacks were received.
+fn with_trtc(args: &SendArgs) -> bool {
+    args.family == SendFamily::All
+        && !args.example
+        && (args.trtc_key.is_some() || args.trtc_url.is_some())
+}
+
 /// Sends what `args` asks for and returns the summary (without printing it). A progress
 /// bar is drawn on stderr when it is a terminal and `--quiet` is not given.
 pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
@@ -147,10 +156,27 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
     };
     let started = Instant::now();
     let ticker = tokio::spawn(tick(Arc::clone(&engine), progress.clone()));
-    let interrupted = dispatch(&engine, deliveries, args.rate, concurrency, &progress, stop).await;
-    let elapsed = started.elapsed();
+    tokio::pin!(stop);
+    let mut interrupted = dispatch(
+        &engine,
+        deliveries,
+        args.rate,
+        concurrency,
+        &progress,
+        &mut stop,
+    )
+    .await;
     ticker.abort();
     progress.finish_and_clear();
+    // `--family all` with a TRTC side configured: then TRTC's own callbacks of the same
+    // calls, to the TRTC URL (signed with --trtc-key), counted in the same summary.
+    let mut trtc_stats = None;
+    if with_trtc(args) && !interrupted {
+        let (stats, _, stopped) = trtc_deliver::run(args, seed, end_time, &mut stop).await?;
+        interrupted = stopped;
+        trtc_stats = Some(stats);
+    }
+    let elapsed = started.elapsed();
     let run = summary::RunInfo {
         url: engine.target().redacted(),
         sdkappid: args.sdkappid,
@@ -160,11 +186,14 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
         calls,
         interrupted,
     };
-    let summary = engine
+    let mut stats = engine
         .stats
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .summarize(run, elapsed);
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(t) = trtc_stats {
+        stats.absorb(t);
+    }
+    let summary = stats.summarize(run, elapsed);
     Ok(summary)
 }
 

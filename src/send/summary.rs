@@ -70,6 +70,28 @@ impl Stats {
         }
     }
 
+    /// Adds another engine's counts (a run that sends through two engines: the call
+    /// families and TRTC's own callbacks).
+    pub fn absorb(&mut self, other: Stats) {
+        self.deliveries += other.deliveries;
+        for (family, n) in other.by_family {
+            *self.by_family.entry(family).or_default() += n;
+        }
+        self.acknowledged += other.acknowledged;
+        self.dropped += other.dropped;
+        self.attempts += other.attempts;
+        self.retried += other.retried;
+        self.retry_attempts += other.retry_attempts;
+        self.retrying += other.retrying;
+        self.latencies_us.extend(other.latencies_us);
+        for (k, n) in other.answers {
+            *self.answers.entry(k).or_default() += n;
+        }
+        for (k, n) in other.failures {
+            *self.failures.entry(k).or_default() += n;
+        }
+    }
+
     /// The summary, consuming the latencies.
     pub fn summarize(&mut self, run: RunInfo, elapsed: Duration) -> Summary {
         let mut lat = std::mem::take(&mut self.latencies_us);

@@ -224,6 +224,34 @@ fn judge_trtc(status: u16, body: &[u8], latency: Duration) -> Attempt {
 /// `callhook send --family trtc`: renders the TRTC callbacks of `--calls` generated calls
 /// and sends them; returns the summary. `stop` cuts the run short.
 pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    let seed = args.seed.unwrap_or_else(super::random_seed);
+    let end_time = args
+        .end_time
+        .unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let started = Instant::now();
+    let (mut stats, trtc_url, interrupted) = run(args, seed, end_time, stop).await?;
+    let elapsed = started.elapsed();
+    let run = RunInfo {
+        url: trtc_url,
+        sdkappid: args.sdkappid,
+        family: "trtc".to_owned(),
+        seed: Some(seed),
+        end_time: Some(end_time),
+        calls: args.calls,
+        interrupted,
+    };
+    Ok(stats.summarize(run, elapsed))
+}
+
+/// Sends the TRTC callbacks of the calls that `seed` and `end_time` generate (the same
+/// calls as the call families'), and returns what happened, the TRTC URL, and whether
+/// `stop` cut the run short. `--family all` runs this after the call families.
+pub async fn run(
+    args: &SendArgs,
+    seed: u64,
+    end_time: i64,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<(Stats, String, bool)> {
     let trtc_url = match &args.trtc_url {
         Some(url) => url.clone(),
         None => default_trtc_url(&args.url)?,
@@ -240,10 +268,6 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
         TrtcSchedule::TENCENT,
         args.retry_schedule.clone(),
     )?);
-    let seed = args.seed.unwrap_or_else(super::random_seed);
-    let end_time = args
-        .end_time
-        .unwrap_or_else(|| chrono::Utc::now().timestamp());
     let key = args.trtc_key.clone().map(String::into_bytes);
     let sdkappid = args.sdkappid;
     let deliveries = Generator::new(seed, args.calls, end_time).flat_map(move |call| {
@@ -256,20 +280,9 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
         render_trtc(&call, &opts, &mut out);
         out
     });
-    let started = Instant::now();
     let interrupted = dispatch(&engine, deliveries, args.rate, concurrency, stop).await;
-    let elapsed = started.elapsed();
-    let run = RunInfo {
-        url: engine.trtc_url().to_owned(),
-        sdkappid: args.sdkappid,
-        family: "trtc".to_owned(),
-        seed: Some(seed),
-        end_time: Some(end_time),
-        calls: args.calls,
-        interrupted,
-    };
-    let summary = engine.stats().summarize(run, elapsed);
-    Ok(summary)
+    let stats = std::mem::take(&mut *engine.stats());
+    Ok((stats, engine.trtc_url().to_owned(), interrupted))
 }
 
 /// Starts every delivery (at most `rate` per second), keeping a bounded number pending, and

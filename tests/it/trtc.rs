@@ -659,3 +659,54 @@ async fn trtc_events_go_through_the_outage_journal() {
     assert_eq!(r[16], UNVERIFIED);
     assert_eq!(r[17], json!(2.0), "two deliveries, one row");
 }
+
+/// `callhook send --family all` with a TRTC key: the call families and TRTC's own callbacks
+/// of the same calls, signed, all acknowledged and stored (none refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_all_includes_signed_trtc_callbacks() {
+    let app = spawn(Backend::Sqlite).await;
+    let cmdline = format!(
+        "send --url {} --sdkappid {KEYED_APP} --trtc-key {KEY} --family all --calls 12 --seed 3",
+        app.url("/")
+    );
+    let argv = cmdline.split_whitespace().collect::<Vec<_>>();
+    let args = match <callhook::cli::Cli as clap::Parser>::try_parse_from(
+        std::iter::once("callhook").chain(argv),
+    ) {
+        Ok(callhook::cli::Cli {
+            command: callhook::cli::Command::Send(a),
+            ..
+        }) => a,
+        other => panic!("{cmdline} does not parse: {other:?}"),
+    };
+    let summary = callhook::send::execute(&args, std::future::pending())
+        .await
+        .unwrap_or_else(|e| panic!("{cmdline}: {e:#}"));
+    assert_eq!(summary.dropped, 0, "{}", summary.to_text());
+    assert_eq!(summary.acknowledged, summary.deliveries);
+    let families: Vec<&str> = summary
+        .deliveries_by_family
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert!(families.len() > 3, "{families:?}");
+    assert!(
+        app.rejected().await.is_empty(),
+        "every TRTC callback verified"
+    );
+    let trtc = scalar(
+        app.store(),
+        "SELECT count(*) FROM call_events WHERE family IN ('room', 'media', 'recording') \
+         AND notes IS NULL",
+    )
+    .await;
+    assert!(trtc > 12, "{trtc} TRTC rows, signed (no unverified note)");
+    let calls = scalar(app.store(), "SELECT count(*) FROM calls").await;
+    let joined = scalar(
+        app.store(),
+        "SELECT count(*) FROM all_calls WHERE source = 'both'",
+    )
+    .await;
+    assert_eq!(calls, 12);
+    assert!(joined > 0, "rooms joined to their calls");
+}
