@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::{DatabaseUrl, FileConfig, database_url, validate_database_url};
-use crate::store::{DailyStats, DayRange, Store};
+use crate::store::{DailyStats, DayRange, RoomStats, Store};
 
 mod html;
 
@@ -33,9 +33,31 @@ pub struct Report {
     /// Events of the period stored with notes (something could not be read), by the first
     /// field their notes name, most first.
     pub noted: Vec<(String, i64)>,
+    /// Time in TRTC rooms from room events, beside the call callbacks' talk time; `None`
+    /// when the period has no TRTC room event.
+    pub rooms: Option<RoomStats>,
 }
 
 impl Report {
+    /// "In TRTC rooms (room events): 16.3 person-minutes in 3 calls, 1 of them known only
+    /// from room events; talk time from the call callbacks: 3.0 minutes in 2 calls.", or
+    /// `None` without room events.
+    pub fn rooms_summary(&self) -> Option<String> {
+        let r = self.rooms.as_ref()?;
+        let plural = |n: i64| if n == 1 { "" } else { "s" };
+        Some(format!(
+            "In TRTC rooms (room events): {:.1} person-minutes in {} call{}, {} of them known \
+             only from room events; talk time from the call callbacks: {:.1} minutes in {} call{}.",
+            r.in_room_seconds / 60.0,
+            r.in_room_calls,
+            plural(r.in_room_calls),
+            r.room_only_calls,
+            r.talk_seconds / 60.0,
+            r.talk_calls,
+            plural(r.talk_calls),
+        ))
+    }
+
     /// How many events of the period were stored with notes.
     pub fn noted_events(&self) -> i64 {
         self.noted.iter().map(|(_, n)| n).sum()
@@ -201,7 +223,7 @@ pub async fn build(
     sdkappid: Option<i64>,
 ) -> anyhow::Result<Report> {
     // Independent reads, two of them folding the period's calls: run them side by side.
-    let (days, talk_ms, noted) = tokio::try_join!(
+    let (days, talk_ms, noted, rooms) = tokio::try_join!(
         async {
             store
                 .daily_stats(range, sdkappid)
@@ -219,6 +241,12 @@ pub async fn build(
                 .noted_events(range, sdkappid)
                 .await
                 .context("reading the events stored with notes")
+        },
+        async {
+            store
+                .room_stats(range, sdkappid)
+                .await
+                .context("reading the time in TRTC rooms")
         },
     )?;
     let mut totals = Totals::default();
@@ -240,6 +268,7 @@ pub async fn build(
         totals,
         talk_histogram: histogram(&talk_ms),
         noted,
+        rooms,
     })
 }
 
@@ -440,6 +469,9 @@ fn table(report: &Report) -> String {
     out.push('\n');
     out.push_str(&line(&total));
     out.push('\n');
+    if let Some(rooms) = report.rooms_summary() {
+        let _ = write!(out, "\n{rooms}\n");
+    }
     if let Some(noted) = report.noted_summary() {
         let _ = write!(
             out,

@@ -113,6 +113,16 @@ pub fn page(report: &Report) -> String {
         talk_chart(report)
     );
     daily_table(&mut out, report);
+    if let Some(rooms) = report.rooms_summary() {
+        let _ = write!(
+            out,
+            "<section>\n<h2>Time in TRTC rooms</h2>\n<p class=\"note\">{}</p>\n<p class=\"note\">From TRTC's \
+             room events: each participant from entering the room to leaving it, summed \
+             (call_presence); the call callbacks' talk time runs from answer to hang-up, once \
+             per call.</p>\n</section>\n",
+            esc(&rooms)
+        );
+    }
     if let Some(noted) = report.noted_summary() {
         let _ = write!(
             out,

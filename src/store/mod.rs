@@ -356,6 +356,21 @@ pub struct DailyStats {
     pub p90_talk_seconds: Option<f64>,
 }
 
+/// Real time in TRTC rooms beside the call callbacks' talk time, for a period.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RoomStats {
+    /// `calls.talk_seconds` summed over the period's calls (call callbacks), and how many
+    /// calls have one.
+    pub talk_seconds: f64,
+    pub talk_calls: i64,
+    /// `call_presence.seconds_in_room` from room events, summed over every participant who
+    /// entered during the period (person-seconds), and the calls they were in.
+    pub in_room_seconds: f64,
+    pub in_room_calls: i64,
+    /// Calls of the period known only from room events (`room_only_calls`).
+    pub room_only_calls: i64,
+}
+
 fn serialize_day<S: serde::Serializer>(day: &chrono::NaiveDate, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&day.format("%Y-%m-%d"))
 }
@@ -439,6 +454,20 @@ impl Store {
         match self {
             Self::Postgres(s) => s.noted_events(range, sdkappid).await,
             Self::Sqlite(s) => s.noted_events(range, sdkappid).await,
+        }
+    }
+
+    /// What the period's TRTC room events add to a report (`None` when the period has no
+    /// room, media or recording event, or the room views do not exist yet): read only then,
+    /// so that a deployment without TRTC callbacks does not pay for folding rooms.
+    pub async fn room_stats(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Option<RoomStats>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.room_stats(range, sdkappid).await,
+            Self::Sqlite(s) => s.room_stats(range, sdkappid).await,
         }
     }
 

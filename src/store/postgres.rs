@@ -684,6 +684,77 @@ impl PgStore {
     }
 }
 
+/// Whether the period has TRTC room events (through the room index), and the room views.
+const HAS_ROOM_EVENTS: &str = r#"
+SELECT to_regclass('call_presence') IS NOT NULL AND EXISTS (
+    SELECT 1 FROM call_events
+    WHERE family IN ('room', 'media', 'recording')
+      AND event_time >= $1::date::timestamp AT TIME ZONE 'UTC'
+      AND event_time < $2::date::timestamp AT TIME ZONE 'UTC'
+      AND ($3::bigint IS NULL OR sdkappid = $3))
+"#;
+
+/// The period's talk time (call callbacks), in-room time (room events) and room-only calls.
+const ROOM_STATS: &str = r#"
+SELECT t.talk, t.talk_calls, p.in_room, p.in_room_calls, o.room_only
+FROM (SELECT coalesce(sum(talk_seconds), 0)::float8 AS talk,
+             count(talk_seconds) AS talk_calls
+      FROM calls
+      WHERE day >= $1::date AND day < $2::date AND ($3::bigint IS NULL OR sdkappid = $3)) t,
+     (SELECT coalesce(sum(seconds_in_room), 0)::float8 AS in_room,
+             count(DISTINCT (sdkappid, call_id)) AS in_room_calls
+      FROM call_presence
+      WHERE source <> 'call_callbacks'
+        AND entered_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+        AND entered_at < $2::date::timestamp AT TIME ZONE 'UTC'
+        AND ($3::bigint IS NULL OR sdkappid = $3)) p,
+     (SELECT count(*) AS room_only
+      FROM room_only_calls
+      WHERE day >= $1::date AND day < $2::date AND ($3::bigint IS NULL OR sdkappid = $3)) o
+"#;
+
+impl PgStore {
+    pub(crate) async fn room_stats(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Option<super::RoomStats>, StoreError> {
+        let (since, until) = (range.since.to_string(), range.until.to_string());
+        let mut tx = self.analytics_tx().await?;
+        let any: bool = sqlx::query_scalar(HAS_ROOM_EVENTS)
+            .bind(&since)
+            .bind(&until)
+            .bind(sdkappid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if !any {
+            return Ok(None);
+        }
+        let (talk_seconds, talk_calls, in_room_seconds, in_room_calls, room_only_calls): (
+            f64,
+            i64,
+            f64,
+            i64,
+            i64,
+        ) = sqlx::query_as(ROOM_STATS)
+            .bind(&since)
+            .bind(&until)
+            .bind(sdkappid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(super::RoomStats {
+            talk_seconds,
+            talk_calls,
+            in_room_seconds,
+            in_room_calls,
+            room_only_calls,
+        }))
+    }
+}
+
 /// Appends `AND sdkappid = $3` when one app is asked for (a separate statement, so the
 /// condition reaches the index), then `tail`.
 fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {

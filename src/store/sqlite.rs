@@ -405,6 +405,73 @@ impl SqliteStore {
     }
 }
 
+/// Whether the period has TRTC room events (through the room index), and the room views.
+const HAS_ROOM_EVENTS: &str = r#"
+SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = 'call_presence')
+   AND EXISTS (
+    SELECT 1 FROM call_events
+    WHERE family IN ('room', 'media', 'recording')
+      AND event_time >= ?1 AND event_time < ?2
+      AND (?3 IS NULL OR sdkappid = ?3))
+"#;
+
+/// The period's talk time (call callbacks), in-room time (room events) and room-only calls.
+const ROOM_STATS: &str = r#"
+SELECT t.talk, t.talk_calls, p.in_room, p.in_room_calls, o.room_only
+FROM (SELECT CAST(coalesce(sum(talk_seconds), 0) AS REAL) AS talk,
+             count(talk_seconds) AS talk_calls
+      FROM calls
+      WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)) t,
+     (SELECT CAST(coalesce(sum(seconds_in_room), 0) AS REAL) AS in_room,
+             count(DISTINCT sdkappid || '/' || call_id) AS in_room_calls
+      FROM call_presence
+      WHERE source <> 'call_callbacks' AND entered_at >= ?1 AND entered_at < ?2
+        AND (?3 IS NULL OR sdkappid = ?3)) p,
+     (SELECT count(*) AS room_only
+      FROM room_only_calls
+      WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)) o
+"#;
+
+impl SqliteStore {
+    pub(crate) async fn room_stats(
+        &self,
+        range: super::DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Option<super::RoomStats>, StoreError> {
+        let (since, until) = (range.since.to_string(), range.until.to_string());
+        let any: bool = sqlx::query_scalar(HAS_ROOM_EVENTS)
+            .bind(&since)
+            .bind(&until)
+            .bind(sdkappid)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        if !any {
+            return Ok(None);
+        }
+        let (talk_seconds, talk_calls, in_room_seconds, in_room_calls, room_only_calls): (
+            f64,
+            i64,
+            f64,
+            i64,
+            i64,
+        ) = sqlx::query_as(ROOM_STATS)
+            .bind(&since)
+            .bind(&until)
+            .bind(sdkappid)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(Some(super::RoomStats {
+            talk_seconds,
+            talk_calls,
+            in_room_seconds,
+            in_room_calls,
+            room_only_calls,
+        }))
+    }
+}
+
 /// Appends `AND sdkappid = ?3` when one app is asked for, then `tail`.
 fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
     match sdkappid {

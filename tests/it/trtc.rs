@@ -710,3 +710,44 @@ async fn send_all_includes_signed_trtc_callbacks() {
     assert_eq!(calls, 12);
     assert!(joined > 0, "rooms joined to their calls");
 }
+
+both_backends! {
+    async fn the_report_shows_time_in_rooms(backend: Backend) {
+        let app = spawn(backend).await;
+        let today = chrono::Utc::now().date_naive();
+        let range = callhook::store::DayRange {
+            since: today - chrono::Duration::days(1),
+            until: today + chrono::Duration::days(1),
+        };
+        // Without room events: no room line (the report is as before).
+        let before = callhook::report::build(app.store(), range, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(before.rooms, None);
+
+        scenario(&app).await;
+        let report = callhook::report::build(app.store(), range, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let rooms = report.rooms.clone().unwrap_or_else(|| panic!("room stats"));
+        // 183.08 + 173.85 + 8.19 + 3.0 + 307.49 + 300.0 person-seconds in three calls; the
+        // call callbacks' talk time 174 + 3 s in two.
+        assert!((rooms.in_room_seconds - 975.61).abs() < 1e-6, "{rooms:?}");
+        assert_eq!((rooms.in_room_calls, rooms.room_only_calls), (3, 1));
+        assert!((rooms.talk_seconds - 177.0).abs() < 1e-6, "{rooms:?}");
+        assert_eq!(rooms.talk_calls, 2);
+        let summary = "In TRTC rooms (room events): 16.3 person-minutes in 3 calls, 1 of them \
+                       known only from room events; talk time from the call callbacks: 3.0 \
+                       minutes in 2 calls.";
+        assert_eq!(report.rooms_summary().as_deref(), Some(summary));
+        for format in [callhook::cli::ReportFormat::Table, callhook::cli::ReportFormat::Html] {
+            let text = callhook::report::render(&report, format)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(text.contains(summary), "{format:?}: {text}");
+        }
+        let one_app = callhook::report::build(app.store(), range, Some(KEYED_APP))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(one_app.rooms, None, "another app's rooms are not counted");
+    }
+}
