@@ -22,12 +22,13 @@ use libfuzzer_sys::fuzz_target;
 /// Plausible times for a delivery received at 1_704_900_000_000: 2010-01-01 to a day later.
 const PLAUSIBLE: std::ops::RangeInclusive<i64> = 1_262_304_000_000..=1_704_986_400_000;
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Status,
     Kind::Event,
     Kind::V4StartCall,
     Kind::V4EndCall,
     Kind::V4MemberChanged,
+    Kind::V4RecordChanged,
     Kind::Unknown,
 ];
 

@@ -49,6 +49,28 @@ fuzz_target!(|data: &[u8]| {
         Err(SignError::Mismatch)
     );
 
+    // The rows the endpoint stores: exactly one for a body the parser takes (or a refusal
+    // for one nested too deep), with the body kept verbatim and only plausible times.
+    let ctx = callhook::protocol::Context {
+        sdkappid: 1_400_000_001,
+        command: callhook::protocol::TRTC_COMMAND,
+        client_ip: None,
+        opt_platform: None,
+        remote_addr: None,
+        received_at: 1_764_403_200_000,
+    };
+    match callhook::protocol::parse_trtc_delivery(&ctx, body) {
+        Ok(rows) => {
+            assert!(parse_trtc(body).is_ok(), "stored what the parser refuses");
+            assert_eq!(rows.len(), 1);
+            assert!(rows[0].payload.is_some());
+            assert!(rows[0]
+                .event_time
+                .is_none_or(|t| (1_262_304_000_000..=1_764_489_600_000).contains(&t)));
+        }
+        Err(r) => assert!(!r.reason.is_empty()),
+    }
+
     // The TRTC body.
     match parse_trtc(body) {
         Ok(ev) => {
