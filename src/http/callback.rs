@@ -104,7 +104,12 @@ fn labels(query: &CallbackQuery) -> (&'static str, &'static str) {
     };
     let command = known_commands()
         .find(|k| k.eq_ignore_ascii_case(cmd))
-        .unwrap_or("other");
+        .unwrap_or(if family == "v4" {
+            // Call.CallbackAfterRecordChanged, in either spelling.
+            crate::protocol::v4_record::RECORD_CHANGED
+        } else {
+            "other"
+        });
     (family, command)
 }
 

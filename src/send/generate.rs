@@ -1252,13 +1252,10 @@ mod tests {
                 assert!(r.event_time.is_some(), "{}", d.body);
             }
         }
-        // Every event command and every v4 command is produced by some call (but
-        // Call.CallbackAfterRecordChanged, which goes with the TRTC family's recordings:
-        // src/send/trtc.rs).
+        // Every event command and every v4 command is produced by some call.
         for c in protocol::EVENT_COMMANDS
             .iter()
             .chain(&protocol::V4_COMMANDS)
-            .filter(|c| !protocol::v4_record::is_record_changed(c))
         {
             assert!(commands.contains(*c), "{c} is never sent");
         }

@@ -338,6 +338,30 @@ both_backends! {
         assert_eq!(r[16], Value::Null);
         let events = app.events().await;
         assert_eq!(events[0].call_id.as_deref(), Some("6c1f0e52-2f4b-4d7e-9a3b-0d6a1c2e7f90"));
+
+        // The other fixtures: 311 (a file in VOD), and 312 under the Chinese edition's
+        // spelling of the command; then the task has a status and its files.
+        let query = v4_query(APP, "Call.CallbackAfterRecordChanged");
+        assert_eq!(app.post(&query, fixture("record-changed-311.json")).await.0, 200);
+        let query = v4_query(APP, "Call.CallbackAfterCloudRecordingChanged");
+        let body = fixture("record-changed-312-cloud-recording-spelling.json");
+        assert_eq!(app.post(&query, body).await.0, 200);
+        let stored = trtc_rows(app.store()).await;
+        let kinds: Vec<(Value, Value, Value)> = stored
+            .iter()
+            .map(|r| (r[1].clone(), r[3].clone(), r[8].clone()))
+            .collect();
+        assert_eq!(kinds, vec![
+            (json!("v4"), json!("recorder_start"), json!(301.0)),
+            (json!("v4"), json!("vod_commit"), json!(311.0)),
+            (json!("v4"), json!("vod_stop"), json!(312.0)),
+        ]);
+        assert_eq!(stored[1][15]["TencentVod"]["FileId"], "5285890812345678901");
+        let cols = ["call_id", "task_id", "status"];
+        let recordings = rows(app.store(), &cols,
+            "SELECT call_id, task_id, status FROM call_recordings").await;
+        assert_eq!(recordings, vec![vec![json!("6c1f0e52-2f4b-4d7e-9a3b-0d6a1c2e7f90"),
+            json!("Qm9vZ2llLXJlY29yZC10YXNrLTAx.AbCd-ef"), json!("done")]]);
     }
 }
 
