@@ -208,33 +208,32 @@ impl Journal {
     pub async fn replay(&self, store: &Store, chunk_size: usize) -> Result<u64, StoreError> {
         let _guard = self.replay_lock.lock().await;
         let mut total = 0u64;
+        // The chunk the database has, deleted in the transaction that takes the next one.
+        let mut finished: Option<(i64, u64)> = None;
         loop {
             let taken = {
                 let db = self.db.lock().await;
-                db.take_chunk(chunk_size)
+                db.next_chunk(finished.map(|(chunk, _)| chunk), chunk_size)
                     .await
-                    .map(|rows| (db.id().to_owned(), rows))
+                    .map(|(deleted, rows)| (db.id().to_owned(), deleted, rows))
             };
-            let (journal_id, rows) = match taken {
+            let (journal_id, deleted, rows) = match taken {
                 Ok(t) => t,
                 Err(e) => return Err(self.read_failed(e).await),
             };
+            if let Some((_, n)) = finished.take() {
+                let left = self.events.load(Ordering::Relaxed).saturating_sub(deleted);
+                self.events.store(left, Ordering::Relaxed);
+                total += n;
+                metrics::counter!(m::JOURNAL_REPLAYED).increment(n);
+                self.full.store(false, Ordering::Relaxed);
+                self.refresh_oldest().await;
+            }
             let Some(chunk) = rows.first().map(|r| r.chunk) else {
                 break;
             };
             self.replay_chunk(store, &journal_id, &rows).await?;
-            let finished = self.db.lock().await.finish_chunk(chunk).await;
-            match finished {
-                Ok(deleted) => {
-                    let left = self.events.load(Ordering::Relaxed).saturating_sub(deleted);
-                    self.events.store(left, Ordering::Relaxed);
-                }
-                Err(e) => return Err(self.read_failed(e).await),
-            }
-            total += rows.len() as u64;
-            metrics::counter!(m::JOURNAL_REPLAYED).increment(rows.len() as u64);
-            self.full.store(false, Ordering::Relaxed);
-            self.refresh_oldest().await;
+            finished = Some((chunk, rows.len() as u64));
         }
         if total > 0 && self.events.load(Ordering::Relaxed) == 0 {
             let db = self.db.lock().await;

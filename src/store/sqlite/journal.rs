@@ -86,7 +86,11 @@ impl JournalDb {
                 (max_bytes / PAGE_SIZE).max(64).to_string(),
             )
             // After a checkpoint, the WAL file is cut back to at most 64 MiB.
-            .pragma("journal_size_limit", "67108864");
+            .pragma("journal_size_limit", "67108864")
+            // Appends touch the last pages, the replay reads the first ones once: SQLite's
+            // default 2 MiB page cache, not the events store's 16 MiB, keeps the process
+            // small during a long outage's replay.
+            .pragma("cache_size", "-2048");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
@@ -186,76 +190,34 @@ impl JournalDb {
     /// that did not finish), or else the next `limit` waiting rows, taken now. Empty when
     /// the journal is empty.
     pub async fn take_chunk(&self, limit: usize) -> Result<Vec<JournalRow>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let taken: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT c.value, t.value FROM journal_meta c, journal_meta t \
-             WHERE c.key = 'chunk' AND t.key = 'chunk_through'",
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .and_then(|(c, t): (String, String)| Some((c.parse().ok()?, t.parse().ok()?)));
-        let (chunk, through) = match taken {
-            Some(t) => t,
-            None => {
-                let through: Option<i64> = sqlx::query_scalar(
-                    "SELECT max(id) FROM (SELECT id FROM journal_events WHERE chunk = 0 \
-                     ORDER BY id LIMIT ?1)",
-                )
-                .bind(limit.max(1) as i64)
-                .fetch_one(&mut *tx)
-                .await?;
-                let Some(through) = through else {
-                    tx.commit().await?;
-                    return Ok(Vec::new());
-                };
-                let last: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM journal_meta WHERE key = 'last_chunk'")
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let chunk = last.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
-                sqlx::query("UPDATE journal_events SET chunk = ?1 WHERE chunk = 0 AND id <= ?2")
-                    .bind(chunk)
-                    .bind(through)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT OR REPLACE INTO journal_meta (key, value) VALUES \
-                     ('last_chunk', ?1), ('chunk', ?1), ('chunk_through', ?2)",
-                )
-                .bind(chunk.to_string())
-                .bind(through.to_string())
-                .execute(&mut *tx)
-                .await?;
-                (chunk, through)
-            }
-        };
-        let sql = format!(
-            "SELECT id, chunk, fence, {EVENT_COLUMNS} FROM journal_events \
-             WHERE id <= ?1 AND chunk = ?2 ORDER BY id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(through)
-            .bind(chunk)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        rows.iter().map(decode).collect()
+        self.next_chunk(None, limit).await.map(|(_, rows)| rows)
     }
 
     /// Deletes the chunk being replayed, once PostgreSQL has it. Returns how many rows
     /// went.
     pub async fn finish_chunk(&self, chunk: i64) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query("DELETE FROM journal_events WHERE chunk = ?1 AND id <= (SELECT CAST(value AS INTEGER) FROM journal_meta WHERE key = 'chunk_through')")
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM journal_meta WHERE key IN ('chunk', 'chunk_through')")
-            .execute(&mut *tx)
-            .await?;
+        let deleted = delete_chunk(&mut tx, chunk).await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    /// [`JournalDb::finish_chunk`] of `finished` (when given) and [`JournalDb::take_chunk`]
+    /// in one transaction, so the replay pays one commit per chunk. Returns how many rows
+    /// the finished chunk had, and the next chunk's rows.
+    pub async fn next_chunk(
+        &self,
+        finished: Option<i64>,
+        limit: usize,
+    ) -> Result<(u64, Vec<JournalRow>), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = match finished {
+            Some(chunk) => delete_chunk(&mut tx, chunk).await?,
+            None => 0,
+        };
+        let rows = take_chunk(&mut tx, limit).await?;
+        tx.commit().await?;
+        Ok((deleted, rows))
     }
 
     /// How many rows wait in the journal.
@@ -297,6 +259,81 @@ impl JournalDb {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// In the open transaction: the chunk being replayed, or the next one, taken now (see
+/// [`JournalDb::take_chunk`]).
+async fn take_chunk(
+    tx: &mut sqlx::SqliteConnection,
+    limit: usize,
+) -> Result<Vec<JournalRow>, sqlx::Error> {
+    let taken: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT c.value, t.value FROM journal_meta c, journal_meta t \
+         WHERE c.key = 'chunk' AND t.key = 'chunk_through'",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .and_then(|(c, t): (String, String)| Some((c.parse().ok()?, t.parse().ok()?)));
+    let (chunk, through) = match taken {
+        Some(t) => t,
+        None => {
+            let through: Option<i64> = sqlx::query_scalar(
+                "SELECT max(id) FROM (SELECT id FROM journal_events WHERE chunk = 0 \
+                 ORDER BY id LIMIT ?1)",
+            )
+            .bind(limit.max(1) as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+            let Some(through) = through else {
+                return Ok(Vec::new());
+            };
+            let last: Option<String> =
+                sqlx::query_scalar("SELECT value FROM journal_meta WHERE key = 'last_chunk'")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let chunk = last.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
+            sqlx::query("UPDATE journal_events SET chunk = ?1 WHERE chunk = 0 AND id <= ?2")
+                .bind(chunk)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO journal_meta (key, value) VALUES \
+                 ('last_chunk', ?1), ('chunk', ?1), ('chunk_through', ?2)",
+            )
+            .bind(chunk.to_string())
+            .bind(through.to_string())
+            .execute(&mut *tx)
+            .await?;
+            (chunk, through)
+        }
+    };
+    let sql = format!(
+        "SELECT id, chunk, fence, {EVENT_COLUMNS} FROM journal_events \
+         WHERE id <= ?1 AND chunk = ?2 ORDER BY id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(through)
+        .bind(chunk)
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// In the open transaction: deletes a replayed chunk and forgets it was being replayed.
+async fn delete_chunk(tx: &mut sqlx::SqliteConnection, chunk: i64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM journal_events WHERE chunk = ?1 AND id <= \
+         (SELECT CAST(value AS INTEGER) FROM journal_meta WHERE key = 'chunk_through')",
+    )
+    .bind(chunk)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("DELETE FROM journal_meta WHERE key IN ('chunk', 'chunk_through')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(deleted)
 }
 
 /// Reads back `2024-01-10T03:01:13.000Z` as milliseconds.

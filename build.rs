@@ -1,0 +1,5 @@
+//! Rebuilds when a migration is added or changed: `sqlx::migrate!` embeds the files of
+//! `migrations/` at compile time, and cargo does not know to watch them otherwise.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}
