@@ -125,6 +125,21 @@ struct Envelope {
     info: Option<String>,
 }
 
+/// The sender's HTTP client: keep-alive connections up to `concurrency`, connecting
+/// within `timeout`. Shared by the call-callback and the TRTC senders.
+pub(super) fn http_client(
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    crate::install_tls_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("callhook-send/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(concurrency)
+        .connect_timeout(timeout)
+        .build()
+        .context("cannot build the HTTP client")
+}
+
 impl Engine {
     pub fn new(
         target: Target,
@@ -132,13 +147,7 @@ impl Engine {
         timeout: Duration,
         schedule: Vec<Duration>,
     ) -> anyhow::Result<Self> {
-        crate::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("callhook-send/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(concurrency)
-            .connect_timeout(timeout)
-            .build()
-            .context("cannot build the HTTP client")?;
+        let client = http_client(concurrency, timeout)?;
         Ok(Self {
             client,
             target,

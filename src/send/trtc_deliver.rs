@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::deliver::{Attempt, Target, describe, judge};
+use super::deliver::{Attempt, Target, describe, http_client, judge};
 use super::generate::Generator;
 use super::summary::{RunInfo, Stats, Summary};
 use super::trtc::{CONTENT_TYPE, RECORDING_PERCENT, TrtcDelivery, TrtcRender, render_trtc};
@@ -89,13 +89,7 @@ impl TrtcEngine {
             matches!(parsed.scheme(), "http" | "https"),
             "--trtc-url must be an http:// or https:// URL, not {trtc_url:?}"
         );
-        crate::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("callhook-send/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(concurrency)
-            .connect_timeout(timeout)
-            .build()
-            .context("cannot build the HTTP client")?;
+        let client = http_client(concurrency, timeout)?;
         Ok(Self {
             client,
             trtc_url: parsed.to_string(),
