@@ -11,7 +11,7 @@ use crate::store::RecentEvent;
 pub async fn run(args: &EventsArgs, file: &FileConfig) -> anyhow::Result<()> {
     let url = database_url(&args.db, file);
     validate_database_url(&url)?;
-    let store = crate::report::open(&url).await?;
+    let store = crate::store::Store::connect_for_reading(&url).await?;
     let rows = store.recent_events(args.last, args.sdkappid).await;
     store.close().await;
     let text = render(&rows?, args.format)?;

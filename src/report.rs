@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 
 use crate::cli::{ReportArgs, ReportFormat};
-use crate::config::{DatabaseUrl, FileConfig, database_url, validate_database_url};
+use crate::config::{FileConfig, database_url, validate_database_url};
 use crate::store::{DailyStats, DayRange, RoomStats, Store};
 
 mod html;
@@ -295,7 +295,7 @@ pub async fn run(args: &ReportArgs, file: &FileConfig) -> anyhow::Result<()> {
     )?;
     let url = database_url(&args.db, file);
     validate_database_url(&url)?;
-    let store = open(&url).await?;
+    let store = Store::connect_for_reading(&url).await?;
     let result = async {
         if !store.has_analytics().await? {
             anyhow::bail!(
@@ -313,21 +313,6 @@ pub async fn run(args: &ReportArgs, file: &FileConfig) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
-}
-
-/// Opens the database for reading. An SQLite file that does not exist is an error here
-/// (a report never creates a database).
-pub(crate) async fn open(url: &str) -> anyhow::Result<Store> {
-    if DatabaseUrl::new(url).is_sqlite() {
-        use std::str::FromStr as _;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid SQLite URL {url}"))?;
-        let path = options.get_filename();
-        if !path.exists() {
-            anyhow::bail!("no database at {} (give --database-url)", path.display());
-        }
-    }
-    Store::connect_for_reading(url).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,44 +357,78 @@ fn seconds(s: Option<f64>) -> String {
 
 /// An aligned table with a totals row.
 fn table(report: &Report) -> String {
-    let headers = [
-        "day",
-        "sdkappid",
-        "calls",
-        "answered",
-        "not_answer",
-        "reject",
-        "call_busy",
-        "cancel",
-        "interrupt",
-        "answer_rate",
-        "avg_talk_s",
-        "p50_talk_s",
-        "p90_talk_s",
-    ];
-    let mut rows: Vec<Vec<String>> = report
-        .days
-        .iter()
-        .map(|d| {
-            vec![
-                d.day.to_string(),
-                d.sdkappid.to_string(),
-                d.calls.to_string(),
-                d.answered.to_string(),
-                d.not_answer.to_string(),
-                d.reject.to_string(),
-                d.call_busy.to_string(),
-                d.cancel.to_string(),
-                d.interrupt.to_string(),
-                percent(Some(d.answer_rate)),
-                seconds(d.avg_talk_seconds),
-                seconds(d.p50_talk_seconds),
-                seconds(d.p90_talk_seconds),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = report.days.iter().map(day_cells).collect();
+    let total = total_cells(report);
+    let header: Vec<String> = TABLE_HEADERS.iter().map(|h| (*h).to_owned()).collect();
+    let columns = Columns::fit(rows.iter().chain([&header, &total]));
+    let mut out = format!(
+        "Calls from {} to {} (UTC, {} days), {}\n\n",
+        report.range.since,
+        last_day(report.range),
+        report.range.days(),
+        scope(report)
+    );
+    columns.line(&mut out, &header);
+    if rows.is_empty() {
+        out.push_str("(no calls in this period)\n");
+    }
+    for row in &rows {
+        columns.line(&mut out, row);
+    }
+    columns.line(&mut out, &columns.rule());
+    columns.line(&mut out, &total);
+    if let Some(rooms) = report.rooms_summary() {
+        let _ = write!(out, "\n{rooms}\n");
+    }
+    if let Some(noted) = report.noted_summary() {
+        let _ = write!(
+            out,
+            "\nStored with notes: {noted}. A field could not be read, a time was not \
+             plausible, or the command is unknown; see call_events.notes.\n"
+        );
+    }
+    out
+}
+
+const TABLE_HEADERS: [&str; 13] = [
+    "day",
+    "sdkappid",
+    "calls",
+    "answered",
+    "not_answer",
+    "reject",
+    "call_busy",
+    "cancel",
+    "interrupt",
+    "answer_rate",
+    "avg_talk_s",
+    "p50_talk_s",
+    "p90_talk_s",
+];
+
+/// One day's row of the text table, in [`TABLE_HEADERS`]' order.
+fn day_cells(d: &DailyStats) -> Vec<String> {
+    vec![
+        d.day.to_string(),
+        d.sdkappid.to_string(),
+        d.calls.to_string(),
+        d.answered.to_string(),
+        d.not_answer.to_string(),
+        d.reject.to_string(),
+        d.call_busy.to_string(),
+        d.cancel.to_string(),
+        d.interrupt.to_string(),
+        percent(Some(d.answer_rate)),
+        seconds(d.avg_talk_seconds),
+        seconds(d.p50_talk_seconds),
+        seconds(d.p90_talk_seconds),
+    ]
+}
+
+/// The period's totals row of the text table.
+fn total_cells(report: &Report) -> Vec<String> {
     let t = &report.totals;
-    let total = vec![
+    vec![
         "total".to_owned(),
         report
             .sdkappid
@@ -425,61 +444,46 @@ fn table(report: &Report) -> String {
         seconds(t.talk.avg_seconds),
         seconds(t.talk.p50_seconds),
         seconds(t.talk.p90_seconds),
-    ];
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows.iter().chain(std::iter::once(&total)) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    ]
+}
+
+/// The text table's column widths: the widest cell of each column.
+struct Columns {
+    widths: Vec<usize>,
+}
+
+impl Columns {
+    fn fit<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> Self {
+        let mut widths = vec![0; TABLE_HEADERS.len()];
+        for row in rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
         }
+        Self { widths }
     }
-    let line = |cells: &[String]| -> String {
+
+    /// A dashed line under every column.
+    fn rule(&self) -> Vec<String> {
+        self.widths.iter().map(|w| "-".repeat(*w)).collect()
+    }
+
+    /// Appends one row: day and sdkappid to the left, numbers to the right.
+    fn line(&self, out: &mut String, cells: &[String]) {
         let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&self.widths).enumerate() {
             if i > 0 {
                 s.push_str("  ");
             }
-            // day and sdkappid to the left, numbers to the right
             if i < 2 {
                 let _ = write!(s, "{cell:<w$}");
             } else {
                 let _ = write!(s, "{cell:>w$}");
             }
         }
-        s.trim_end().to_owned()
-    };
-    let mut out = format!(
-        "Calls from {} to {} (UTC, {} days), {}\n\n",
-        report.range.since,
-        last_day(report.range),
-        report.range.days(),
-        scope(report)
-    );
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    out.push_str(&line(&header));
-    out.push('\n');
-    if rows.is_empty() {
-        out.push_str("(no calls in this period)\n");
-    }
-    for row in rows.drain(..) {
-        out.push_str(&line(&row));
+        out.push_str(s.trim_end());
         out.push('\n');
     }
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    out.push_str(&line(&rule));
-    out.push('\n');
-    out.push_str(&line(&total));
-    out.push('\n');
-    if let Some(rooms) = report.rooms_summary() {
-        let _ = write!(out, "\n{rooms}\n");
-    }
-    if let Some(noted) = report.noted_summary() {
-        let _ = write!(
-            out,
-            "\nStored with notes: {noted}. A field could not be read, a time was not \
-             plausible, or the command is unknown; see call_events.notes.\n"
-        );
-    }
-    out
 }
 
 /// CSV with a header row; floats in their shortest exact form, empty for NULL.

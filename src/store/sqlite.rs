@@ -282,7 +282,7 @@ impl SqliteStore {
 
 /// SQLite primary result codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
 /// are the database's state; TOOBIG, CONSTRAINT, MISMATCH, RANGE are the row's fault.
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e, |code| {
         let primary = code.parse::<i64>().ok()? & 0xff;
         match primary {
@@ -293,196 +293,9 @@ fn classify(e: sqlx::Error) -> StoreError {
     })
 }
 
-// ---------------------------------------------------------------------------------------
-// Analytics: reads of the views of migrations/sqlite/0002_analytics.sql.
-
-const DAILY_STATS: &str = r#"
-SELECT day, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt,
-       answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
-FROM call_stats_daily
-WHERE day >= ?1 AND day < ?2
-"#;
-
-/// Events stored with notes, by the field their first note names (through the partial
-/// index call_events_noted_idx); the days as ISO text compare with `received_at`'s.
-const NOTED: &str = r#"
-SELECT CASE WHEN instr(notes, ':') > 0 THEN substr(notes, 1, instr(notes, ':') - 1) ELSE notes END AS field,
-       count(*)
-FROM call_events
-WHERE notes IS NOT NULL
-  AND received_at >= ?1 AND received_at < ?2
-"#;
-
-const TALK_TIMES: &str = r#"
-SELECT talk_ms
-FROM call_rollup
-WHERE day >= ?1 AND day < ?2 AND talk_ms IS NOT NULL
-"#;
-
 impl SqliteStore {
-    pub(crate) async fn daily_stats(
-        &self,
-        range: super::DayRange,
-        sdkappid: Option<i64>,
-    ) -> Result<Vec<super::DailyStatsRow>, StoreError> {
-        let sql = with_app_filter(DAILY_STATS, sdkappid, "ORDER BY day, sdkappid");
-        let mut q = sqlx::query_as(&sql)
-            .bind(range.since.to_string())
-            .bind(range.until.to_string());
-        if let Some(app) = sdkappid {
-            q = q.bind(app);
-        }
-        q.fetch_all(&self.pool).await.map_err(classify)
-    }
-
-    pub(crate) async fn talk_times_ms(
-        &self,
-        range: super::DayRange,
-        sdkappid: Option<i64>,
-    ) -> Result<Vec<i64>, StoreError> {
-        let sql = with_app_filter(TALK_TIMES, sdkappid, "ORDER BY talk_ms");
-        let mut q = sqlx::query_scalar(&sql)
-            .bind(range.since.to_string())
-            .bind(range.until.to_string());
-        if let Some(app) = sdkappid {
-            q = q.bind(app);
-        }
-        q.fetch_all(&self.pool).await.map_err(classify)
-    }
-
-    pub(crate) async fn noted_events(
-        &self,
-        range: super::DayRange,
-        sdkappid: Option<i64>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = with_app_filter(NOTED, sdkappid, "GROUP BY 1 ORDER BY 2 DESC, 1");
-        let mut q = sqlx::query_as(&sql)
-            .bind(range.since.to_string())
-            .bind(range.until.to_string());
-        if let Some(app) = sdkappid {
-            q = q.bind(app);
-        }
-        q.fetch_all(&self.pool).await.map_err(classify)
-    }
-
-    pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
-            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'view' AND name = 'call_stats_daily'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)
-    }
-}
-
-/// The latest events, newest `?1` by id, returned oldest first. Times are stored as
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` text already.
-const RECENT_EVENTS: &str = r#"
-SELECT id, received_at, sdkappid, family, command, call_id, user_id, role, event,
-       call_result, media_type, call_type, client_ip, opt_platform, remote_addr, deliveries,
-       last_delivery_at
-FROM (
-    SELECT * FROM call_events
-    WHERE ?2 IS NULL OR sdkappid = ?2
-    ORDER BY id DESC
-    LIMIT ?1
-)
-ORDER BY id
-"#;
-
-impl SqliteStore {
-    pub(crate) async fn recent_events(
-        &self,
-        last: u32,
-        sdkappid: Option<i64>,
-    ) -> Result<Vec<super::RecentEvent>, StoreError> {
-        sqlx::query_as(RECENT_EVENTS)
-            .bind(i64::from(last))
-            .bind(sdkappid)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)
-    }
-}
-
-/// Whether the period has TRTC room events (through the room index), and the room views.
-const HAS_ROOM_EVENTS: &str = r#"
-SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = 'call_presence')
-   AND EXISTS (
-    SELECT 1 FROM call_events
-    WHERE family IN ('room', 'media', 'recording')
-      AND event_time >= ?1 AND event_time < ?2
-      AND (?3 IS NULL OR sdkappid = ?3))
-"#;
-
-/// The period's talk time (call callbacks), in-room time (room events) and room-only calls.
-const ROOM_STATS: &str = r#"
-SELECT t.talk, t.talk_calls, p.in_room, p.in_room_calls, o.room_only
-FROM (SELECT CAST(coalesce(sum(talk_seconds), 0) AS REAL) AS talk,
-             count(talk_seconds) AS talk_calls
-      FROM calls
-      WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)) t,
-     (SELECT CAST(coalesce(sum(seconds_in_room), 0) AS REAL) AS in_room,
-             count(DISTINCT sdkappid || '/' || call_id) AS in_room_calls
-      FROM call_presence
-      WHERE source <> 'call_callbacks' AND entered_at >= ?1 AND entered_at < ?2
-        AND (?3 IS NULL OR sdkappid = ?3)) p,
-     (SELECT count(*) AS room_only
-      FROM room_only_calls
-      WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)) o
-"#;
-
-impl SqliteStore {
-    pub(crate) async fn room_stats(
-        &self,
-        range: super::DayRange,
-        sdkappid: Option<i64>,
-    ) -> Result<Option<super::RoomStats>, StoreError> {
-        let (since, until) = (range.since.to_string(), range.until.to_string());
-        let any: bool = sqlx::query_scalar(HAS_ROOM_EVENTS)
-            .bind(&since)
-            .bind(&until)
-            .bind(sdkappid)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        if !any {
-            return Ok(None);
-        }
-        let (talk_seconds, talk_calls, in_room_seconds, in_room_calls, room_only_calls): (
-            f64,
-            i64,
-            f64,
-            i64,
-            i64,
-        ) = sqlx::query_as(ROOM_STATS)
-            .bind(&since)
-            .bind(&until)
-            .bind(sdkappid)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(Some(super::RoomStats {
-            talk_seconds,
-            talk_calls,
-            in_room_seconds,
-            in_room_calls,
-            room_only_calls,
-        }))
-    }
-}
-
-/// Appends `AND sdkappid = ?3` when one app is asked for, then `tail`.
-fn with_app_filter(base: &str, sdkappid: Option<i64>, tail: &str) -> String {
-    match sdkappid {
-        Some(_) => format!("{base} AND sdkappid = ?3\n{tail}"),
-        None => format!("{base}{tail}"),
-    }
-}
-
-impl SqliteStore {
-    /// A small read-only pool for reading analytics (`callhook report`): the file must
-    /// exist and is never written; statement logging off.
+    /// A small read-only pool for reading analytics (`callhook report`, `callhook events`):
+    /// the file must exist and is never written; statement logging off.
     pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
         use sqlx::ConnectOptions as _;
         let options = SqliteConnectOptions::from_str(url)
@@ -490,6 +303,13 @@ impl SqliteStore {
             .read_only(true)
             .busy_timeout(Duration::from_secs(5))
             .disable_statement_logging();
+        // A report never creates a database: a missing file is the user's mistake.
+        if !options.get_filename().exists() {
+            anyhow::bail!(
+                "no database at {} (give --database-url)",
+                options.get_filename().display()
+            );
+        }
         let path = options.get_filename().display().to_string();
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
