@@ -5,6 +5,7 @@
 //! the database) and rejected deliveries in one transaction, ping, migrate; and what the
 //! outage journal needs: replay a chunk of journaled rows exactly once.
 
+mod backend;
 mod fence;
 mod postgres;
 mod sqlite;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::config::DatabaseSettings;
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
+pub use backend::BackendKind;
 pub use fence::Fence;
 pub use postgres::PgStore;
 pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
