@@ -1,19 +1,40 @@
-//! Configuration: the TOML file, merged under the command line and environment
-//! (flag > environment > file > default), validated into [`Settings`].
+//! Configuration, in three steps:
+//!
+//! 1. **Layers** ([`file`]): built-in defaults, then the TOML file, then `CALLHOOK_*`
+//!    environment variables, then flags, merged once (flag > environment > file > default).
+//! 2. **Sections** ([`validate`]): each section (database, http, limits, ingest, spool,
+//!    auth, apps) checked on its own into typed settings.
+//! 3. **Derived rules** ([`validate`]'s `derived`): what spans sections, such as what the
+//!    backend allows ([`BackendKind`](crate::store::BackendKind)) and the pool size the
+//!    writers need.
+//!
+//! The defaults live in one table ([`defaults`]); config.example.toml and `--help` are
+//! tested against it. Every command resolves through [`resolve`], which shares the
+//! config file, the log format and the database URL among them.
+
+pub mod defaults;
+mod file;
+mod validate;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
 
-use crate::cli::{DatabaseArgs, HealthcheckArgs, LogFormat, ServeArgs};
-use crate::protocol::query::parse_sdkappid;
+use crate::cli::{
+    Cli, Command, DatabaseArgs, EventsArgs, HealthcheckArgs, LogFormat, ReportArgs, SendArgs,
+    ServeArgs,
+};
+use crate::store::BackendKind;
 
-/// The default database: an SQLite file in the working directory.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://callhook.db";
+pub use defaults::DATABASE_URL as DEFAULT_DATABASE_URL;
+pub use file::{
+    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool, database_url,
+    log_format,
+};
+pub use validate::{parse_listen, probe_address, validate_database_url};
 
 /// A configuration problem, reported as one line and exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -22,103 +43,6 @@ pub struct ConfigError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
-}
-
-/// The configuration file, as written. Every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub callback_path: Option<String>,
-    pub trtc_path: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub trusted_proxies: Option<Vec<String>>,
-    #[serde(default)]
-    pub database: FileDatabase,
-    #[serde(default)]
-    pub limits: FileLimits,
-    #[serde(default)]
-    pub ingest: FileIngest,
-    #[serde(default)]
-    pub spool: FileSpool,
-    #[serde(default)]
-    pub auth: FileAuth,
-    #[serde(default)]
-    pub apps: Vec<FileApp>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileDatabase {
-    pub url: Option<String>,
-    pub pool_size: Option<u32>,
-    pub acquire_timeout_ms: Option<u64>,
-    pub migrate: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    pub body_bytes: Option<usize>,
-    pub request_timeout_ms: Option<u64>,
-    pub header_read_timeout_ms: Option<u64>,
-    pub shutdown_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileIngest {
-    pub queue_depth: Option<usize>,
-    pub max_batch: Option<usize>,
-    pub writers: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSpool {
-    pub enabled: Option<bool>,
-    pub dir: Option<PathBuf>,
-    pub max_bytes: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAuth {
-    pub sign_window_secs: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileApp {
-    pub sdkappid: i64,
-    pub token: Option<String>,
-    pub token_env: Option<String>,
-    pub commands: Option<Vec<String>>,
-    /// The key set in the TRTC console for the room, media and recording callbacks.
-    pub trtc_key: Option<String>,
-    pub trtc_key_env: Option<String>,
-}
-
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        Self::parse(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
-    }
-
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_owned();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    ConfigError(format!("line {line}: {msg}"))
-                }
-                None => ConfigError(msg),
-            }
-        })
-    }
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -151,8 +75,12 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// The backend this URL selects.
+    pub fn backend(&self) -> BackendKind {
+        BackendKind::of(&self.0)
+    }
     pub fn is_sqlite(&self) -> bool {
-        self.0.starts_with("sqlite:")
+        self.backend() == BackendKind::Sqlite
     }
     /// The URL with any password replaced, for logs.
     pub fn redacted(&self) -> String {
@@ -198,8 +126,8 @@ impl DatabaseSettings {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: DatabaseUrl::new(url),
-            pool_size: 4,
-            acquire_timeout: Duration::from_millis(1000),
+            pool_size: defaults::WRITERS as u32 + defaults::POOL_SPARE,
+            acquire_timeout: Duration::from_millis(defaults::ACQUIRE_TIMEOUT_MS),
         }
     }
 
@@ -282,384 +210,173 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-pub const DEFAULT_QUEUE_DEPTH: usize = 4096;
-pub const DEFAULT_MAX_BATCH: usize = 512;
-pub const DEFAULT_WRITERS: usize = 2;
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
-
 impl Settings {
-    /// Defaults for a database URL and a set of apps: what `serve` uses when nothing else
-    /// is configured. Tests start from here.
+    /// The built-in defaults for a database URL and a set of apps, as they are, without
+    /// the rules [`Settings::resolve`] derives (an SQLite URL keeps two writers here).
+    /// Tests start from here.
     pub fn new(
         database_url: impl Into<String>,
         apps: impl IntoIterator<Item = AppSettings>,
     ) -> Self {
+        use defaults as d;
         Self {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            listen: d::LISTEN,
             database: DatabaseSettings::new(database_url),
-            migrate: true,
+            migrate: d::MIGRATE,
             apps: apps.into_iter().map(|a| (a.sdkappid, a)).collect(),
-            callback_path: "/".to_owned(),
-            trtc_path: "/trtc".to_owned(),
-            body_limit: 64 * 1024,
-            request_timeout: Duration::from_millis(3000),
-            header_read_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(10),
+            callback_path: d::CALLBACK_PATH.to_owned(),
+            trtc_path: d::TRTC_PATH.to_owned(),
+            body_limit: d::BODY_BYTES,
+            request_timeout: Duration::from_millis(d::REQUEST_TIMEOUT_MS),
+            header_read_timeout: Duration::from_millis(d::HEADER_READ_TIMEOUT_MS),
+            shutdown_timeout: Duration::from_millis(d::SHUTDOWN_TIMEOUT_MS),
             ingest: IngestSettings {
-                queue_depth: DEFAULT_QUEUE_DEPTH,
-                max_batch: DEFAULT_MAX_BATCH,
-                writers: DEFAULT_WRITERS,
+                queue_depth: d::QUEUE_DEPTH,
+                max_batch: d::MAX_BATCH,
+                writers: d::WRITERS,
             },
             trusted_proxies: Vec::new(),
             spool: SpoolSettings {
                 dir: None,
-                max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+                max_bytes: d::SPOOL_MAX_BYTES,
             },
-            sign_window: Duration::from_secs(300),
-            log_format: LogFormat::Pretty,
+            sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
+            log_format: d::LOG_FORMAT,
         }
     }
 
-    /// Merges flags/environment (already merged by clap) over the file over defaults.
+    /// `serve`'s settings: the flags (with their environment variables) and `log_format`
+    /// (`--log-format`) over the file over the defaults, validated section by section,
+    /// then the derived rules. `env` reads the per-app secrets' variables.
     pub fn resolve(
         args: &ServeArgs,
         file: FileConfig,
         log_format: Option<LogFormat>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let url = database_url(&args.db, &file);
-        let mut s = Settings::new(url, []);
-
-        if let Some(listen) = args.listen.as_deref().or(file.listen.as_deref()) {
-            s.listen = parse_listen(listen)?;
-        }
-        s.migrate = !args.no_migrate && file.database.migrate.unwrap_or(true);
-        s.log_format = log_format.or(file.log_format).unwrap_or(LogFormat::Pretty);
-
-        if let Some(path) = args.callback_path.clone().or(file.callback_path) {
-            if !path.starts_with('/') || path.contains(['?', '#']) {
-                return err(format!(
-                    "callback_path {path:?} must start with '/' and have no query"
-                ));
-            }
-            if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
-                return err(format!(
-                    "callback_path {path:?} collides with a built-in route"
-                ));
-            }
-            s.callback_path = path;
-        }
-        if let Some(path) = args.trtc_path.clone().or(file.trtc_path) {
-            if !path.starts_with('/') || path.contains(['?', '#']) {
-                return err(format!(
-                    "trtc_path {path:?} must start with '/' and have no query"
-                ));
-            }
-            if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
-                return err(format!("trtc_path {path:?} collides with a built-in route"));
-            }
-            s.trtc_path = path;
-        }
-        if s.trtc_path == s.callback_path {
-            return err(format!(
-                "trtc_path and callback_path are both {:?}; TRTC's callbacks need a path of their own",
-                s.trtc_path
-            ));
-        }
-
-        if let Some(v) = args.body_limit.or(file.limits.body_bytes) {
-            if !(1024..=16 * 1024 * 1024).contains(&v) {
-                return err(format!("body limit {v} is outside 1024..=16777216 bytes"));
-            }
-            s.body_limit = v;
-        }
-        let ms = |name: &str,
-                  v: Option<u64>,
-                  min: u64,
-                  max: u64|
-         -> Result<Option<Duration>, ConfigError> {
-            match v {
-                Some(v) if !(min..=max).contains(&v) => {
-                    err(format!("{name} {v} ms is outside {min}..={max}"))
-                }
-                Some(v) => Ok(Some(Duration::from_millis(v))),
-                None => Ok(None),
-            }
+        let c = file.with_serve_flags(args, log_format);
+        let limits = &c.limits;
+        let settings = Settings {
+            database: validate::database(&c.database)?,
+            migrate: c.database.migrate,
+            listen: parse_listen(&c.listen)?,
+            callback_path: validate::route("callback_path", &c.callback_path)?,
+            trtc_path: validate::route("trtc_path", &c.trtc_path)?,
+            trusted_proxies: validate::trusted_proxies(&c.trusted_proxies)?,
+            body_limit: validate::body_limit(limits.body_bytes)?,
+            request_timeout: validate::millis(
+                "request timeout",
+                limits.request_timeout_ms,
+                100,
+                600_000,
+            )?,
+            header_read_timeout: validate::millis(
+                "header read timeout",
+                limits.header_read_timeout_ms,
+                100,
+                600_000,
+            )?,
+            shutdown_timeout: validate::millis(
+                "shutdown timeout",
+                limits.shutdown_timeout_ms,
+                0,
+                3_600_000,
+            )?,
+            ingest: validate::ingest(&c.ingest)?,
+            spool: validate::spool(&c.spool)?,
+            sign_window: validate::sign_window(c.auth.sign_window_secs)?,
+            apps: validate::apps(c.apps.clone(), &args.sdkappids, env)?,
+            log_format: c.log_format,
         };
-        if let Some(d) = ms(
-            "request timeout",
-            args.request_timeout_ms.or(file.limits.request_timeout_ms),
-            100,
-            600_000,
-        )? {
-            s.request_timeout = d;
-        }
-        if let Some(d) = ms(
-            "header read timeout",
-            file.limits.header_read_timeout_ms,
-            100,
-            600_000,
-        )? {
-            s.header_read_timeout = d;
-        }
-        if let Some(d) = ms(
-            "shutdown timeout",
-            args.shutdown_timeout_ms.or(file.limits.shutdown_timeout_ms),
-            0,
-            3_600_000,
-        )? {
-            s.shutdown_timeout = d;
-        }
-        if let Some(d) = ms(
-            "database acquire timeout",
-            file.database.acquire_timeout_ms,
-            50,
-            60_000,
-        )? {
-            s.database.acquire_timeout = d;
-        }
-
-        let positive =
-            |name: &str, v: Option<usize>, max: usize| -> Result<Option<usize>, ConfigError> {
-                match v {
-                    Some(v) if v == 0 || v > max => err(format!("{name} {v} is outside 1..={max}")),
-                    other => Ok(other),
-                }
-            };
-        if let Some(v) = positive(
-            "queue depth",
-            args.queue_depth.or(file.ingest.queue_depth),
-            1 << 20,
-        )? {
-            s.ingest.queue_depth = v;
-        }
-        if let Some(v) = positive(
-            "max batch",
-            args.max_batch.or(file.ingest.max_batch),
-            10_000,
-        )? {
-            s.ingest.max_batch = v;
-        }
-        if let Some(v) = positive("writers", args.writers.or(file.ingest.writers), 64)? {
-            s.ingest.writers = v;
-        }
-        if s.database.url.is_sqlite() {
-            s.ingest.writers = 1;
-        }
-        let pool = args.pool_size.or(file.database.pool_size);
-        if pool == Some(0) {
-            return err("pool size must be at least 1");
-        }
-        s.database.pool_size = pool.unwrap_or(s.ingest.writers as u32 + 2);
-        if (s.database.pool_size as usize) < s.ingest.writers {
-            return err(format!(
-                "pool size {} is smaller than the number of writers {}",
-                s.database.pool_size, s.ingest.writers
-            ));
-        }
-
-        let proxies = if args.trusted_proxies.is_empty() {
-            file.trusted_proxies.unwrap_or_default()
-        } else {
-            args.trusted_proxies.clone()
-        };
-        s.trusted_proxies = proxies
-            .iter()
-            .map(|p| parse_proxy(p))
-            .collect::<Result<_, _>>()?;
-
-        let spool_on =
-            !args.no_spool && file.spool.enabled.unwrap_or(true) && !s.database.url.is_sqlite();
-        s.spool.dir = spool_on.then(|| {
-            args.spool_dir
-                .clone()
-                .or(file.spool.dir)
-                .unwrap_or_else(|| PathBuf::from("callhook-spool"))
-        });
-        if let Some(v) = file.spool.max_bytes {
-            if v < 1 << 20 {
-                return err(format!("spool max_bytes {v} is below 1 MiB"));
-            }
-            s.spool.max_bytes = v;
-        }
-        if let Some(v) = file.auth.sign_window_secs {
-            if v == 0 || v > 86_400 {
-                return err(format!("auth sign_window_secs {v} is outside 1..=86400"));
-            }
-            s.sign_window = Duration::from_secs(v);
-        }
-
-        s.apps = resolve_apps(&args.sdkappids, file.apps, env)?;
-        if s.apps.is_empty() {
-            return err(
-                "no SDKAppID configured: pass --sdkappid <ID>, set CALLHOOK_SDKAPPIDS, or add [[apps]] to the config file",
-            );
-        }
-        Ok(s)
+        validate::derived(settings, &c)
     }
 }
 
-/// The address `serve` listens on when nothing is configured.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-/// A listen address as `serve` takes it: `HOST:PORT` with a literal IP address.
-pub fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
-    listen.parse().or_else(|_| {
-        err(format!(
-            "listen address {listen:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
-        ))
-    })
-}
-
 /// The URL `callhook healthcheck` probes: `--url` (`CALLHOOK_HEALTHCHECK_URL`) when given,
-/// else `/healthz` on the address `serve` listens on, from the same settings
+/// else `/healthz` on the address `serve` listens on, from the same layers
 /// (`--listen`/`CALLHOOK_LISTEN` > file `listen` > 127.0.0.1:8080), so a container that
 /// moves the port with `CALLHOOK_LISTEN` keeps a working health check.
 pub fn healthcheck_url(args: &HealthcheckArgs, file: &FileConfig) -> Result<String, ConfigError> {
     if let Some(url) = &args.url {
         return Ok(url.clone());
     }
-    let listen = args
-        .listen
-        .as_deref()
-        .or(file.listen.as_deref())
-        .unwrap_or(DEFAULT_LISTEN);
-    Ok(format!(
-        "http://{}/healthz",
-        probe_address(parse_listen(listen)?)
-    ))
+    let listen = parse_listen(args.listen.as_deref().unwrap_or(&file.listen))?;
+    Ok(format!("http://{}/healthz", probe_address(listen)))
 }
 
-/// Where a local client reaches a server listening on `listen`: a wildcard address
-/// (0.0.0.0, ::) is reached on loopback of the same family.
-pub fn probe_address(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
+/// The database URL of a command that reads or migrates the database, checked.
+pub fn database(args: &DatabaseArgs, file: &FileConfig) -> Result<DatabaseUrl, ConfigError> {
+    let url = database_url(args, file);
+    validate_database_url(&url)?;
+    Ok(DatabaseUrl::new(url))
+}
+
+// ---------------------------------------------------------------------------------------
+// Every command's settings
+
+/// A command with its settings resolved: what `main` runs.
+#[derive(Debug)]
+pub enum Job {
+    Serve(Box<Settings>),
+    Migrate(DatabaseSettings),
+    /// The arguments and the file layer: `report` reads the database URL from them.
+    Report(ReportArgs, FileConfig),
+    Events(EventsArgs, FileConfig),
+    Send(SendArgs),
+    Healthcheck {
+        url: String,
+        timeout: Duration,
+    },
+}
+
+/// A command line, resolved: the log format and the job.
+#[derive(Debug)]
+pub struct Invocation {
+    pub log_format: LogFormat,
+    pub job: Job,
+}
+
+/// How long `migrate` waits for a connection: a database that is starting is waited for.
+const MIGRATE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loads the configuration file and resolves the command's settings through the same
+/// layers: the file (`--config`), the log format and the database URL are shared by
+/// every command. `env` reads the per-app secrets' variables.
+pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocation, ConfigError> {
+    let file = match cli.config.as_deref() {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
     };
-    SocketAddr::new(ip, listen.port())
-}
-
-/// The database URL from flag/environment, else file, else the SQLite default.
-pub fn database_url(args: &DatabaseArgs, file: &FileConfig) -> String {
-    args.database_url
-        .clone()
-        .or_else(|| file.database.url.clone())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
-}
-
-/// Checks a database URL's scheme.
-pub fn validate_database_url(url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("sqlite:")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://")
-    {
-        Ok(())
-    } else {
-        err(format!(
-            "database URL {:?} is neither sqlite://PATH nor postgres://…",
-            DatabaseUrl::new(url).redacted()
-        ))
-    }
-}
-
-fn parse_proxy(p: &str) -> Result<IpNet, ConfigError> {
-    let p = p.trim();
-    p.parse::<IpNet>()
-        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-        .or_else(|_| {
-            err(format!(
-                "trusted proxy {p:?} is not an IP address or CIDR range"
-            ))
-        })
-}
-
-fn resolve_apps(
-    cli: &[String],
-    file: Vec<FileApp>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<i64, AppSettings>, ConfigError> {
-    let mut apps = BTreeMap::new();
-    for a in file {
-        if a.sdkappid <= 0 {
-            return err(format!(
-                "[[apps]] sdkappid {} must be a positive integer",
-                a.sdkappid
-            ));
+    let shared_log_format = log_format(cli.log_format, &file);
+    let (log_format, job) = match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::resolve(&args, file, cli.log_format, env)?;
+            (settings.log_format, Job::Serve(Box::new(settings)))
         }
-        if a.token.is_some() && a.token_env.is_some() {
-            return err(format!(
-                "[[apps]] {}: set token or token_env, not both",
-                a.sdkappid
-            ));
+        Command::Migrate(args) => {
+            let url = database(&args, &file)?;
+            let db = DatabaseSettings {
+                acquire_timeout: MIGRATE_ACQUIRE_TIMEOUT,
+                ..DatabaseSettings::new(url.expose())
+            };
+            (shared_log_format, Job::Migrate(db))
         }
-        let token = match (&a.token, &a.token_env) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(var)) => Some(env(var).ok_or_else(|| {
-                ConfigError(format!(
-                    "[[apps]] {}: token_env {var} is not set",
-                    a.sdkappid
-                ))
-            })?),
-            (None, None) => None,
-        };
-        if a.trtc_key.is_some() && a.trtc_key_env.is_some() {
-            return err(format!(
-                "[[apps]] {}: set trtc_key or trtc_key_env, not both",
-                a.sdkappid
-            ));
+        Command::Report(args) => {
+            database(&args.db, &file)?;
+            (shared_log_format, Job::Report(args, file))
         }
-        let trtc_key = match (&a.trtc_key, &a.trtc_key_env) {
-            (Some(k), _) => Some(k.clone()),
-            (None, Some(var)) => Some(env(var).ok_or_else(|| {
-                ConfigError(format!(
-                    "[[apps]] {}: trtc_key_env {var} is not set",
-                    a.sdkappid
-                ))
-            })?),
-            (None, None) => None,
-        };
-        let commands = match a.commands {
-            Some(list) if list.is_empty() => {
-                return err(format!(
-                    "[[apps]] {}: commands is empty; remove it to allow every command",
-                    a.sdkappid
-                ));
-            }
-            Some(list) => Some(list.iter().map(|c| c.trim().to_ascii_lowercase()).collect()),
-            None => None,
-        };
-        let app = AppSettings {
-            sdkappid: a.sdkappid,
-            token: token.map(Secret::new),
-            commands,
-            trtc_key: trtc_key.map(Secret::new),
-        };
-        if apps.insert(a.sdkappid, app).is_some() {
-            return err(format!("[[apps]] sdkappid {} is listed twice", a.sdkappid));
+        Command::Events(args) => {
+            database(&args.db, &file)?;
+            (shared_log_format, Job::Events(args, file))
         }
-    }
-    for raw in cli.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let id = parse_sdkappid(raw)
-            .ok_or_else(|| ConfigError(format!("--sdkappid {raw:?} is not a positive integer")))?;
-        apps.entry(id).or_insert_with(|| AppSettings::new(id));
-    }
-    for app in apps.values_mut() {
-        if let Some(t) = env(&format!("CALLHOOK_TOKEN_{}", app.sdkappid)) {
-            app.token = Some(Secret::new(t));
+        Command::Send(args) => (shared_log_format, Job::Send(args)),
+        Command::Healthcheck(args) => {
+            let url = healthcheck_url(&args, &file)?;
+            let timeout = Duration::from_millis(args.timeout_ms);
+            (shared_log_format, Job::Healthcheck { url, timeout })
         }
-        if app.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
-            return err(format!("app {}: the token is empty", app.sdkappid));
-        }
-        if let Some(k) = env(&format!("CALLHOOK_TRTC_KEY_{}", app.sdkappid)) {
-            app.trtc_key = Some(Secret::new(k));
-        }
-        if app.trtc_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
-            return err(format!("app {}: the TRTC key is empty", app.sdkappid));
-        }
-    }
-    Ok(apps)
+    };
+    Ok(Invocation { log_format, job })
 }
 
 #[cfg(test)]
@@ -678,7 +395,7 @@ mod tests {
     fn the_example_config_parses_and_resolves() -> Result<(), ConfigError> {
         // As it is, with nothing in the environment, the example configures exactly what
         // the built-in defaults do (it says so), for its one app.
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let none = |_: &str| None;
         let example =
             Settings::resolve(&ServeArgs::default(), FileConfig::parse(text)?, None, &none)?;
@@ -722,6 +439,24 @@ mod tests {
         assert_eq!(s.apps.len(), 2);
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.database.pool_size, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn settings_new_is_the_resolved_defaults() -> Result<(), ConfigError> {
+        // Settings::new applies no derived rule, so compare on PostgreSQL, spool off.
+        let url = "postgres://app@db.internal/calls";
+        let args = ServeArgs {
+            db: DatabaseArgs {
+                database_url: Some(url.to_owned()),
+            },
+            sdkappids: vec!["1".into()],
+            no_spool: true,
+            ..Default::default()
+        };
+        let resolved = resolve(args, "")?;
+        let new = Settings::new(url, [AppSettings::new(1)]);
+        assert_eq!(format!("{resolved:?}"), format!("{new:?}"));
         Ok(())
     }
 
