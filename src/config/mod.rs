@@ -1,10 +1,10 @@
 //! Configuration, in three steps:
 //!
-//! 1. **Layers** ([`file`]): built-in defaults, then the TOML file, then `CALLHOOK_*`
+//! 1. **Layers** (`file`): built-in defaults, then the TOML file, then `CALLHOOK_*`
 //!    environment variables, then flags, merged once (flag > environment > file > default).
-//! 2. **Sections** ([`validate`]): each section (database, http, limits, ingest, spool,
+//! 2. **Sections** (`validate`): each section (database, http, limits, ingest, spool,
 //!    auth, apps) checked on its own into typed settings.
-//! 3. **Derived rules** ([`validate`]'s `derived`): what spans sections, such as what the
+//! 3. **Derived rules** (`validate::derived`): what spans sections, such as what the
 //!    backend allows ([`BackendKind`](crate::store::BackendKind)) and the pool size the
 //!    writers need.
 //!
@@ -256,6 +256,7 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let c = file.with_serve_flags(args, log_format);
         let limits = &c.limits;
+        let configured_pool_size = c.database.pool_size;
         let settings = Settings {
             database: validate::database(&c.database)?,
             migrate: c.database.migrate,
@@ -285,10 +286,10 @@ impl Settings {
             ingest: validate::ingest(&c.ingest)?,
             spool: validate::spool(&c.spool)?,
             sign_window: validate::sign_window(c.auth.sign_window_secs)?,
-            apps: validate::apps(c.apps.clone(), &args.sdkappids, env)?,
+            apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
         };
-        validate::derived(settings, &c)
+        validate::derived(settings, configured_pool_size)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::file::{FileApp, FileConfig, FileDatabase, FileIngest, FileSpool};
+use super::file::{FileApp, FileDatabase, FileIngest, FileSpool};
 use super::{AppSettings, ConfigError, DatabaseSettings, DatabaseUrl, IngestSettings};
 use super::{Secret, Settings, SpoolSettings, defaults, err};
 use crate::protocol::query::parse_sdkappid;
@@ -240,14 +240,15 @@ fn env_secret(slot: &mut Option<Secret>, from_env: Option<String>) {
 // derived rules, across sections
 
 /// The rules that need more than one section, applied once each section is valid: what
-/// the backend allows (writers, the outage journal), the pool size the writers need,
+/// the backend allows (writers, the outage journal), the pool size the writers need when
+/// `pool_size` is not configured,
 /// routes that must differ, and at least one app.
-pub(super) fn derived(mut s: Settings, merged: &FileConfig) -> Result<Settings, ConfigError> {
+pub(super) fn derived(mut s: Settings, pool_size: Option<u32>) -> Result<Settings, ConfigError> {
     let backend = s.database.url.backend();
     if let Some(max) = backend.max_writers() {
         s.ingest.writers = s.ingest.writers.min(max);
     }
-    if merged.database.pool_size.is_none() {
+    if pool_size.is_none() {
         s.database.pool_size = s.ingest.writers as u32 + defaults::POOL_SPARE;
     }
     if (s.database.pool_size as usize) < s.ingest.writers {
