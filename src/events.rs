@@ -4,14 +4,12 @@
 use std::fmt::Write as _;
 
 use crate::cli::{EventsArgs, EventsFormat};
-use crate::config::{FileConfig, database_url, validate_database_url};
+use crate::config::DatabaseUrl;
 use crate::store::RecentEvent;
 
 /// Prints the latest events of the configured database to stdout.
-pub async fn run(args: &EventsArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let url = database_url(&args.db, file);
-    validate_database_url(&url)?;
-    let store = crate::store::Store::connect_for_reading(&url).await?;
+pub async fn run(args: &EventsArgs, url: &DatabaseUrl) -> anyhow::Result<()> {
+    let store = crate::store::Store::connect_for_reading(url.expose()).await?;
     let rows = store.recent_events(args.last, args.sdkappid).await;
     store.close().await;
     let text = render(&rows?, args.format)?;

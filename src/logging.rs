@@ -6,13 +6,13 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
+use crate::config::defaults::LOG_FILTER;
 
 /// Logs go to stderr through a background writer, so a slow log consumer never blocks a
 /// request; under extreme pressure lines are dropped rather than requests delayed. Keep
 /// the guard alive for the life of the process (it flushes on drop).
 pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER));
     let stderr = std::io::stderr();
     let ansi = stderr.is_terminal();
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

@@ -1,25 +1,22 @@
-//! `callhook`: command-line entry point. Only wiring lives here.
+//! `callhook`: command-line entry point. Only wiring lives here: the command line is
+//! resolved into a job with its settings (`config::resolve`), then run.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use callhook::cli::{Cli, Command, LogFormat};
-use callhook::config::{ConfigError, FileConfig, Settings, database_url, validate_database_url};
+use callhook::cli::Cli;
+use callhook::config::{ConfigError, Invocation, Job};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let file = match cli.config.as_deref().map(FileConfig::load).transpose() {
-        Ok(f) => f.unwrap_or_default(),
+    let env = |k: &str| std::env::var(k).ok();
+    let Invocation { log_format, job } = match callhook::config::resolve(Cli::parse(), &env) {
+        Ok(invocation) => invocation,
         Err(e) => return config_error(&e),
     };
-    let log_format = cli
-        .log_format
-        .or(file.log_format)
-        .unwrap_or(LogFormat::Pretty);
     let _log_guard = callhook::logging::init(log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -32,38 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                let env = |k: &str| std::env::var(k).ok();
-                let settings = Settings::resolve(&args, file, cli.log_format, &env)?;
-                validate_database_url(settings.database.url.expose())?;
-                callhook::app::Application::build(settings)
-                    .await?
-                    .run_until(callhook::shutdown_signal())
-                    .await
-            }
-            Command::Migrate(args) => {
-                let url = database_url(&args, &file);
-                validate_database_url(&url)?;
-                let mut db = callhook::config::DatabaseSettings::new(url);
-                db.acquire_timeout = std::time::Duration::from_secs(10);
-                let store = callhook::store::Store::connect(&db).await?;
-                store.migrate(std::time::Duration::from_secs(3600)).await?;
-                store.close().await;
-                println!("callhook: migrations applied to {}", db.url.redacted());
-                Ok(())
-            }
-            Command::Report(args) => callhook::report::run(&args, &file).await,
-            Command::Events(args) => callhook::events::run(&args, &file).await,
-            Command::Send(args) => callhook::send::run(args).await,
-            Command::Healthcheck(args) => {
-                let url = callhook::config::healthcheck_url(&args, &file)?;
-                healthcheck(&url, args.timeout_ms).await
-            }
-        }
-    });
-    match result {
+    match runtime.block_on(run(job)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<ConfigError>() {
             Some(ce) => config_error(ce),
@@ -81,11 +47,31 @@ fn main() -> ExitCode {
     }
 }
 
-async fn healthcheck(url: &str, timeout_ms: u64) -> anyhow::Result<()> {
+async fn run(job: Job) -> anyhow::Result<()> {
+    match job {
+        Job::Serve(settings) => {
+            callhook::app::Application::build(*settings)
+                .await?
+                .run_until(callhook::shutdown_signal())
+                .await
+        }
+        Job::Migrate(db) => {
+            let store = callhook::store::Store::connect(&db).await?;
+            store.migrate(std::time::Duration::from_secs(3600)).await?;
+            store.close().await;
+            println!("callhook: migrations applied to {}", db.url.redacted());
+            Ok(())
+        }
+        Job::Report(args, url) => callhook::report::run(&args, &url).await,
+        Job::Events(args, url) => callhook::events::run(&args, &url).await,
+        Job::Send(args) => callhook::send::run(args).await,
+        Job::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
+    }
+}
+
+async fn healthcheck(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
     callhook::install_tls_provider();
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(timeout_ms))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
     let resp = client.get(url).send().await?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "{url} answered {status}");

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 
 use crate::cli::{ReportArgs, ReportFormat};
-use crate::config::{FileConfig, database_url, validate_database_url};
+use crate::config::DatabaseUrl;
 use crate::store::{DailyStats, DayRange, RoomStats, Store};
 
 mod html;
@@ -287,15 +287,13 @@ pub fn render(report: &Report, format: ReportFormat) -> anyhow::Result<String> {
 }
 
 /// `callhook report`.
-pub async fn run(args: &ReportArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn run(args: &ReportArgs, url: &DatabaseUrl) -> anyhow::Result<()> {
     let range = resolve_range(
         args.since.as_deref(),
         args.until.as_deref(),
         chrono::Utc::now().date_naive(),
     )?;
-    let url = database_url(&args.db, file);
-    validate_database_url(&url)?;
-    let store = Store::connect_for_reading(&url).await?;
+    let store = Store::connect_for_reading(url.expose()).await?;
     let result = async {
         if !store.has_analytics().await? {
             anyhow::bail!(

@@ -6,6 +6,7 @@
 //! outage journal needs: replay a chunk of journaled rows exactly once.
 
 mod analytics;
+mod backend;
 mod fence;
 mod postgres;
 mod sqlite;
@@ -16,6 +17,7 @@ use crate::config::DatabaseSettings;
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
 pub use analytics::{DailyStats, DayRange, RecentEvent, RoomStats};
+pub use backend::BackendKind;
 pub use fence::Fence;
 pub use postgres::PgStore;
 pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
@@ -135,7 +137,7 @@ impl Store {
     /// Connects (lazily for PostgreSQL, so a database that is down at start-up is retried)
     /// and checks the URL.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        if settings.url.is_sqlite() {
+        if settings.url.backend().is_embedded() {
             Ok(Self::Sqlite(SqliteStore::connect(settings).await?))
         } else {
             Ok(Self::Postgres(PgStore::connect(settings)?))
@@ -321,7 +323,7 @@ impl Store {
     /// statement logging; SQLite opens the file read-only, PostgreSQL sessions are
     /// read-only transactions.
     pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
-        if crate::config::DatabaseUrl::new(url).is_sqlite() {
+        if BackendKind::of(url).is_embedded() {
             Ok(Self::Sqlite(SqliteStore::connect_for_reading(url).await?))
         } else {
             Ok(Self::Postgres(PgStore::connect_for_reading(url)?))

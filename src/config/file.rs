@@ -1,0 +1,169 @@
+//! The layers of configuration and their one merge: built-in defaults, then the file, then
+//! the environment, then the flags.
+//!
+//! - defaults → file: serde fills every key the file leaves out from
+//!   [`defaults`](super::defaults), so a parsed [`FileConfig`] is both layers merged.
+//! - environment → flags: clap gives each flag its `CALLHOOK_*` variable, flag first.
+//! - those over the file: [`FileConfig::with_serve_flags`] for `serve`, and
+//!   [`database_url`] and [`log_format`] for the keys every command shares.
+//!
+//! The result is still raw (strings, numbers): `validate` turns it into settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::cli::{DatabaseArgs, LogFormat, ServeArgs};
+
+/// The configuration file over the built-in defaults: every key the file leaves out has
+/// its default. `FileConfig::default()` is what no file configures.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: String,
+    pub callback_path: String,
+    pub trtc_path: String,
+    pub log_format: LogFormat,
+    pub trusted_proxies: Vec<String>,
+    pub database: FileDatabase,
+    pub limits: FileLimits,
+    pub ingest: FileIngest,
+    pub spool: FileSpool,
+    pub auth: FileAuth,
+    pub apps: Vec<FileApp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileDatabase {
+    pub url: String,
+    /// `None`: derived from the number of writers.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    pub pool_size: Option<u32>,
+    pub acquire_timeout_ms: u64,
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileLimits {
+    pub body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileIngest {
+    pub queue_depth: usize,
+    pub max_batch: usize,
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSpool {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAuth {
+    pub sign_window_secs: u64,
+}
+
+/// One `[[apps]]` entry: an SDKAppID and, optionally, its secrets and command list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub struct FileApp {
+    pub sdkappid: i64,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    pub commands: Option<Vec<String>>,
+    /// The key set in the TRTC console for the room, media and recording callbacks.
+    pub trtc_key: Option<String>,
+    pub trtc_key_env: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::parse(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    ConfigError(format!("line {line}: {msg}"))
+                }
+                None => ConfigError(msg),
+            }
+        })
+    }
+
+    /// `serve`'s flags (each already over its environment variable) over this layer: a
+    /// flag that is given wins. `--sdkappid` adds apps rather than replacing a key, so
+    /// the apps section takes it itself.
+    pub fn with_serve_flags(mut self, a: &ServeArgs, log_flag: Option<LogFormat>) -> Self {
+        fn over<T: Clone>(key: &mut T, flag: Option<&T>) {
+            if let Some(flag) = flag {
+                *key = flag.clone();
+            }
+        }
+        self.database.url = database_url(&a.db, &self);
+        self.log_format = log_format(log_flag, &self);
+        over(&mut self.listen, a.listen.as_ref());
+        over(&mut self.callback_path, a.callback_path.as_ref());
+        over(&mut self.trtc_path, a.trtc_path.as_ref());
+        over(&mut self.limits.body_bytes, a.body_limit.as_ref());
+        over(
+            &mut self.limits.request_timeout_ms,
+            a.request_timeout_ms.as_ref(),
+        );
+        over(
+            &mut self.limits.shutdown_timeout_ms,
+            a.shutdown_timeout_ms.as_ref(),
+        );
+        over(&mut self.ingest.queue_depth, a.queue_depth.as_ref());
+        over(&mut self.ingest.max_batch, a.max_batch.as_ref());
+        over(&mut self.ingest.writers, a.writers.as_ref());
+        over(&mut self.spool.dir, a.spool_dir.as_ref());
+        self.database.pool_size = a.pool_size.or(self.database.pool_size);
+        self.database.migrate &= !a.no_migrate;
+        self.spool.enabled &= !a.no_spool;
+        if !a.trusted_proxies.is_empty() {
+            self.trusted_proxies = a.trusted_proxies.clone();
+        }
+        self
+    }
+}
+
+/// The database URL of every command: `--database-url` (or `CALLHOOK_DATABASE_URL`), else
+/// the file's, else the default.
+pub fn database_url(args: &DatabaseArgs, file: &FileConfig) -> String {
+    args.database_url
+        .clone()
+        .unwrap_or_else(|| file.database.url.clone())
+}
+
+/// The log format of every command: `--log-format` (or `CALLHOOK_LOG_FORMAT`), else the
+/// file's, else the default.
+pub fn log_format(flag: Option<LogFormat>, file: &FileConfig) -> LogFormat {
+    flag.unwrap_or(file.log_format)
+}

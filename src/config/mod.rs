@@ -1,0 +1,623 @@
+//! Configuration, in three steps:
+//!
+//! 1. **Layers** (`file`): built-in defaults, then the TOML file, then `CALLHOOK_*`
+//!    environment variables, then flags, merged once (flag > environment > file > default).
+//! 2. **Sections** (`validate`): each section (database, http, limits, ingest, spool,
+//!    auth, apps) checked on its own into typed settings.
+//! 3. **Derived rules** (`validate::derived`): what spans sections, such as what the
+//!    backend allows ([`BackendKind`](crate::store::BackendKind)) and the pool size the
+//!    writers need.
+//!
+//! The defaults live in one table ([`defaults`]); config.example.toml and `--help` are
+//! tested against it. Every command resolves through [`resolve`], which shares the
+//! config file, the log format and the database URL among them.
+
+pub mod defaults;
+mod file;
+mod validate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::cli::{
+    Cli, Command, DatabaseArgs, EventsArgs, HealthcheckArgs, LogFormat, ReportArgs, SendArgs,
+    ServeArgs,
+};
+use crate::store::BackendKind;
+
+pub use defaults::DATABASE_URL as DEFAULT_DATABASE_URL;
+pub use file::{
+    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool, database_url,
+    log_format,
+};
+pub use validate::{parse_listen, probe_address, validate_database_url};
+
+/// A configuration problem, reported as one line and exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
+}
+
+/// A database URL whose password never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The backend this URL selects.
+    pub fn backend(&self) -> BackendKind {
+        BackendKind::of(&self.0)
+    }
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some(scheme_end) = s.find("://") else {
+            return s.clone();
+        };
+        let rest = &s[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                let masked = if userinfo.contains(':') {
+                    format!("{user}:REDACTED")
+                } else {
+                    user.to_owned()
+                };
+                format!("{}://{}{}", &s[..scheme_end], masked, &rest[at..])
+            }
+            None => s.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    /// Longest wait for a connection (and for a connection attempt): bounds how long a
+    /// callback can hang when the database is gone.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: DatabaseUrl::new(url),
+            pool_size: defaults::WRITERS as u32 + defaults::POOL_SPARE,
+            acquire_timeout: Duration::from_millis(defaults::ACQUIRE_TIMEOUT_MS),
+        }
+    }
+
+    /// How long a batch write may take before it is abandoned and its deliveries are
+    /// journaled (or answered 503): a connection's wait plus half a second, at least 1.5 s.
+    /// A database that hangs (a frozen server, a network partition) must not hold the
+    /// sender past a second or two.
+    pub fn write_timeout(&self) -> Duration {
+        (self.acquire_timeout + Duration::from_millis(500)).max(Duration::from_millis(1500))
+    }
+}
+
+/// One SDKAppID this receiver accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    pub sdkappid: i64,
+    /// When set, every delivery must carry `token=<token>` or a valid `Sign`.
+    pub token: Option<Secret>,
+    /// Allowed commands, lower-cased; `None` = every command (those callhook does not know
+    /// are stored with family `other`).
+    pub commands: Option<HashSet<String>>,
+    /// The TRTC console's callback key: when set, TRTC's own callbacks must carry `Sign` =
+    /// base64(HMAC-SHA256(key, body)); when not, they are stored with a note saying so.
+    pub trtc_key: Option<Secret>,
+}
+
+impl AppSettings {
+    pub fn new(sdkappid: i64) -> Self {
+        Self {
+            sdkappid,
+            token: None,
+            commands: None,
+            trtc_key: None,
+        }
+    }
+
+    /// Whether a command (any case; `None`: the query names none) may be delivered for
+    /// this app: any, unless the app lists its commands.
+    pub fn allows(&self, command: Option<&str>) -> bool {
+        match (&self.commands, command) {
+            (None, _) => true,
+            (Some(set), Some(c)) => set.contains(&c.to_ascii_lowercase()),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub queue_depth: usize,
+    pub max_batch: usize,
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// `None`: spooling is off.
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database: DatabaseSettings,
+    pub migrate: bool,
+    pub apps: BTreeMap<i64, AppSettings>,
+    pub callback_path: String,
+    /// Where TRTC's own callbacks are posted.
+    pub trtc_path: String,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub ingest: IngestSettings,
+    pub trusted_proxies: Vec<IpNet>,
+    pub spool: SpoolSettings,
+    pub sign_window: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// The built-in defaults for a database URL and a set of apps, as they are, without
+    /// the rules [`Settings::resolve`] derives (an SQLite URL keeps two writers here).
+    /// Tests start from here.
+    pub fn new(
+        database_url: impl Into<String>,
+        apps: impl IntoIterator<Item = AppSettings>,
+    ) -> Self {
+        use defaults as d;
+        Self {
+            listen: d::LISTEN,
+            database: DatabaseSettings::new(database_url),
+            migrate: d::MIGRATE,
+            apps: apps.into_iter().map(|a| (a.sdkappid, a)).collect(),
+            callback_path: d::CALLBACK_PATH.to_owned(),
+            trtc_path: d::TRTC_PATH.to_owned(),
+            body_limit: d::BODY_BYTES,
+            request_timeout: Duration::from_millis(d::REQUEST_TIMEOUT_MS),
+            header_read_timeout: Duration::from_millis(d::HEADER_READ_TIMEOUT_MS),
+            shutdown_timeout: Duration::from_millis(d::SHUTDOWN_TIMEOUT_MS),
+            ingest: IngestSettings {
+                queue_depth: d::QUEUE_DEPTH,
+                max_batch: d::MAX_BATCH,
+                writers: d::WRITERS,
+            },
+            trusted_proxies: Vec::new(),
+            spool: SpoolSettings {
+                dir: None,
+                max_bytes: d::SPOOL_MAX_BYTES,
+            },
+            sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
+            log_format: d::LOG_FORMAT,
+        }
+    }
+
+    /// `serve`'s settings: the flags (with their environment variables) and `log_format`
+    /// (`--log-format`) over the file over the defaults, validated section by section,
+    /// then the derived rules. `env` reads the per-app secrets' variables.
+    pub fn resolve(
+        args: &ServeArgs,
+        file: FileConfig,
+        log_format: Option<LogFormat>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let c = file.with_serve_flags(args, log_format);
+        let limits = &c.limits;
+        let configured_pool_size = c.database.pool_size;
+        let settings = Settings {
+            database: validate::database(&c.database)?,
+            migrate: c.database.migrate,
+            listen: parse_listen(&c.listen)?,
+            callback_path: validate::route("callback_path", &c.callback_path)?,
+            trtc_path: validate::route("trtc_path", &c.trtc_path)?,
+            trusted_proxies: validate::trusted_proxies(&c.trusted_proxies)?,
+            body_limit: validate::body_limit(limits.body_bytes)?,
+            request_timeout: validate::millis(
+                "request timeout",
+                limits.request_timeout_ms,
+                100,
+                600_000,
+            )?,
+            header_read_timeout: validate::millis(
+                "header read timeout",
+                limits.header_read_timeout_ms,
+                100,
+                600_000,
+            )?,
+            shutdown_timeout: validate::millis(
+                "shutdown timeout",
+                limits.shutdown_timeout_ms,
+                0,
+                3_600_000,
+            )?,
+            ingest: validate::ingest(&c.ingest)?,
+            spool: validate::spool(&c.spool)?,
+            sign_window: validate::sign_window(c.auth.sign_window_secs)?,
+            apps: validate::apps(c.apps, &args.sdkappids, env)?,
+            log_format: c.log_format,
+        };
+        validate::derived(settings, configured_pool_size)
+    }
+}
+
+/// The URL `callhook healthcheck` probes: `--url` (`CALLHOOK_HEALTHCHECK_URL`) when given,
+/// else `/healthz` on the address `serve` listens on, from the same layers
+/// (`--listen`/`CALLHOOK_LISTEN` > file `listen` > 127.0.0.1:8080), so a container that
+/// moves the port with `CALLHOOK_LISTEN` keeps a working health check.
+pub fn healthcheck_url(args: &HealthcheckArgs, file: &FileConfig) -> Result<String, ConfigError> {
+    if let Some(url) = &args.url {
+        return Ok(url.clone());
+    }
+    let listen = parse_listen(args.listen.as_deref().unwrap_or(&file.listen))?;
+    Ok(format!("http://{}/healthz", probe_address(listen)))
+}
+
+/// The database URL of a command that reads or migrates the database, checked.
+pub fn database(args: &DatabaseArgs, file: &FileConfig) -> Result<DatabaseUrl, ConfigError> {
+    let url = database_url(args, file);
+    validate_database_url(&url)?;
+    Ok(DatabaseUrl::new(url))
+}
+
+// ---------------------------------------------------------------------------------------
+// Every command's settings
+
+/// A command with its settings resolved: what `main` runs.
+#[derive(Debug)]
+pub enum Job {
+    Serve(Box<Settings>),
+    Migrate(DatabaseSettings),
+    /// The arguments and the merged, checked database URL.
+    Report(ReportArgs, DatabaseUrl),
+    Events(EventsArgs, DatabaseUrl),
+    Send(SendArgs),
+    Healthcheck {
+        url: String,
+        timeout: Duration,
+    },
+}
+
+/// A command line, resolved: the log format and the job.
+#[derive(Debug)]
+pub struct Invocation {
+    pub log_format: LogFormat,
+    pub job: Job,
+}
+
+/// How long `migrate` waits for a connection: a database that is starting is waited for.
+const MIGRATE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loads the configuration file and resolves the command's settings through the same
+/// layers: the file (`--config`), the log format and the database URL are shared by
+/// every command. `env` reads the per-app secrets' variables.
+pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocation, ConfigError> {
+    let file = match cli.config.as_deref() {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let shared_log_format = log_format(cli.log_format, &file);
+    let (log_format, job) = match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::resolve(&args, file, cli.log_format, env)?;
+            (settings.log_format, Job::Serve(Box::new(settings)))
+        }
+        Command::Migrate(args) => {
+            let url = database(&args, &file)?;
+            let db = DatabaseSettings {
+                acquire_timeout: MIGRATE_ACQUIRE_TIMEOUT,
+                ..DatabaseSettings::new(url.expose())
+            };
+            (shared_log_format, Job::Migrate(db))
+        }
+        Command::Report(args) => {
+            let url = database(&args.db, &file)?;
+            (shared_log_format, Job::Report(args, url))
+        }
+        Command::Events(args) => {
+            let url = database(&args.db, &file)?;
+            (shared_log_format, Job::Events(args, url))
+        }
+        Command::Send(args) => (shared_log_format, Job::Send(args)),
+        Command::Healthcheck(args) => {
+            let url = healthcheck_url(&args, &file)?;
+            let timeout = Duration::from_millis(args.timeout_ms);
+            (shared_log_format, Job::Healthcheck { url, timeout })
+        }
+    };
+    Ok(Invocation { log_format, job })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn resolve(args: ServeArgs, file: &str) -> Result<Settings, ConfigError> {
+        Settings::resolve(&args, FileConfig::parse(file)?, None, &no_env)
+    }
+
+    #[test]
+    fn the_example_config_parses_and_resolves() -> Result<(), ConfigError> {
+        // As it is, with nothing in the environment, the example configures exactly what
+        // the built-in defaults do (it says so), for its one app.
+        let text = include_str!("../../config.example.toml");
+        let none = |_: &str| None;
+        let example =
+            Settings::resolve(&ServeArgs::default(), FileConfig::parse(text)?, None, &none)?;
+        let defaults = Settings::resolve(
+            &ServeArgs::default(),
+            FileConfig::parse("[[apps]]\nsdkappid = 1400000001\n")?,
+            None,
+            &none,
+        )?;
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+        // Its commented-out examples are valid too.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "trusted_proxies =",
+                        "pool_size =",
+                        "commands =",
+                        "[[apps]]",
+                        "sdkappid =",
+                        "token_env =",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    format!("{rest}\n")
+                }
+                // The example replaces the default it follows.
+                _ if l == "trusted_proxies = []" => String::new(),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let env = |k: &str| (k == "CALLHOOK_TOKEN_1400000002").then(|| "from-env".to_owned());
+        let s = Settings::resolve(
+            &ServeArgs::default(),
+            FileConfig::parse(&uncommented)?,
+            None,
+            &env,
+        )?;
+        assert_eq!(s.apps.len(), 2);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.database.pool_size, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn settings_new_is_the_resolved_defaults() -> Result<(), ConfigError> {
+        // Settings::new applies no derived rule, so compare on PostgreSQL, spool off.
+        let url = "postgres://app@db.internal/calls";
+        let args = ServeArgs {
+            db: DatabaseArgs {
+                database_url: Some(url.to_owned()),
+            },
+            sdkappids: vec!["1".into()],
+            no_spool: true,
+            ..Default::default()
+        };
+        let resolved = resolve(args, "")?;
+        let new = Settings::new(url, [AppSettings::new(1)]);
+        assert_eq!(format!("{resolved:?}"), format!("{new:?}"));
+        Ok(())
+    }
+
+    #[test]
+    fn no_app_is_an_error() {
+        let e = resolve(ServeArgs::default(), "").err().map(|e| e.0);
+        assert!(e.is_some_and(|m| m.contains("no SDKAppID")));
+    }
+
+    #[test]
+    fn precedence_flag_over_file() -> Result<(), ConfigError> {
+        let args = ServeArgs {
+            sdkappids: vec!["1400000009".into()],
+            listen: Some("0.0.0.0:9000".into()),
+            ..Default::default()
+        };
+        let s = resolve(
+            args,
+            "listen = \"127.0.0.1:7000\"\n[ingest]\nmax_batch = 7\n",
+        )?;
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.ingest.max_batch, 7);
+        assert!(s.apps.contains_key(&1_400_000_009));
+        assert_eq!(s.database.url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(s.ingest.writers, 1, "SQLite has one writer");
+        assert!(s.spool.dir.is_none(), "no spool on SQLite");
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = resolve(ServeArgs::default(), "[limits]\nbody_bytez = 5\n")
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.contains("body_bytez") && m.contains("line 2")),
+            "{e:?}"
+        );
+        let args = ServeArgs {
+            sdkappids: vec!["abc".into()],
+            ..Default::default()
+        };
+        assert!(resolve(args, "").is_err());
+    }
+
+    #[test]
+    fn tokens_from_environment() -> Result<(), ConfigError> {
+        let env = |k: &str| match k {
+            "MY_TOKEN" => Some("t1".to_owned()),
+            "CALLHOOK_TOKEN_2" => Some("t2".to_owned()),
+            _ => None,
+        };
+        let file = FileConfig::parse("[[apps]]\nsdkappid = 1\ntoken_env = \"MY_TOKEN\"\n")?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        assert_eq!(s.apps[&1].token.as_ref().map(Secret::expose), Some("t1"));
+        assert_eq!(s.apps[&2].token.as_ref().map(Secret::expose), Some("t2"));
+        assert!(
+            !format!("{s:?}").contains("t1"),
+            "secrets never show in Debug"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn trtc_keys_and_path() -> Result<(), ConfigError> {
+        let env = |k: &str| match k {
+            "MY_TRTC_KEY" => Some("k1".to_owned()),
+            "CALLHOOK_TRTC_KEY_2" => Some("k2".to_owned()),
+            _ => None,
+        };
+        let file = FileConfig::parse(
+            "trtc_path = \"/rooms\"\n[[apps]]\nsdkappid = 1\ntrtc_key_env = \"MY_TRTC_KEY\"\n[[apps]]\nsdkappid = 3\ntrtc_key = \"k3\"\n",
+        )?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into(), "4".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        assert_eq!(s.trtc_path, "/rooms");
+        let key = |id: i64| s.apps[&id].trtc_key.as_ref().map(Secret::expose);
+        assert_eq!(
+            (key(1), key(2), key(3), key(4)),
+            (Some("k1"), Some("k2"), Some("k3"), None)
+        );
+        assert!(!format!("{s:?}").contains("k3"), "keys never show in Debug");
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        assert_eq!(resolve(one(), "")?.trtc_path, "/trtc");
+        for bad in [
+            "trtc_path = \"trtc\"",
+            "trtc_path = \"/\"",
+            "trtc_path = \"/metrics\"",
+            "[[apps]]\nsdkappid = 1\ntrtc_key = \"a\"\ntrtc_key_env = \"B\"",
+            "[[apps]]\nsdkappid = 1\ntrtc_key_env = \"UNSET\"",
+        ] {
+            assert!(resolve(one(), bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn healthcheck_follows_the_listen_setting() -> Result<(), ConfigError> {
+        let url = |url: Option<&str>, listen: Option<&str>, file: &str| {
+            let args = HealthcheckArgs {
+                url: url.map(str::to_owned),
+                listen: listen.map(str::to_owned),
+                timeout_ms: 2000,
+            };
+            healthcheck_url(&args, &FileConfig::parse(file)?)
+        };
+        // Nothing configured: serve's default address.
+        assert_eq!(url(None, None, "")?, "http://127.0.0.1:8080/healthz");
+        // The file's listen, as serve reads it; a wildcard is probed on loopback.
+        assert_eq!(
+            url(None, None, "listen = \"0.0.0.0:9090\"")?,
+            "http://127.0.0.1:9090/healthz"
+        );
+        // --listen / CALLHOOK_LISTEN over the file, as for serve.
+        assert_eq!(
+            url(None, Some("0.0.0.0:7000"), "listen = \"0.0.0.0:9090\"")?,
+            "http://127.0.0.1:7000/healthz"
+        );
+        assert_eq!(
+            url(None, Some("[::]:8443"), "")?,
+            "http://[::1]:8443/healthz"
+        );
+        assert_eq!(
+            url(None, Some("10.1.2.3:8080"), "")?,
+            "http://10.1.2.3:8080/healthz"
+        );
+        assert_eq!(
+            url(None, Some("[fd00::5]:80"), "")?,
+            "http://[fd00::5]:80/healthz"
+        );
+        // An explicit URL wins over everything.
+        assert_eq!(
+            url(Some("http://10.0.0.9:1/readyz"), Some("0.0.0.0:7000"), "")?,
+            "http://10.0.0.9:1/readyz"
+        );
+        // A listen address serve would refuse is a configuration error here too.
+        let bad = url(None, Some("localhost:8080"), "").err().map(|e| e.0);
+        assert!(bad.is_some_and(|m| m.contains("listen address")));
+        Ok(())
+    }
+
+    #[test]
+    fn redacts_database_passwords() {
+        let u = DatabaseUrl::new("postgres://app:hunter2@db.internal:5432/calls?sslmode=require");
+        assert_eq!(
+            u.redacted(),
+            "postgres://app:REDACTED@db.internal:5432/calls?sslmode=require"
+        );
+        assert!(!format!("{u:?}").contains("hunter2"));
+        assert_eq!(
+            DatabaseUrl::new("sqlite://callhook.db").redacted(),
+            "sqlite://callhook.db"
+        );
+    }
+}
