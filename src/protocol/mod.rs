@@ -14,6 +14,7 @@
 //! `notes` saying what could not be read.
 
 pub mod canonical;
+pub mod command;
 pub mod fields;
 #[cfg(test)]
 mod proptests;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use command::{EVENT_COMMANDS, STATUS_COMMANDS, V4_COMMANDS};
 pub use fields::{Fields, Notes};
 
 pub use query::CallbackQuery;
@@ -90,48 +92,6 @@ impl Family {
     }
 }
 
-/// The status-family commands: the wire example's `call_end` and the six results that
-/// the callback-configuration API names as commands.
-pub const STATUS_COMMANDS: [&str; 7] = [
-    "call_end",
-    "not_answer",
-    "reject",
-    "call_busy",
-    "cancel",
-    "normal_end",
-    "interrupt",
-];
-
-/// The event-family commands, role-prefixed.
-pub const EVENT_COMMANDS: [&str; 19] = [
-    "caller_start_call",
-    "caller_call_accepted",
-    "caller_call_missed",
-    "caller_call_rejected",
-    "caller_call_busy",
-    "caller_cancel_call",
-    "caller_call_failed",
-    "caller_call_end",
-    "caller_call_interrupted",
-    "callee_receive_call",
-    "callee_accept_call",
-    "callee_not_answer_call",
-    "callee_reject_call",
-    "callee_ignore_call",
-    "callee_call_canceled",
-    "callee_call_end",
-    "callee_call_interrupted",
-    "invite_user",
-    "join_in_group_call",
-];
-
-/// The v4 commands, in their documented spelling.
-pub const V4_COMMANDS: [&str; 3] = [
-    "Call.CallbackAfterStartCall",
-    "Call.CallbackAfterEndCall",
-    "Call.CallbackAfterMemberChanged",
-];
-
 /// Every command callhook knows, in documented spelling: the default allow-list.
 /// (`Call.CallbackAfterRecordChanged`, [`v4_record::RECORD_CHANGED`], is classified too,
 /// [`Kind::V4RecordChanged`], but belongs to TRTC's recording integration and is listed
@@ -166,11 +126,11 @@ pub fn classify(command: &str) -> Kind {
         Kind::Status
     } else if is(&EVENT_COMMANDS) {
         Kind::Event
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[0]) {
+    } else if command.eq_ignore_ascii_case(command::START_CALL) {
         Kind::V4StartCall
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[1]) {
+    } else if command.eq_ignore_ascii_case(command::END_CALL) {
         Kind::V4EndCall
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[2]) {
+    } else if command.eq_ignore_ascii_case(command::MEMBER_CHANGED) {
         Kind::V4MemberChanged
     } else if v4_record::is_record_changed(command) {
         Kind::V4RecordChanged

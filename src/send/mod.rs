@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::{SendArgs, SendFamily};
-use crate::protocol::Family;
+use crate::protocol::{Family, command};
 use deliver::{Engine, Target};
 use generate::{Delivery, Families, Generator};
 pub use summary::Summary;
@@ -45,9 +45,9 @@ pub const EXAMPLE_BODY: &str = r#"{"UserId": "Alice","RoomId": "Alice's Room","T
 pub fn example_delivery(sdkappid: i64) -> Delivery {
     Delivery {
         family: Family::Status,
-        command: "call_end",
+        command: command::CALL_END,
         at: 0,
-        query: generate::v1_query(sdkappid, "call_end", "127.0.0.1", "iOS"),
+        query: generate::v1_query(sdkappid, command::CALL_END, "127.0.0.1", "iOS"),
         body: EXAMPLE_BODY.to_owned(),
         content_type: None,
     }
@@ -113,7 +113,7 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
         Duration::from_millis(args.timeout_ms),
         args.retry_schedule.clone(),
     )?);
-    let seed = args.seed.unwrap_or_else(random_seed);
+    let seed = args.seed.unwrap_or_else(generate::random_seed);
     let end_time = args
         .end_time
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
@@ -293,13 +293,4 @@ fn progress_bar(visible: bool, calls: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// A seed for runs without `--seed`: the clock and the process id, mixed.
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut r = generate::Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
-    r.next_u64() % 1_000_000_000
 }
