@@ -183,91 +183,130 @@ impl Generator {
     fn group(
         &mut self,
         t0: i64,
-        mut people: Vec<Person>,
+        people: Vec<Person>,
     ) -> (Vec<Person>, usize, CallOutcome, Vec<Step>) {
         let invited = self.rng.weighted(&GROUP_SIZES);
-        people.extend(self.pick_people(invited, &people));
-        let step = |at, who, act| Step { at, who, act };
-        let mut steps = vec![step(t0, 0, Act::StartCall)];
+        let mut g = GroupCall {
+            people,
+            steps: vec![Step {
+                at: t0,
+                who: 0,
+                act: Act::StartCall,
+            }],
+            present: Vec::new(),
+        };
+        let callees = self.pick_people(invited, &g.people);
+        g.people.extend(callees);
+        self.group_answers(t0, invited, &mut g);
+        let first_accept = g.present.iter().map(|p| p.1).min().unwrap_or(t0);
+        g.present.push((0, first_accept));
+        if self.rng.percent(10) {
+            self.late_join(first_accept, &mut g);
+        }
+        if self.rng.percent(10) {
+            self.late_invite(first_accept, &mut g);
+        }
+        self.group_leaves(first_accept, &mut g);
+        (g.people, invited, CallOutcome::NormalEnd, g.steps)
+    }
+
+    /// How each of the `invited` callees reacts to the ring (at least one answers).
+    fn group_answers(&mut self, t0: i64, invited: usize, g: &mut GroupCall) {
         let mut answers: Vec<Reaction> = (0..invited)
             .map(|_| self.rng.weighted(&GROUP_ANSWERS))
             .collect();
         if !answers.contains(&Reaction::Accept) {
             answers[0] = Reaction::Accept;
         }
-        // (who, joined at) of everyone who is in the call at some point.
-        let mut present: Vec<(usize, i64)> = Vec::new();
         for (i, answer) in answers.iter().enumerate() {
             let who = i + 1;
             if *answer != Reaction::Busy {
-                steps.push(step(t0 + self.rng.between(200, 1_500), who, Act::Ring));
+                g.step(t0 + self.rng.between(200, 1_500), who, Act::Ring);
             }
             match answer {
                 Reaction::Accept => {
                     let at = t0 + self.rng.between(2_000, 20_000);
-                    steps.push(step(at, who, Act::Accept));
-                    present.push((who, at));
+                    g.step(at, who, Act::Accept);
+                    g.present.push((who, at));
                 }
                 Reaction::LetRing => {
                     let at = t0 + RING_TIMEOUT_MS + self.rng.between(0, 999);
                     let ignored = self.rng.percent(15);
-                    steps.push(step(at, who, Act::NotAnswer { ignored }));
+                    g.step(at, who, Act::NotAnswer { ignored });
                 }
                 Reaction::Reject => {
-                    steps.push(step(t0 + self.rng.between(2_000, 15_000), who, Act::Reject));
+                    g.step(t0 + self.rng.between(2_000, 15_000), who, Act::Reject);
                 }
                 Reaction::Busy => {
-                    steps.push(step(t0 + self.rng.between(200, 900), who, Act::Busy));
+                    g.step(t0 + self.rng.between(200, 900), who, Act::Busy);
                 }
             }
         }
-        let first_accept = present.iter().map(|p| p.1).min().unwrap_or(t0);
-        present.push((0, first_accept));
-        if self.rng.percent(10) {
-            let extra = self.pick_people(1, &people);
-            people.extend(extra);
-            let who = people.len() - 1;
-            let at = first_accept + self.rng.between(1_000, 10_000);
-            steps.push(step(at, who, Act::Join));
-            present.push((who, at));
+    }
+
+    /// One more user joins the running call by itself.
+    fn late_join(&mut self, first_accept: i64, g: &mut GroupCall) {
+        let who = self.add_person(g);
+        let at = first_accept + self.rng.between(1_000, 10_000);
+        g.step(at, who, Act::Join);
+        g.present.push((who, at));
+    }
+
+    /// The caller invites one more user, who answers or lets it ring.
+    fn late_invite(&mut self, first_accept: i64, g: &mut GroupCall) {
+        let who = self.add_person(g);
+        let invite = first_accept + self.rng.between(1_000, 5_000);
+        let ring = invite + self.rng.between(200, 1_000);
+        g.step(invite, 0, Act::Invite { invitee: who });
+        g.step(ring, who, Act::Ring);
+        if self.rng.percent(80) {
+            let at = ring + self.rng.between(1_000, 3_000);
+            g.step(at, who, Act::Accept);
+            g.present.push((who, at));
+        } else {
+            let ignored = self.rng.percent(15);
+            g.step(invite + RING_TIMEOUT_MS, who, Act::NotAnswer { ignored });
         }
-        if self.rng.percent(10) {
-            let extra = self.pick_people(1, &people);
-            people.extend(extra);
-            let who = people.len() - 1;
-            let invite = first_accept + self.rng.between(1_000, 5_000);
-            let ring = invite + self.rng.between(200, 1_000);
-            steps.push(step(invite, 0, Act::Invite { invitee: who }));
-            steps.push(step(ring, who, Act::Ring));
-            if self.rng.percent(80) {
-                let at = ring + self.rng.between(1_000, 3_000);
-                steps.push(step(at, who, Act::Accept));
-                present.push((who, at));
-            } else {
-                let ignored = self.rng.percent(15);
-                steps.push(step(
-                    invite + RING_TIMEOUT_MS,
-                    who,
-                    Act::NotAnswer { ignored },
-                ));
-            }
-        }
-        let mut leaves: Vec<(i64, usize)> = Vec::with_capacity(present.len());
-        for &(who, joined) in &present {
+    }
+
+    /// A user not yet in the call, added to it; returns its index.
+    fn add_person(&mut self, g: &mut GroupCall) -> usize {
+        let extra = self.pick_people(1, &g.people);
+        g.people.extend(extra);
+        g.people.len() - 1
+    }
+
+    /// Everyone present talks for a while and hangs up; the call ends when the
+    /// second-to-last participant hangs up, around the last one.
+    fn group_leaves(&mut self, first_accept: i64, g: &mut GroupCall) {
+        let mut leaves: Vec<(i64, usize)> = Vec::with_capacity(g.present.len());
+        for &(who, joined) in &g.present {
             leaves.push((joined + 40_000 + self.talk(), who));
         }
         leaves.sort_unstable();
-        // The call ends when the second-to-last participant hangs up.
         let end = leaves.iter().rev().nth(1).map_or(first_accept, |l| l.0);
         let last = leaves.last().map_or(0, |l| l.1);
         for &(at, who) in &leaves {
             if who == last {
-                steps.push(step(end, who, Act::Ended));
+                g.step(end, who, Act::Ended);
             } else {
-                steps.push(step(at.min(end), who, Act::Hangup));
+                g.step(at.min(end), who, Act::Hangup);
             }
         }
-        (people, invited, CallOutcome::NormalEnd, steps)
+    }
+}
+
+/// A group call being drawn.
+struct GroupCall {
+    people: Vec<Person>,
+    steps: Vec<Step>,
+    /// (who, joined at) of everyone who is in the call at some point.
+    present: Vec<(usize, i64)>,
+}
+
+impl GroupCall {
+    fn step(&mut self, at: i64, who: usize, act: Act) {
+        self.steps.push(Step { at, who, act });
     }
 }
 

@@ -135,8 +135,8 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// Replays one step: the deliveries it makes, and where it leaves the participants.
     fn step(&mut self, s: Step) {
-        let group = self.call.is_group();
         let (t, w) = (s.at, s.who);
         match s.act {
             Act::StartCall => {
@@ -147,72 +147,31 @@ impl<'a> Renderer<'a> {
                 self.state[w] = State::Ringing;
                 self.ev(t, w, cmd::CALLEE_RECEIVE_CALL, false);
             }
-            Act::Accept => {
-                self.state[w] = State::InCall;
-                self.accepted[w] = Some(t);
-                self.ev(t, w, cmd::CALLEE_ACCEPT_CALL, false);
-                if self.first_accept.is_none() {
-                    self.first_accept = Some(t);
-                    self.ev(t, 0, cmd::CALLER_CALL_ACCEPTED, false);
-                }
-                self.member(t, &[w], self.spell("Accept", "Answer"));
-            }
+            Act::Accept => self.accept(t, w),
             Act::NotAnswer { ignored } => {
                 let command = if ignored {
                     cmd::CALLEE_IGNORE_CALL
                 } else {
                     cmd::CALLEE_NOT_ANSWER_CALL
                 };
-                self.leave(t, w, command);
-                self.member(t, &[w], "NotAnswer");
-                if !group {
-                    self.leave(t, 0, cmd::CALLER_CALL_MISSED);
-                }
+                self.refuse(t, w, command, "NotAnswer", cmd::CALLER_CALL_MISSED);
             }
-            Act::Reject => {
-                self.leave(t, w, cmd::CALLEE_REJECT_CALL);
-                self.member(t, &[w], "Reject");
-                if !group {
-                    self.leave(t, 0, cmd::CALLER_CALL_REJECTED);
-                }
-            }
+            Act::Reject => self.refuse(
+                t,
+                w,
+                cmd::CALLEE_REJECT_CALL,
+                "Reject",
+                cmd::CALLER_CALL_REJECTED,
+            ),
             Act::Busy => {
                 self.gone(t, w);
-                if !group {
+                if !self.call.is_group() {
                     self.leave(t, 0, cmd::CALLER_CALL_BUSY);
                 }
             }
-            Act::Cancel => {
-                let ringing = self.ringing();
-                self.ev(t, 0, cmd::CALLER_CANCEL_CALL, true);
-                for &i in &ringing {
-                    self.leave(t, i, cmd::CALLEE_CALL_CANCELED);
-                }
-                let action = self.spell("Cancel_Invite", "Canncel_Invite");
-                self.member(t, &ringing, action);
-                self.gone(t, 0);
-            }
-            Act::Fail => {
-                let ringing = self.ringing();
-                self.leave(t, 0, cmd::CALLER_CALL_FAILED);
-                self.member(t, &[0], "Offline");
-                for &i in &ringing {
-                    self.leave(t, i, cmd::CALLEE_CALL_INTERRUPTED);
-                }
-            }
-            Act::Hangup | Act::Ended | Act::Interrupt => {
-                let (caller, callee) = if s.act == Act::Interrupt {
-                    (cmd::CALLER_CALL_INTERRUPTED, cmd::CALLEE_CALL_INTERRUPTED)
-                } else {
-                    (cmd::CALLER_CALL_END, cmd::CALLEE_CALL_END)
-                };
-                self.leave(t, w, if w == 0 { caller } else { callee });
-                match s.act {
-                    Act::Hangup => self.member(t, &[w], self.spell("Hangup", "Hang Up")),
-                    Act::Interrupt => self.member(t, &[w], "Offline"),
-                    _ => {}
-                }
-            }
+            Act::Cancel => self.cancel(t),
+            Act::Fail => self.fail(t),
+            Act::Hangup | Act::Ended | Act::Interrupt => self.end(t, w, s.act),
             Act::Invite { invitee } => {
                 self.ev(t, 0, cmd::INVITE_USER, false);
                 self.state[invitee] = State::Ringing;
@@ -224,6 +183,72 @@ impl<'a> Renderer<'a> {
                 self.ev(t, w, cmd::JOIN_IN_GROUP_CALL, false);
                 self.member(t, &[w], "Join");
             }
+        }
+    }
+
+    /// A callee answers; the first answer is the caller's `call_accepted` too.
+    fn accept(&mut self, t: i64, w: usize) {
+        self.state[w] = State::InCall;
+        self.accepted[w] = Some(t);
+        self.ev(t, w, cmd::CALLEE_ACCEPT_CALL, false);
+        if self.first_accept.is_none() {
+            self.first_accept = Some(t);
+            self.ev(t, 0, cmd::CALLER_CALL_ACCEPTED, false);
+        }
+        self.member(t, &[w], self.spell("Accept", "Answer"));
+    }
+
+    /// A callee does not take the call (`command`, member action `action`); in a 1-to-1
+    /// call that ends the caller's part too (`caller`).
+    fn refuse(
+        &mut self,
+        t: i64,
+        w: usize,
+        command: &'static str,
+        action: &'static str,
+        caller: &'static str,
+    ) {
+        self.leave(t, w, command);
+        self.member(t, &[w], action);
+        if !self.call.is_group() {
+            self.leave(t, 0, caller);
+        }
+    }
+
+    /// The caller hangs up before anyone answered: every ringing callee is canceled.
+    fn cancel(&mut self, t: i64) {
+        let ringing = self.ringing();
+        self.ev(t, 0, cmd::CALLER_CANCEL_CALL, true);
+        for &i in &ringing {
+            self.leave(t, i, cmd::CALLEE_CALL_CANCELED);
+        }
+        let action = self.spell("Cancel_Invite", "Canncel_Invite");
+        self.member(t, &ringing, action);
+        self.gone(t, 0);
+    }
+
+    /// The caller's call fails before anyone answered: every ringing callee is cut off.
+    fn fail(&mut self, t: i64) {
+        let ringing = self.ringing();
+        self.leave(t, 0, cmd::CALLER_CALL_FAILED);
+        self.member(t, &[0], "Offline");
+        for &i in &ringing {
+            self.leave(t, i, cmd::CALLEE_CALL_INTERRUPTED);
+        }
+    }
+
+    /// `w` leaves a connected call: hangs up, is left alone, or loses the connection.
+    fn end(&mut self, t: i64, w: usize, act: Act) {
+        let (caller, callee) = if act == Act::Interrupt {
+            (cmd::CALLER_CALL_INTERRUPTED, cmd::CALLEE_CALL_INTERRUPTED)
+        } else {
+            (cmd::CALLER_CALL_END, cmd::CALLEE_CALL_END)
+        };
+        self.leave(t, w, if w == 0 { caller } else { callee });
+        match act {
+            Act::Hangup => self.member(t, &[w], self.spell("Hangup", "Hang Up")),
+            Act::Interrupt => self.member(t, &[w], "Offline"),
+            _ => {}
         }
     }
 
