@@ -221,24 +221,24 @@ impl Generator {
         for (i, answer) in answers.iter().enumerate() {
             let who = i + 1;
             if *answer != Reaction::Busy {
-                g.step(t0 + self.rng.between(200, 1_500), who, Act::Ring);
+                g.push(t0 + self.rng.between(200, 1_500), who, Act::Ring);
             }
             match answer {
                 Reaction::Accept => {
                     let at = t0 + self.rng.between(2_000, 20_000);
-                    g.step(at, who, Act::Accept);
+                    g.push(at, who, Act::Accept);
                     g.present.push((who, at));
                 }
                 Reaction::LetRing => {
                     let at = t0 + RING_TIMEOUT_MS + self.rng.between(0, 999);
                     let ignored = self.rng.percent(15);
-                    g.step(at, who, Act::NotAnswer { ignored });
+                    g.push(at, who, Act::NotAnswer { ignored });
                 }
                 Reaction::Reject => {
-                    g.step(t0 + self.rng.between(2_000, 15_000), who, Act::Reject);
+                    g.push(t0 + self.rng.between(2_000, 15_000), who, Act::Reject);
                 }
                 Reaction::Busy => {
-                    g.step(t0 + self.rng.between(200, 900), who, Act::Busy);
+                    g.push(t0 + self.rng.between(200, 900), who, Act::Busy);
                 }
             }
         }
@@ -248,7 +248,7 @@ impl Generator {
     fn late_join(&mut self, first_accept: i64, g: &mut GroupCall) {
         let who = self.add_person(g);
         let at = first_accept + self.rng.between(1_000, 10_000);
-        g.step(at, who, Act::Join);
+        g.push(at, who, Act::Join);
         g.present.push((who, at));
     }
 
@@ -257,15 +257,15 @@ impl Generator {
         let who = self.add_person(g);
         let invite = first_accept + self.rng.between(1_000, 5_000);
         let ring = invite + self.rng.between(200, 1_000);
-        g.step(invite, 0, Act::Invite { invitee: who });
-        g.step(ring, who, Act::Ring);
+        g.push(invite, 0, Act::Invite { invitee: who });
+        g.push(ring, who, Act::Ring);
         if self.rng.percent(80) {
             let at = ring + self.rng.between(1_000, 3_000);
-            g.step(at, who, Act::Accept);
+            g.push(at, who, Act::Accept);
             g.present.push((who, at));
         } else {
             let ignored = self.rng.percent(15);
-            g.step(invite + RING_TIMEOUT_MS, who, Act::NotAnswer { ignored });
+            g.push(invite + RING_TIMEOUT_MS, who, Act::NotAnswer { ignored });
         }
     }
 
@@ -288,9 +288,9 @@ impl Generator {
         let last = leaves.last().map_or(0, |l| l.1);
         for &(at, who) in &leaves {
             if who == last {
-                g.step(end, who, Act::Ended);
+                g.push(end, who, Act::Ended);
             } else {
-                g.step(at.min(end), who, Act::Hangup);
+                g.push(at.min(end), who, Act::Hangup);
             }
         }
     }
@@ -305,7 +305,7 @@ struct GroupCall {
 }
 
 impl GroupCall {
-    fn step(&mut self, at: i64, who: usize, act: Act) {
+    fn push(&mut self, at: i64, who: usize, act: Act) {
         self.steps.push(Step { at, who, act });
     }
 }
