@@ -273,6 +273,27 @@ impl<'a> Renderer<'a> {
         self.ev(t, who, command, true);
     }
 
+    /// The status/event body about `who`, with what both families fill alike; the
+    /// timestamps and the event are left to the caller.
+    fn v1_wire(&self, who: usize, call_result: &'static str, event_time: i64) -> V1Wire<'a> {
+        let call = self.call;
+        V1Wire {
+            user_id: &call.people[who].user_id,
+            room_id: &call.room_id,
+            total_num: call.people.len(),
+            media_type: self.media(),
+            call_type: self.call_type(),
+            call_id: &call.call_id,
+            role: Self::role(who),
+            call_result,
+            event_time,
+            start_call_ts: None,
+            accept_ts: None,
+            end_ts: None,
+            event: None,
+        }
+    }
+
     /// An event-family delivery about `who`. Final events carry the result and `EndTs`;
     /// the others leave `CallResult` empty, as Tencent's do.
     fn ev(&mut self, t: i64, who: usize, command: &'static str, last: bool) {
@@ -282,20 +303,13 @@ impl<'a> Renderer<'a> {
             .strip_prefix("caller_")
             .or_else(|| command.strip_prefix("callee_"))
             .unwrap_or(command);
+        let result = if last { self.result().v1() } else { "" };
         let body = V1Wire {
-            user_id: &person.user_id,
-            room_id: &call.room_id,
-            total_num: call.people.len(),
-            media_type: self.media(),
-            call_type: self.call_type(),
-            call_id: &call.call_id,
-            role: Self::role(who),
-            call_result: if last { self.result().v1() } else { "" },
-            event_time: t / 1000,
             start_call_ts: Some(call.start() / 1000),
             accept_ts: Some(self.accept_of(who).map_or(0, |a| a / 1000)),
             end_ts: Some(if last { t / 1000 } else { 0 }),
             event: Some(event),
+            ..self.v1_wire(who, result, t / 1000)
         };
         self.event.push(Delivery {
             family: Family::Event,
@@ -439,19 +453,10 @@ impl<'a> Renderer<'a> {
                 let left = self.left[who].unwrap_or(end);
                 let normal = result == CallOutcome::NormalEnd;
                 let body = V1Wire {
-                    user_id: &person.user_id,
-                    room_id: &call.room_id,
-                    total_num: call.people.len(),
-                    media_type: self.media(),
-                    call_type: self.call_type(),
-                    call_id: &call.call_id,
-                    role: Self::role(who),
-                    call_result: result.v1(),
-                    event_time: left / 1000,
                     start_call_ts: normal.then_some(call.start() / 1000),
                     accept_ts: normal.then(|| self.accept_of(who).map_or(0, |a| a / 1000)),
                     end_ts: normal.then_some(left / 1000),
-                    event: None,
+                    ..self.v1_wire(who, result.v1(), left / 1000)
                 };
                 Delivery {
                     family: Family::Status,
