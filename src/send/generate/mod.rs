@@ -5,7 +5,7 @@
 //! timeline into the deliveries of each family. All randomness comes from [`Rng`] and only
 //! integer arithmetic is used, so a seed gives the same calls on every machine.
 //!
-//! Proportions (see the tables below): 85 % of calls are 1-to-1, 15 % group calls with
+//! Proportions (see [`tables`]): 85 % of calls are 1-to-1, 15 % group calls with
 //! 2 to 6 callees; 1-to-1 calls end `normal_end` 62 %, `not_answer` 14 %, `reject` 9 %,
 //! `cancel` 8 %, `call_busy` 5 %, `interrupt` 2 %; group calls always end `normal_end`
 //! (the only result Tencent reports for them), their callees answering, not answering,
@@ -13,7 +13,7 @@
 //! seconds (30 s until `not_answer`) and talk for seconds to an hour.
 //!
 //! ```text
-//! rng ──► tables ──► generator ──► model::Call ──► render ──► wire::Delivery
+//! Rng + tables ──► Generator ──► Call (model) ──► render(families) ──► Delivery (wire)
 //! ```
 //! One concern per file: [`rng`] the random numbers, [`tables`] the proportions and
 //! timings, [`model`] the call and its timeline, [`generator`] the stream of calls,
