@@ -14,6 +14,7 @@
 //! `notes` saying what could not be read.
 
 pub mod canonical;
+pub mod command;
 pub mod fields;
 #[cfg(test)]
 mod proptests;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use command::{EVENT_COMMANDS, STATUS_COMMANDS, V4_COMMANDS};
 pub use fields::{Fields, Notes};
 
 pub use query::CallbackQuery;
@@ -90,48 +92,6 @@ impl Family {
     }
 }
 
-/// The status-family commands: the wire example's `call_end` and the six results that
-/// the callback-configuration API names as commands.
-pub const STATUS_COMMANDS: [&str; 7] = [
-    "call_end",
-    "not_answer",
-    "reject",
-    "call_busy",
-    "cancel",
-    "normal_end",
-    "interrupt",
-];
-
-/// The event-family commands, role-prefixed.
-pub const EVENT_COMMANDS: [&str; 19] = [
-    "caller_start_call",
-    "caller_call_accepted",
-    "caller_call_missed",
-    "caller_call_rejected",
-    "caller_call_busy",
-    "caller_cancel_call",
-    "caller_call_failed",
-    "caller_call_end",
-    "caller_call_interrupted",
-    "callee_receive_call",
-    "callee_accept_call",
-    "callee_not_answer_call",
-    "callee_reject_call",
-    "callee_ignore_call",
-    "callee_call_canceled",
-    "callee_call_end",
-    "callee_call_interrupted",
-    "invite_user",
-    "join_in_group_call",
-];
-
-/// The v4 commands, in their documented spelling.
-pub const V4_COMMANDS: [&str; 3] = [
-    "Call.CallbackAfterStartCall",
-    "Call.CallbackAfterEndCall",
-    "Call.CallbackAfterMemberChanged",
-];
-
 /// Every command callhook knows, in documented spelling: the default allow-list.
 /// (`Call.CallbackAfterRecordChanged`, [`v4_record::RECORD_CHANGED`], is classified too,
 /// [`Kind::V4RecordChanged`], but belongs to TRTC's recording integration and is listed
@@ -166,11 +126,11 @@ pub fn classify(command: &str) -> Kind {
         Kind::Status
     } else if is(&EVENT_COMMANDS) {
         Kind::Event
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[0]) {
+    } else if command.eq_ignore_ascii_case(command::START_CALL) {
         Kind::V4StartCall
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[1]) {
+    } else if command.eq_ignore_ascii_case(command::END_CALL) {
         Kind::V4EndCall
-    } else if command.eq_ignore_ascii_case(V4_COMMANDS[2]) {
+    } else if command.eq_ignore_ascii_case(command::MEMBER_CHANGED) {
         Kind::V4MemberChanged
     } else if v4_record::is_record_changed(command) {
         Kind::V4RecordChanged
@@ -413,51 +373,11 @@ pub fn parse_delivery(
     ctx: &Context<'_>,
     body: &[u8],
 ) -> Result<Vec<EventRow>, Rejection> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let text = std::str::from_utf8(body).map_err(|e| {
-        Rejection::new(
-            ErrorCode::InvalidJson,
-            format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()),
-        )
-    })?;
-    let not_object = |why: String| Rejection::new(ErrorCode::InvalidJson, why);
-    if text.trim_start().as_bytes().first() != Some(&b'{') {
-        return Err(not_object(if text.trim().is_empty() {
-            "body is empty; expected a JSON object".into()
-        } else {
-            "body is not a JSON object".into()
-        }));
-    }
-    // Valid JSON whose object members serde cannot decode (a key holding an unpaired
-    // surrogate escape) is still a JSON object: stored, none of its fields read.
+    let text = object_text(body)?;
     let mut notes = Notes::default();
-    let fields = match Fields::parse(text) {
-        Ok(fields) => fields,
-        Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-            notes.push(format!("body: {e}; none of its fields could be read"));
-            Fields::default()
-        }
-        Err(e) => return Err(not_object(format!("body is not a valid JSON object: {e}"))),
-    };
-    // (No body of up to 1024 bytes can nest deeper than 512 levels: skip the scan.)
-    let depth = if text.len() > 2 * scan::MAX_DEPTH {
-        scan::depth(text)
-    } else {
-        0
-    };
-    if depth > scan::MAX_DEPTH {
-        return Err(Rejection::new(
-            ErrorCode::Unstorable,
-            format!(
-                "body nests {depth} levels deep, more than the {} callhook stores",
-                scan::MAX_DEPTH
-            ),
-        ));
-    }
-    // The canonical form decodes like `Fields`; where it cannot, the bytes are the content.
-    let digest = canonical::digest_members(fields.members())
-        .or_else(|_| canonical::digest(text))
-        .unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into());
+    let fields = read_fields(text, &mut notes)?;
+    check_depth(text)?;
+    let digest = content_digest(&fields, text);
     if let Some(why) = scan::postgres_json_trouble(text) {
         notes.push(format!(
             "payload: {why}, which PostgreSQL's JSON functions cannot read (stored as received)"
@@ -467,23 +387,7 @@ pub fn parse_delivery(
         ctx,
         fields: &fields,
     };
-    let mut rows = match kind {
-        Kind::Status => vec![v1::status_row(&read, &mut notes)],
-        Kind::Event => vec![v1::event_row(&read, &mut notes)],
-        Kind::V4StartCall => vec![v4::start_call_row(&read, &mut notes)],
-        Kind::V4EndCall => vec![v4::end_call_row(&read, &mut notes)],
-        Kind::V4MemberChanged => v4::member_changed_rows(&read, &mut notes),
-        Kind::V4RecordChanged => vec![trtc_rows::record_changed_row(ctx, text, &mut notes)],
-        Kind::Unknown => {
-            if !ctx.command.is_empty() {
-                notes.push(format!(
-                    "command: {:?} is not one callhook knows (family other)",
-                    query::truncate(ctx.command, 64)
-                ));
-            }
-            vec![generic_row(&read, v4_style, &mut notes)]
-        }
-    };
+    let mut rows = family_rows(kind, v4_style, &read, text, &mut notes);
     let (family, command) = identity(kind, ctx.command);
     let joined = notes.joined();
     for (part, row) in rows.iter_mut().enumerate() {
@@ -502,6 +406,98 @@ pub fn parse_delivery(
         first.payload = Some(Arc::from(text));
     }
     Ok(rows)
+}
+
+/// The body as text (minus a UTF-8 byte-order mark), if it is UTF-8 that starts like a
+/// JSON object; refused (71001) otherwise.
+fn object_text(body: &[u8]) -> Result<&str, Rejection> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })?;
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        let why = if text.trim().is_empty() {
+            "body is empty; expected a JSON object"
+        } else {
+            "body is not a JSON object"
+        };
+        return Err(Rejection::new(ErrorCode::InvalidJson, why));
+    }
+    Ok(text)
+}
+
+/// The object's members. Valid JSON whose members serde cannot decode (a key holding an
+/// unpaired surrogate escape) is still a JSON object: stored, none of its fields read, with
+/// a note. Anything else that does not parse is refused (71001).
+fn read_fields<'t>(text: &'t str, notes: &mut Notes) -> Result<Fields<'t>, Rejection> {
+    match Fields::parse(text) {
+        Ok(fields) => Ok(fields),
+        Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            notes.push(format!("body: {e}; none of its fields could be read"));
+            Ok(Fields::default())
+        }
+        Err(e) => Err(Rejection::new(
+            ErrorCode::InvalidJson,
+            format!("body is not a valid JSON object: {e}"),
+        )),
+    }
+}
+
+/// Refuses (71003) a body nesting deeper than [`scan::MAX_DEPTH`] levels.
+fn check_depth(text: &str) -> Result<(), Rejection> {
+    // (No body of up to 1024 bytes can nest deeper than 512 levels: skip the scan.)
+    if text.len() <= 2 * scan::MAX_DEPTH {
+        return Ok(());
+    }
+    let depth = scan::depth(text);
+    if depth > scan::MAX_DEPTH {
+        return Err(Rejection::new(
+            ErrorCode::Unstorable,
+            format!(
+                "body nests {depth} levels deep, more than the {} callhook stores",
+                scan::MAX_DEPTH
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The digest of the body's content in canonical form, which decodes like `Fields`; where
+/// it cannot, the bytes are the content.
+fn content_digest(fields: &Fields<'_>, text: &str) -> [u8; 32] {
+    canonical::digest_members(fields.members())
+        .or_else(|_| canonical::digest(text))
+        .unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into())
+}
+
+/// The rows of the body, read the way its kind is.
+fn family_rows(
+    kind: Kind,
+    v4_style: bool,
+    read: &Read<'_, '_>,
+    text: &str,
+    notes: &mut Notes,
+) -> Vec<EventRow> {
+    match kind {
+        Kind::Status => vec![v1::status_row(read, notes)],
+        Kind::Event => vec![v1::event_row(read, notes)],
+        Kind::V4StartCall => vec![v4::start_call_row(read, notes)],
+        Kind::V4EndCall => vec![v4::end_call_row(read, notes)],
+        Kind::V4MemberChanged => v4::member_changed_rows(read, notes),
+        Kind::V4RecordChanged => vec![trtc_rows::record_changed_row(read.ctx, text, notes)],
+        Kind::Unknown => {
+            if !read.ctx.command.is_empty() {
+                notes.push(format!(
+                    "command: {:?} is not one callhook knows (family other)",
+                    query::truncate(read.ctx.command, 64)
+                ));
+            }
+            vec![generic_row(read, v4_style, notes)]
+        }
+    }
 }
 
 /// What a family's parser reads from: the delivery and its body's fields.

@@ -107,40 +107,82 @@ pub enum RoomIdKind {
     String,
 }
 
+/// The documented `EventType` numbers, named as Tencent names them (without the
+/// `EVENT_TYPE_` prefix, as in [`EVENT_NAMES`]): the parser's table and `callhook send`'s
+/// renderer both use these.
+pub mod event_type {
+    pub const CREATE_ROOM: i64 = 101;
+    pub const DISMISS_ROOM: i64 = 102;
+    pub const ENTER_ROOM: i64 = 103;
+    pub const EXIT_ROOM: i64 = 104;
+    pub const CHANGE_ROLE: i64 = 105;
+    pub const START_VIDEO: i64 = 201;
+    pub const STOP_VIDEO: i64 = 202;
+    pub const START_AUDIO: i64 = 203;
+    pub const STOP_AUDIO: i64 = 204;
+    pub const START_SUBSTREAM: i64 = 205;
+    pub const STOP_SUBSTREAM: i64 = 206;
+    pub const RECORDER_START: i64 = 301;
+    pub const RECORDER_STOP: i64 = 302;
+    pub const UPLOAD_START: i64 = 303;
+    pub const FILE_INFO: i64 = 304;
+    pub const UPLOAD_STOP: i64 = 305;
+    pub const FAILOVER: i64 = 306;
+    pub const FILE_SLICE: i64 = 307;
+    pub const DOWNLOAD_IMAGE_ERROR: i64 = 309;
+    pub const MP4_STOP: i64 = 310;
+    pub const VOD_COMMIT: i64 = 311;
+    pub const VOD_STOP: i64 = 312;
+    pub const CDN_STATUS: i64 = 401;
+    pub const WEB_RECORDER_START: i64 = 801;
+    pub const WEB_RECORDER_STOP: i64 = 802;
+    pub const WEB_RECORDER_STATUS_UPDATE: i64 = 803;
+    pub const WEB_RECORDER_RESOURCE_LIMIT: i64 = 804;
+    pub const AI_SERVICE_START: i64 = 901;
+    pub const AI_SERVICE_STOP: i64 = 902;
+    pub const AI_SERVICE_MSG: i64 = 903;
+}
+
 /// Every documented `EventType`, with the name callhook stores in `event`: Tencent's
 /// constant without its `EVENT_TYPE_` (and `CLOUD_RECORDING_`) prefix, lower case; the
 /// substream events are spelt `ASSIT` by Tencent and `substream` here.
 pub const EVENT_NAMES: [(i64, &str); 30] = [
-    (101, "create_room"),
-    (102, "dismiss_room"),
-    (103, "enter_room"),
-    (104, "exit_room"),
-    (105, "change_role"),
-    (201, "start_video"),
-    (202, "stop_video"),
-    (203, "start_audio"),
-    (204, "stop_audio"),
-    (205, "start_substream"),
-    (206, "stop_substream"),
-    (301, "recorder_start"),
-    (302, "recorder_stop"),
-    (303, "upload_start"),
-    (304, "file_info"),
-    (305, "upload_stop"),
-    (306, "failover"),
-    (307, "file_slice"),
-    (309, "download_image_error"),
-    (310, "mp4_stop"),
-    (311, "vod_commit"),
-    (312, "vod_stop"),
-    (401, "cdn_status"),
-    (801, "web_recorder_start"),
-    (802, "web_recorder_stop"),
-    (803, "web_recorder_status_update"),
-    (804, "web_recorder_resource_limit"),
-    (901, "ai_service_start"),
-    (902, "ai_service_stop"),
-    (903, "ai_service_msg"),
+    (event_type::CREATE_ROOM, "create_room"),
+    (event_type::DISMISS_ROOM, "dismiss_room"),
+    (event_type::ENTER_ROOM, "enter_room"),
+    (event_type::EXIT_ROOM, "exit_room"),
+    (event_type::CHANGE_ROLE, "change_role"),
+    (event_type::START_VIDEO, "start_video"),
+    (event_type::STOP_VIDEO, "stop_video"),
+    (event_type::START_AUDIO, "start_audio"),
+    (event_type::STOP_AUDIO, "stop_audio"),
+    (event_type::START_SUBSTREAM, "start_substream"),
+    (event_type::STOP_SUBSTREAM, "stop_substream"),
+    (event_type::RECORDER_START, "recorder_start"),
+    (event_type::RECORDER_STOP, "recorder_stop"),
+    (event_type::UPLOAD_START, "upload_start"),
+    (event_type::FILE_INFO, "file_info"),
+    (event_type::UPLOAD_STOP, "upload_stop"),
+    (event_type::FAILOVER, "failover"),
+    (event_type::FILE_SLICE, "file_slice"),
+    (event_type::DOWNLOAD_IMAGE_ERROR, "download_image_error"),
+    (event_type::MP4_STOP, "mp4_stop"),
+    (event_type::VOD_COMMIT, "vod_commit"),
+    (event_type::VOD_STOP, "vod_stop"),
+    (event_type::CDN_STATUS, "cdn_status"),
+    (event_type::WEB_RECORDER_START, "web_recorder_start"),
+    (event_type::WEB_RECORDER_STOP, "web_recorder_stop"),
+    (
+        event_type::WEB_RECORDER_STATUS_UPDATE,
+        "web_recorder_status_update",
+    ),
+    (
+        event_type::WEB_RECORDER_RESOURCE_LIMIT,
+        "web_recorder_resource_limit",
+    ),
+    (event_type::AI_SERVICE_START, "ai_service_start"),
+    (event_type::AI_SERVICE_STOP, "ai_service_stop"),
+    (event_type::AI_SERVICE_MSG, "ai_service_msg"),
 ];
 
 /// The name of a documented event type (`103` → `enter_room`).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::trtc::{BodyError, TrtcEvent, TrtcGroup, parse_trtc, role_name};
+use super::trtc::{BodyError, TrtcEvent, TrtcGroup, event_type, parse_trtc, role_name};
 use super::v4_record::parse_record_changed;
 use super::{
     Context, ErrorCode, EventRow, Family, Fields, Notes, Rejection, Role, TrtcColumns, canonical,
@@ -51,7 +51,7 @@ fn columns(ev: &TrtcEvent, notes: &mut Notes) -> TrtcColumns {
         }
     };
     let status = match ev.event_type {
-        Some(302 | 305) => ev.leave_code.or(ev.status),
+        Some(event_type::RECORDER_STOP | event_type::UPLOAD_STOP) => ev.leave_code.or(ev.status),
         _ => ev.status.or(ev.leave_code),
     };
     TrtcColumns {

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::{SendArgs, SendFamily};
-use crate::protocol::Family;
+use crate::protocol::{Family, command};
 use deliver::{Engine, Target};
 use generate::{Delivery, Families, Generator};
 pub use summary::Summary;
@@ -45,9 +45,9 @@ pub const EXAMPLE_BODY: &str = r#"{"UserId": "Alice","RoomId": "Alice's Room","T
 pub fn example_delivery(sdkappid: i64) -> Delivery {
     Delivery {
         family: Family::Status,
-        command: "call_end",
+        command: command::CALL_END,
         at: 0,
-        query: generate::v1_query(sdkappid, "call_end", "127.0.0.1", "iOS"),
+        query: generate::v1_query(sdkappid, command::CALL_END, "127.0.0.1", "iOS"),
         body: EXAMPLE_BODY.to_owned(),
         content_type: None,
     }
@@ -103,57 +103,20 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
     if args.family == SendFamily::Trtc && !args.example {
         return trtc_deliver::execute(args, stop).await;
     }
-    let target = Target::new(&args.url, args.token.as_deref(), args.auth)?;
     let concurrency = usize::try_from(args.concurrency)
         .unwrap_or(usize::MAX)
         .max(1);
-    let engine = Arc::new(Engine::new(
-        target,
-        concurrency,
-        Duration::from_millis(args.timeout_ms),
-        args.retry_schedule.clone(),
-    )?);
-    let seed = args.seed.unwrap_or_else(random_seed);
+    let engine = Arc::new(engine(args, concurrency)?);
+    let seed = args.seed.unwrap_or_else(generate::random_seed);
     let end_time = args
         .end_time
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
-    let (family, calls): (&str, u64) = if args.example {
-        ("example", 1)
-    } else {
-        let name = match args.family {
-            SendFamily::Status => "status",
-            SendFamily::Event => "event",
-            SendFamily::V4 => "v4",
-            SendFamily::All => "all",
-            SendFamily::Trtc => "trtc",
-        };
-        (name, args.calls)
-    };
+    let (family, calls) = what_runs(args);
     let progress = progress_bar(
         !args.quiet && !args.example && std::io::stderr().is_terminal(),
         calls,
     );
-    let deliveries: Box<dyn Iterator<Item = (Delivery, Arc<AtomicUsize>)> + Send> = if args.example
-    {
-        let one = Arc::new(AtomicUsize::new(1));
-        Box::new(std::iter::once((example_delivery(args.sdkappid), one)))
-    } else {
-        let families = match args.family {
-            SendFamily::Status => Families::only(Family::Status),
-            SendFamily::Event => Families::only(Family::Event),
-            SendFamily::V4 => Families::only(Family::V4),
-            SendFamily::All => Families::ALL,
-            // Sent by trtc_deliver::execute (above).
-            SendFamily::Trtc => Families::NONE,
-        };
-        let sdkappid = args.sdkappid;
-        Box::new(Generator::new(seed, calls, end_time).flat_map(move |call| {
-            let mut out = Vec::new();
-            generate::render(&call, families, sdkappid, &mut out);
-            let left = Arc::new(AtomicUsize::new(out.len()));
-            out.into_iter().map(move |d| (d, Arc::clone(&left)))
-        }))
-    };
+    let deliveries = deliveries(args, seed, calls, end_time);
     let started = Instant::now();
     let ticker = tokio::spawn(tick(Arc::clone(&engine), progress.clone()));
     tokio::pin!(stop);
@@ -193,8 +156,63 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
     if let Some(t) = trtc_stats {
         stats.absorb(t);
     }
-    let summary = stats.summarize(run, elapsed);
-    Ok(summary)
+    Ok(stats.summarize(run, elapsed))
+}
+
+/// The delivery engine for the call-callback URL.
+fn engine(args: &SendArgs, concurrency: usize) -> anyhow::Result<Engine> {
+    let target = Target::new(&args.url, args.token.as_deref(), args.auth)?;
+    Engine::new(
+        target,
+        concurrency,
+        Duration::from_millis(args.timeout_ms),
+        args.retry_schedule.clone(),
+    )
+}
+
+/// The run's family, as the summary names it, and how many calls it makes.
+fn what_runs(args: &SendArgs) -> (&'static str, u64) {
+    if args.example {
+        return ("example", 1);
+    }
+    let name = match args.family {
+        SendFamily::Status => "status",
+        SendFamily::Event => "event",
+        SendFamily::V4 => "v4",
+        SendFamily::All => "all",
+        SendFamily::Trtc => "trtc",
+    };
+    (name, args.calls)
+}
+
+/// What is sent to the call-callback URL, lazily: the example request, or the deliveries
+/// of `calls` generated calls, each with the count of its call's deliveries still to go
+/// (shared by them, for the progress bar).
+fn deliveries(
+    args: &SendArgs,
+    seed: u64,
+    calls: u64,
+    end_time: i64,
+) -> Box<dyn Iterator<Item = (Delivery, Arc<AtomicUsize>)> + Send> {
+    if args.example {
+        let one = Arc::new(AtomicUsize::new(1));
+        return Box::new(std::iter::once((example_delivery(args.sdkappid), one)));
+    }
+    let families = match args.family {
+        SendFamily::Status => Families::only(Family::Status),
+        SendFamily::Event => Families::only(Family::Event),
+        SendFamily::V4 => Families::only(Family::V4),
+        SendFamily::All => Families::ALL,
+        // Sent by trtc_deliver::execute (see `execute`).
+        SendFamily::Trtc => Families::NONE,
+    };
+    let sdkappid = args.sdkappid;
+    Box::new(Generator::new(seed, calls, end_time).flat_map(move |call| {
+        let mut out = Vec::new();
+        generate::render(&call, families, sdkappid, &mut out);
+        let left = Arc::new(AtomicUsize::new(out.len()));
+        out.into_iter().map(move |d| (d, Arc::clone(&left)))
+    }))
 }
 
 /// Starts every delivery (at most `rate` per second), keeping a bounded number pending
@@ -293,13 +311,4 @@ fn progress_bar(visible: bool, calls: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// A seed for runs without `--seed`: the clock and the process id, mixed.
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut r = generate::Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
-    r.next_u64() % 1_000_000_000
 }

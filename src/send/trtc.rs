@@ -16,7 +16,13 @@
 
 use super::generate::{Act, Call, Platform, Rng, v4_query};
 use crate::auth::trtc::sign;
-use crate::protocol::v4_record::RECORD_CHANGED;
+use crate::protocol::Family;
+use crate::protocol::command::RECORD_CHANGED;
+use crate::protocol::trtc::TrtcGroup;
+use crate::protocol::trtc::event_type::{
+    CREATE_ROOM, DISMISS_ROOM, ENTER_ROOM, EXIT_ROOM, RECORDER_START, RECORDER_STOP, START_AUDIO,
+    START_SUBSTREAM, START_VIDEO, STOP_AUDIO, STOP_SUBSTREAM, STOP_VIDEO, VOD_COMMIT, VOD_STOP,
+};
 
 /// The `Content-Type` of TRTC's callbacks (and of the v4 family).
 pub const CONTENT_TYPE: &str = "application/json";
@@ -64,7 +70,7 @@ pub fn render_trtc(call: &Call, opts: &TrtcRender<'_>, out: &mut Vec<TrtcDeliver
         rng,
         out: Vec::new(),
     };
-    r.room(101, first - 1, Some(0), &[]);
+    r.room(CREATE_ROOM, first - 1, Some(0), &[]);
     for s in &stays {
         let person = &call.people[s.who];
         let (terminal, user_type) = device(person.platform);
@@ -74,10 +80,10 @@ pub fn render_trtc(call: &Call, opts: &TrtcRender<'_>, out: &mut Vec<TrtcDeliver
             ("UserType", J::Num(user_type)),
             ("Reason", J::Num(1)),
         ];
-        r.room(103, s.entered, Some(s.who), &entered);
+        r.room(ENTER_ROOM, s.entered, Some(s.who), &entered);
         r.media(s);
         r.room(
-            104,
+            EXIT_ROOM,
             s.left,
             Some(s.who),
             &[("Role", J::Num(20)), ("Reason", J::Num(s.reason))],
@@ -91,7 +97,7 @@ pub fn render_trtc(call: &Call, opts: &TrtcRender<'_>, out: &mut Vec<TrtcDeliver
         }
     }
     let dismissed = empty_at + r.rng.between(200, 1_500);
-    r.room(102, dismissed, None, &[]);
+    r.room(DISMISS_ROOM, dismissed, None, &[]);
     r.out.sort_by_key(|d| d.at);
     out.append(&mut r.out);
 }
@@ -188,20 +194,16 @@ impl Room<'_, '_> {
             info.push(("UserId", J::Str(self.call.people[who].user_id.clone())));
         }
         info.extend(extra.iter().cloned());
-        let family = if event_type < 200 { "room" } else { "media" };
-        self.trtc(family, event_type, at, info);
+        self.trtc(event_type, at, info);
     }
 
-    fn trtc(
-        &mut self,
-        family: &'static str,
-        event_type: i64,
-        at: i64,
-        info: Vec<(&'static str, J)>,
-    ) {
+    /// A TRTC callback of `event_type` at `at`; its group (and family) is the type's
+    /// hundreds.
+    fn trtc(&mut self, event_type: i64, at: i64, info: Vec<(&'static str, J)>) {
         // TRTC sends a moment after the event.
         let sent = at + self.rng.between(20, 300);
         let group = event_type / 100;
+        let family = TrtcGroup::from_id(group).family();
         let body = J::Obj(vec![
             ("EventGroupId", J::Num(group)),
             ("EventType", J::Num(event_type)),
@@ -227,17 +229,17 @@ impl Room<'_, '_> {
         let user = Some(s.who);
         let audio_on = s.entered + self.rng.between(100, 600);
         if audio_on < s.left {
-            self.room(203, audio_on, user, &[]);
+            self.room(START_AUDIO, audio_on, user, &[]);
         }
         let video = self.call.video;
         let video_on = s.entered + self.rng.between(200, 900);
         if video && video_on < s.left {
-            self.room(201, video_on, user, &[]);
+            self.room(START_VIDEO, video_on, user, &[]);
         }
         if s.left - s.entered > 60_000 {
-            self.pause(s, 204, 203, 15);
+            self.pause(s, STOP_AUDIO, START_AUDIO, 15);
             if video {
-                self.pause(s, 202, 201, 15);
+                self.pause(s, STOP_VIDEO, START_VIDEO, 15);
                 self.share(s);
             }
         }
@@ -264,10 +266,10 @@ impl Room<'_, '_> {
             return;
         }
         let at = self.rng.between(s.entered + 20_000, s.left - 30_000);
-        self.room(205, at, Some(s.who), &[]);
+        self.room(START_SUBSTREAM, at, Some(s.who), &[]);
         let done = at + self.rng.between(10_000, 60_000);
         if done < s.left - 1_000 {
-            self.room(206, done, Some(s.who), &[("Reason", J::Num(0))]);
+            self.room(STOP_SUBSTREAM, done, Some(s.who), &[("Reason", J::Num(0))]);
         }
     }
 
@@ -319,14 +321,14 @@ impl Room<'_, '_> {
             ("EndTimeStamp", J::Num(last_left)),
         ]);
         let events = [
-            (301, started, vec![("Status", J::Num(0))]),
-            (302, stopped, vec![("LeaveCode", J::Num(0))]),
+            (RECORDER_START, started, vec![("Status", J::Num(0))]),
+            (RECORDER_STOP, stopped, vec![("LeaveCode", J::Num(0))]),
             (
-                311,
+                VOD_COMMIT,
                 committed,
                 vec![("Status", J::Num(0)), ("TencentVod", vod)],
             ),
-            (312, over, vec![("Status", J::Num(0))]),
+            (VOD_STOP, over, vec![("Status", J::Num(0))]),
         ];
         for (event_type, at, payload) in events {
             let info = vec![
@@ -337,10 +339,10 @@ impl Room<'_, '_> {
                 ("TaskId", J::Str(task.clone())),
                 ("Payload", J::Obj(payload)),
             ];
-            if event_type != 302 {
+            if event_type != RECORDER_STOP {
                 self.record_changed(event_type, at, &info);
             }
-            self.trtc("recording", event_type, at, info);
+            self.trtc(event_type, at, info);
         }
         stopped
     }
@@ -367,7 +369,7 @@ impl Room<'_, '_> {
         .to_compact();
         let caller = &self.call.people[0];
         self.out.push(TrtcDelivery {
-            family: "v4",
+            family: Family::V4.as_str(),
             event_type,
             at: sent,
             body,

@@ -218,7 +218,7 @@ fn judge_trtc(status: u16, body: &[u8], latency: Duration) -> Attempt {
 /// `callhook send --family trtc`: renders the TRTC callbacks of `--calls` generated calls
 /// and sends them; returns the summary. `stop` cuts the run short.
 pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-    let seed = args.seed.unwrap_or_else(super::random_seed);
+    let seed = args.seed.unwrap_or_else(super::generate::random_seed);
     let end_time = args
         .end_time
         .unwrap_or_else(|| chrono::Utc::now().timestamp());

@@ -5,7 +5,7 @@ use crate::auth::trtc::verify;
 use crate::protocol::CallbackQuery;
 use crate::protocol::trtc::{RoomIdKind, TrtcEvent, TrtcGroup, parse_trtc};
 use crate::protocol::v4_record::parse_record_changed;
-use crate::send::generate::{Generator, Outcome};
+use crate::send::generate::{CallOutcome, Generator};
 
 const END: i64 = 1_764_460_800;
 const KEY: &[u8] = b"0123456789abcdefghijABCDEFGHIJxy";
@@ -354,7 +354,7 @@ fn interrupted_calls_time_out() {
         let Some(lost) = call.steps.iter().find(|s| s.act == Act::Interrupt) else {
             continue;
         };
-        assert_eq!(call.outcome, Outcome::Interrupt);
+        assert_eq!(call.outcome, CallOutcome::Interrupt);
         seen += 1;
         let stays = presence(&events(&rendered(&call)));
         assert_eq!(stays[&call.people[lost.who].user_id].2, 2);
