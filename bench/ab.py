@@ -12,8 +12,9 @@ binaries into a directory, and compare them repetition by repetition.
     python3 bench/ab.py /tmp/a /tmp/b --modes pg-default,noop --reps 3
 
 Each repetition runs every mode with A, then with B, at 64 connections for --duration
-seconds, and prints throughput, p99, callhook's CPU per request and its RSS; at the end,
-the medians and the median of the per-repetition B/A throughput ratios.
+seconds, and prints throughput, p99, callhook's CPU per request (alone, and with
+PostgreSQL's) and its RSS; at the end, the medians and the median of the per-repetition B/A
+ratios of throughput and of CPU per request.
 """
 
 import argparse
@@ -43,6 +44,7 @@ def main():
     pg = bench.Postgres() if any(m.startswith("pg") for m in modes) else None
     workdir = tempfile.mkdtemp(prefix="callhook-ab-")
     rps = {}
+    cpu = {}
     failed = False
     try:
         if pg:
@@ -55,9 +57,12 @@ def main():
                     server, kind, db = bench.start_mode(mode, bins, pg, workdir)
                     try:
                         bench.run_wrk(server.port, args.conns, 2, "warm" + run_id, workdir)
+                        on_pg = pg is not None and mode.startswith("pg")
                         c0 = bench.cpu_seconds([server.proc.pid])
+                        p0 = bench.cpu_seconds(pg.pids() if on_pg else [])
                         res = bench.run_wrk(server.port, args.conns, args.duration, run_id, workdir)
                         c1 = bench.cpu_seconds([server.proc.pid])
+                        p1 = bench.cpu_seconds(pg.pids() if on_pg else [])
                         rss, peak = bench.memory(server.proc.pid)
                         check = bench.verify(kind, db, res, run_id) if kind else {"lost": 0, "doubled": 0}
                     finally:
@@ -65,9 +70,12 @@ def main():
                     secs = res["duration_us"] / 1e6
                     acked = sum(t["acked"] for t in res["threads"])
                     rps.setdefault((mode, name), []).append(acked / secs)
+                    per_event = (c1 - c0 + p1 - p0) / max(acked, 1) * 1e6
+                    cpu.setdefault((mode, name), []).append(per_event)
                     failed |= bool(check["lost"] or check["doubled"] or acked == 0)
                     print(f"rep {rep} {mode:14} {name}  {acked / secs:9,.0f} req/s  p99 {res['p99_us'] / 1000:6.1f} ms  "
-                          f"callhook {(c1 - c0) / max(acked, 1) * 1e6:6.1f} us/req  rss {rss:.1f}/{peak:.1f} MiB  "
+                          f"callhook {(c1 - c0) / max(acked, 1) * 1e6:6.1f} us/req  "
+                          f"with the database {per_event:6.1f} us/req  rss {rss:.1f}/{peak:.1f} MiB  "
                           f"lost {check['lost']} doubled {check['doubled']}", flush=True)
     finally:
         if pg:
@@ -78,6 +86,9 @@ def main():
         ratios = [y / x for x, y in zip(a, b)]
         print(f"{mode:14} A {statistics.median(a):9,.0f}  B {statistics.median(b):9,.0f} req/s  "
               f"B/A {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})")
+        ca, cb = cpu[(mode, "A")], cpu[(mode, "B")]
+        print(f"{'':14} CPU per request (callhook + database) A {statistics.median(ca):6.1f}  "
+              f"B {statistics.median(cb):6.1f} us  B/A {statistics.median([y / x for x, y in zip(ca, cb)]):.2f}")
     if failed:
         sys.exit("a run lost or doubled deliveries, or acknowledged nothing")
 

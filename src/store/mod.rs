@@ -9,17 +9,18 @@ mod analytics;
 mod backend;
 mod fence;
 mod postgres;
+mod settings;
 mod sqlite;
 
 use std::time::Duration;
 
-use crate::config::DatabaseSettings;
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
 pub use analytics::{DailyStats, DayRange, RecentEvent, RoomStats};
 pub use backend::BackendKind;
 pub use fence::Fence;
 pub use postgres::PgStore;
+pub use settings::{DatabaseSettings, DatabaseUrl};
 pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
 
 /// One distinct event of a batch and how many deliveries of it the batch holds.

@@ -15,7 +15,7 @@ use super::{
     BatchRow, JournalRow, RejectedRow, StoreError, inserted_flags, merge_counted, merge_rejected,
     sorted_indices,
 };
-use crate::config::DatabaseSettings;
+use super::{DatabaseSettings, DatabaseUrl};
 use crate::protocol::{ErrorCode, EventRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -587,7 +587,7 @@ impl PgStore {
             .with_context(|| {
                 format!(
                     "invalid PostgreSQL URL {}",
-                    crate::config::DatabaseUrl::new(url).redacted()
+                    DatabaseUrl::new(url).redacted()
                 )
             })?
             .application_name("callhook (read-only)")

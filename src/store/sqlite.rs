@@ -12,8 +12,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::DatabaseSettings;
 use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
-use crate::config::DatabaseSettings;
 use crate::protocol::Millis;
 
 mod journal;
