@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod store;
+pub mod supervisor;
 
 pub use logging::shutdown_signal;
 
