@@ -2,6 +2,7 @@
 //! 413, timeouts and panics included).
 
 pub mod callback;
+mod delivery;
 pub mod peer;
 pub mod server;
 pub mod trtc;
