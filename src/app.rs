@@ -224,9 +224,32 @@ impl Application {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT: what `callhook serve` passes to
+/// [`Application::run_until`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
 /// While the database is down: applies pending migrations once it answers, then probes it
 /// twice a second and marks it up when it answers. Every attempt has a deadline, so a
 /// database that hangs cannot stall this task.
+#[tracing::instrument(name = "prober", skip_all)]
 async fn watch_database(state: SharedState) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,6 +282,7 @@ async fn watch_database(state: SharedState) {
 
 /// While the database is up and the journal holds events, replays them. Runs apart from
 /// the prober, and each replay step has a deadline.
+#[tracing::instrument(name = "journal_replay", skip_all)]
 async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -334,6 +334,7 @@ impl Writer {
     }
 
     /// Writes one batch and answers every job in it.
+    #[tracing::instrument(name = "batch", skip_all, fields(jobs = batch.len()))]
     async fn write(&self, batch: &mut Vec<Job>) {
         let now = Instant::now();
         let mut events = Deliveries::default();

@@ -81,6 +81,7 @@ pub async fn upkeep(handle: PrometheusHandle, period: std::time::Duration) {
     }
 }
 
+// Long only because it is one description per metric (each a few lines once formatted).
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
