@@ -10,6 +10,9 @@
 //! 5. `command` in the app's explicit `commands` list, when it has one (400, kept);
 //! 6. the body is a JSON object (400, kept).
 //!
+//! In the code: steps 1–3 are `CallbackDelivery::admit`, 4–6 the shared `delivery::check`
+//! (with this module's `Admitted::parse`), the one place refusals are kept.
+//!
 //! Everything else is stored and answered 0: a field that cannot be read is NULL and
 //! noted on the row, an unknown command is stored with family `other`, a missing command
 //! or a `contenttype` other than json is noted. Then: queued, committed, answered 0
@@ -24,9 +27,9 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::SharedState;
-use super::delivery::{Envelope, Record, Refusal, keep, read_body};
+use super::delivery::{Admitted, Envelope, Record, Refusal, check};
 use super::peer::{Peer, client_addr};
+use super::{AppState, SharedState};
 use crate::auth::authenticate;
 use crate::config::AppSettings;
 use crate::ingest::Outcome;
@@ -155,17 +158,11 @@ struct CallbackDelivery<'a> {
 }
 
 impl CallbackDelivery<'_> {
-    /// Steps 1–3, 4–6, then the queue. A refusal of steps 1–3 is never kept; one of steps
-    /// 4–6 is kept when it says so ([`keep`], the one place that writes them).
+    /// Steps 1–3, 4–6, then the queue. A refusal of steps 1–3 ([`Self::admit`]) is never
+    /// kept; one of steps 4–6 ([`check`]) is.
     async fn process(&self, body: Body) -> Result<Outcome, Refusal> {
         let (sdkappid, app) = self.admit().map_err(Refusal::not_kept)?;
-        let rows = match self.check(sdkappid, app, body).await {
-            Ok(rows) => rows,
-            Err(refusal) => {
-                let row = |r: &Rejection, body: &[u8]| self.rejected_row(sdkappid, r, body);
-                return Err(keep(&self.st.ingest, refusal, row).await);
-            }
-        };
+        let rows = check(self, sdkappid, app, body).await?;
         Ok(self.st.ingest.submit(rows).await?)
     }
 
@@ -184,19 +181,15 @@ impl CallbackDelivery<'_> {
         authenticate(app, self.query, now, self.st.settings.sign_window)?;
         Ok((sdkappid, app))
     }
+}
 
-    /// Steps 4–6 for an admitted app: the body within the limit, the command allowed, the
-    /// body a JSON object. The app is ours and authenticated: refusals here are kept, with
-    /// the body (a body too large is kept without it; one that could not be read is not).
-    async fn check(
-        &self,
-        sdkappid: i64,
-        app: &AppSettings,
-        body: Body,
-    ) -> Result<Vec<EventRow>, Refusal> {
-        let body = read_body(self.headers, body, self.st.settings.body_limit).await?;
-        self.parse(sdkappid, app, &body)
-            .map_err(|r| Refusal::kept(r, body))
+impl Admitted for CallbackDelivery<'_> {
+    fn state(&self) -> &AppState {
+        self.st
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers
     }
 
     /// Steps 5–6, and the notes on what could not be read.
@@ -253,8 +246,6 @@ impl CallbackDelivery<'_> {
         Ok(rows)
     }
 
-    /// A refusal's row in `rejected_deliveries`, one per distinct delivery (the sender's
-    /// retries count in its `deliveries`).
     fn rejected_row(&self, sdkappid: i64, r: &Rejection, body: &[u8]) -> RejectedRow {
         let stable = stable_query(self.raw_query);
         let code = (r.code.code() as u64).to_le_bytes();

@@ -1,6 +1,7 @@
 //! What the two callback endpoints share: the answer to a delivery that is not
-//! acknowledged ([`Refusal`], with whether it is kept in `rejected_deliveries`), reading a
-//! bounded body, the one place refusals are kept, and the metric and log line per delivery.
+//! acknowledged ([`Refusal`], with whether it is kept in `rejected_deliveries`), the
+//! checks after admission with the one place refusals are kept ([`check`]), and the
+//! metric and log line per delivery ([`Record`]).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -9,10 +10,12 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::ingest::{Ingest, IngestError, Outcome};
+use super::AppState;
+use crate::config::AppSettings;
+use crate::ingest::{IngestError, Outcome};
 use crate::metrics as m;
-use crate::protocol::Rejection;
 use crate::protocol::reply::{ErrorCode, ReplyStyle};
+use crate::protocol::{EventRow, Rejection};
 use crate::store::RejectedRow;
 
 /// Whether a refusal is kept in `rejected_deliveries`.
@@ -109,33 +112,56 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Keeps `refusal` in `rejected_deliveries` when it says so, as the row `row` makes of its
-/// rejection and body; the one place refusals are kept. A row that cannot be written (the
-/// queue is full, the database is down) is logged and counted, and the answer stays the
-/// same: the sender was told the delivery is refused either way.
-pub(super) async fn keep(
-    ingest: &Ingest,
-    refusal: Refusal,
-    row: impl FnOnce(&Rejection, &[u8]) -> RejectedRow,
-) -> Refusal {
+/// A delivery on one of the callback endpoints, past its admission (the app is named,
+/// configured and, for the call callbacks, authenticated): how its body is checked, and
+/// how a refusal of it is filed.
+pub(super) trait Admitted {
+    fn state(&self) -> &AppState;
+    fn headers(&self) -> &HeaderMap;
+    /// The checks on the body, and its rows with their notes.
+    fn parse(
+        &self,
+        sdkappid: i64,
+        app: &AppSettings,
+        body: &[u8],
+    ) -> Result<Vec<EventRow>, Rejection>;
+    /// A refusal's row in `rejected_deliveries`; its dedupe key makes it one row per
+    /// distinct delivery (the sender's retries count in its `deliveries`).
+    fn rejected_row(&self, sdkappid: i64, r: &Rejection, body: &[u8]) -> RejectedRow;
+}
+
+/// The checks after admission: the body read within the limit, then
+/// [`Admitted::parse`]. The app is ours: refusals here are kept, with the body (a body
+/// too large is kept without it; one that could not be read is not). This is the one
+/// place refusals are kept.
+pub(super) async fn check(
+    delivery: &impl Admitted,
+    sdkappid: i64,
+    app: &AppSettings,
+    body: Body,
+) -> Result<Vec<EventRow>, Refusal> {
+    let st = delivery.state();
+    let refusal = match read_body(delivery.headers(), body, st.settings.body_limit).await {
+        Ok(body) => match delivery.parse(sdkappid, app, &body) {
+            Ok(rows) => return Ok(rows),
+            Err(r) => Refusal::kept(r, body),
+        },
+        Err(refusal) => refusal,
+    };
     if let Keep::WithBody(body) = &refusal.keep {
-        let row = row(&refusal.rejection, body);
-        let sdkappid = row.sdkappid;
-        if !ingest.record_rejected(row).await {
+        let row = delivery.rejected_row(sdkappid, &refusal.rejection, body);
+        // Not kept (the queue is full, the database is down): the answer stays the same.
+        if !st.ingest.record_rejected(row).await {
             tracing::warn!(sdkappid, reason = %refusal.reason(), "could not keep a rejected delivery (queue full or database unavailable)");
         }
     }
-    refusal
+    Err(refusal)
 }
 
 /// Reads a request body of at most `limit` bytes (a declared `Content-Length` over it is
 /// refused before reading). Too large: 413, kept without the body. Unreadable (the
 /// connection failed): not kept, there is nothing to keep.
-pub(super) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, Refusal> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
     let too_large = || {
         let r = Rejection::new(
             ErrorCode::BodyTooLarge,

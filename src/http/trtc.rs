@@ -8,7 +8,7 @@
 //! carries callhook's envelope as well, `{"code":…,"ErrorCode":…,"ErrorMessage":"…"}`.
 //!
 //! Order of checks, and whether a refusal is kept in `rejected_deliveries` (steps 1–2 are
-//! [`TrtcDelivery::admit`], 3–5 [`TrtcDelivery::check`]):
+//! `TrtcDelivery::admit`, 3–5 the shared `delivery::check`, the one place refusals are kept):
 //! 1. `SdkAppId` present and numeric (400, not kept: no app to file it under);
 //! 2. configured (403, not kept: anyone can reach the URL);
 //! 3. body within the limit (413, kept without the body);
@@ -28,9 +28,9 @@ use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::SharedState;
-use super::delivery::{Envelope, Record, Refusal, keep, read_body};
+use super::delivery::{Admitted, Envelope, Record, Refusal, check};
 use super::peer::{Peer, client_addr};
+use super::{AppState, SharedState};
 use crate::auth::trtc::verify;
 use crate::config::AppSettings;
 use crate::ingest::Outcome;
@@ -136,17 +136,11 @@ impl TrtcDelivery<'_> {
         )
     }
 
-    /// Steps 1–5. A refusal of steps 1–2 is never kept; one of steps 3–5 is kept when it
-    /// says so ([`keep`], the one place that writes them).
+    /// Steps 1–5. A refusal of steps 1–2 ([`Self::admit`]) is never kept; one of steps
+    /// 3–5 ([`check`]) is.
     async fn accept(&self, body: Body) -> Result<Vec<EventRow>, Refusal> {
         let (sdkappid, app) = self.admit().map_err(Refusal::not_kept)?;
-        match self.check(sdkappid, app, body).await {
-            Ok(rows) => Ok(rows),
-            Err(refusal) => {
-                let row = |r: &Rejection, body: &[u8]| self.rejected_row(sdkappid, r, body);
-                Err(keep(&self.st.ingest, refusal, row).await)
-            }
-        }
+        check(self, sdkappid, app, body).await
     }
 
     /// Steps 1–2: the app is named and configured. Refusals here are not kept: there is no
@@ -162,18 +156,34 @@ impl TrtcDelivery<'_> {
         }
     }
 
-    /// Steps 3–5 for a configured app: the body within the limit, signed with the app's
-    /// key (when it has one), a JSON object. Refusals here are kept, with the body (a body
-    /// too large is kept without it; one that could not be read is not).
-    async fn check(
-        &self,
-        sdkappid: i64,
-        app: &AppSettings,
-        body: Body,
-    ) -> Result<Vec<EventRow>, Refusal> {
-        let body = read_body(self.headers, body, self.st.settings.body_limit).await?;
-        self.parse(sdkappid, app, &body)
-            .map_err(|r| Refusal::kept(r, body))
+    /// The `SdkAppId` header, a positive integer.
+    fn sdkappid(&self) -> Result<i64, Rejection> {
+        let raw = header_text(self.headers, "sdkappid").map(str::trim);
+        match raw {
+            None | Some("") => Err(Rejection::new(
+                ErrorCode::InvalidQuery,
+                "the SdkAppId header is missing",
+            )),
+            Some(v) => v.parse::<i64>().ok().filter(|&id| id > 0).ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "the SdkAppId header {:?} is not a positive integer",
+                        truncate(v, 32)
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+impl Admitted for TrtcDelivery<'_> {
+    fn state(&self) -> &AppState {
+        self.st
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers
     }
 
     /// Steps 4–5, and the notes.
@@ -213,28 +223,7 @@ impl TrtcDelivery<'_> {
         Ok(rows)
     }
 
-    /// The `SdkAppId` header, a positive integer.
-    fn sdkappid(&self) -> Result<i64, Rejection> {
-        let raw = header_text(self.headers, "sdkappid").map(str::trim);
-        match raw {
-            None | Some("") => Err(Rejection::new(
-                ErrorCode::InvalidQuery,
-                "the SdkAppId header is missing",
-            )),
-            Some(v) => v.parse::<i64>().ok().filter(|&id| id > 0).ok_or_else(|| {
-                Rejection::new(
-                    ErrorCode::InvalidQuery,
-                    format!(
-                        "the SdkAppId header {:?} is not a positive integer",
-                        truncate(v, 32)
-                    ),
-                )
-            }),
-        }
-    }
-
-    /// A refusal's row in `rejected_deliveries`, one per distinct delivery (TRTC's
-    /// retries, same body and same `Sign`, count in its `deliveries`).
+    /// TRTC's retries carry the same body and the same `Sign`.
     fn rejected_row(&self, sdkappid: i64, r: &Rejection, body: &[u8]) -> RejectedRow {
         let code = (r.code.code() as u64).to_le_bytes();
         let sign = self.headers.get("sign").map_or(&b""[..], |v| v.as_bytes());
