@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::health::DbHealth;
@@ -22,6 +21,7 @@ use crate::http::{self, AppState, SharedState};
 use crate::ingest::{BatchSink, Ingest, Writers};
 use crate::journal::Journal;
 use crate::store::{Store, StoreError};
+use crate::supervisor::{Lifetime, Supervisor, Tasks};
 
 /// How long the database may take to answer at start-up before callhook serves without it.
 const STARTUP_PING: Duration = Duration::from_secs(2);
@@ -35,7 +35,8 @@ pub struct Application {
     listener: TcpListener,
     state: SharedState,
     writers: Writers,
-    background: JoinSet<()>,
+    /// The prober, the journal's replay and the metrics upkeep: aborted at shutdown.
+    background: Supervisor,
 }
 
 impl Application {
@@ -111,20 +112,34 @@ impl Application {
         if !settings.migrate {
             health.schema_ready();
         }
-        let (ingest, writers) =
-            Ingest::start(sink, &settings.ingest, Arc::clone(&health), journal.clone());
-        let mut background = JoinSet::new();
+        let tasks = Arc::new(Tasks::default());
+        let (ingest, writers) = Ingest::start(
+            sink,
+            &settings.ingest,
+            Arc::clone(&health),
+            journal.clone(),
+            Arc::clone(&tasks),
+        );
+        let mut background = Supervisor::new(Arc::clone(&tasks));
         if let Some(handle) = &metrics {
-            background.spawn(crate::metrics::upkeep(
-                handle.clone(),
-                Duration::from_secs(5),
-            ));
+            let handle = handle.clone();
+            background.spawn("metrics-upkeep", Lifetime::UntilAborted, move || {
+                crate::metrics::upkeep(handle.clone(), Duration::from_secs(5))
+            });
         }
         let state = Arc::new(AppState::new(
-            settings, ingest, store, health, journal, metrics,
+            settings, ingest, store, health, journal, metrics, tasks,
         ));
-        background.spawn(watch_database(Arc::clone(&state)));
-        background.spawn(replay_journal(Arc::clone(&state)));
+        let prober = Arc::clone(&state);
+        background.spawn("prober", Lifetime::UntilAborted, move || {
+            watch_database(Arc::clone(&prober))
+        });
+        if let Some(journal) = &state.journal {
+            let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
+            background.spawn("journal-replay", Lifetime::UntilAborted, move || {
+                replay_journal(Arc::clone(&replayer), Arc::clone(&journal))
+            });
+        }
         Ok(Self {
             listener,
             state,
@@ -193,7 +208,7 @@ impl Application {
                 "writers did not finish before the shutdown deadline; unacknowledged deliveries will be retried by the sender"
             );
         }
-        background.abort_all();
+        background.abort();
         let closed = tokio::time::timeout_at(deadline, async {
             if let Some(journal) = &state.journal {
                 journal.close().await;
@@ -209,9 +224,32 @@ impl Application {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT: what `callhook serve` passes to
+/// [`Application::run_until`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
 /// While the database is down: applies pending migrations once it answers, then probes it
 /// twice a second and marks it up when it answers. Every attempt has a deadline, so a
 /// database that hangs cannot stall this task.
+#[tracing::instrument(name = "prober", skip_all)]
 async fn watch_database(state: SharedState) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -244,10 +282,8 @@ async fn watch_database(state: SharedState) {
 
 /// While the database is up and the journal holds events, replays them. Runs apart from
 /// the prober, and each replay step has a deadline.
-async fn replay_journal(state: SharedState) {
-    let Some(journal) = state.journal.clone() else {
-        return;
-    };
+#[tracing::instrument(name = "journal_replay", skip_all)]
+async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut complaint = Complaint::default();

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinSet;
 
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
@@ -23,6 +22,7 @@ use crate::journal::Journal;
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, EventRow};
 use crate::store::{BatchRow, RejectedRow, Store, StoreError, merge};
+use crate::supervisor::{Lifetime, Supervisor, Tasks};
 
 /// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
 /// HTTP-only ceiling, nothing at all. A sink bounds its own writes in time (the store
@@ -126,6 +126,9 @@ struct Shared {
     notify: Notify,
     capacity: usize,
     max_batch: usize,
+    /// Writers asked to panic by [`Ingest::kill_writer`].
+    #[cfg(any(test, feature = "test-hooks"))]
+    kills: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -142,26 +145,33 @@ pub struct Ingest {
     shared: Arc<Shared>,
 }
 
-/// The running writers, watched by a supervisor that restarts a writer that panicked;
+/// The running writers, each supervised (a writer that panics is replaced);
 /// [`Writers::finish`] waits for them to drain the queue.
 pub struct Writers {
-    supervisor: tokio::task::JoinHandle<()>,
+    supervisor: Supervisor,
 }
+
+/// The writers' task name in [`Tasks`] and in `callhook_task_restarts_total`.
+pub const WRITER_TASK: &str = "writer";
 
 impl Ingest {
     /// Starts `settings.writers` batch writers writing into `sink`, journaling into
-    /// `journal` (when there is one) what the database cannot take.
+    /// `journal` (when there is one) what the database cannot take, and reporting whether
+    /// they run into `tasks`.
     pub fn start(
         sink: Arc<dyn BatchSink>,
         settings: &IngestSettings,
         health: Arc<DbHealth>,
         journal: Option<Arc<Journal>>,
+        tasks: Arc<Tasks>,
     ) -> (Self, Writers) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             capacity: settings.queue_depth,
             max_batch: settings.max_batch,
+            #[cfg(any(test, feature = "test-hooks"))]
+            kills: std::sync::atomic::AtomicUsize::new(0),
         });
         metrics::gauge!(m::QUEUE_CAPACITY).set(settings.queue_depth as f64);
         let writer = Writer {
@@ -170,7 +180,20 @@ impl Ingest {
             health,
             journal,
         };
-        let supervisor = tokio::spawn(supervise(writer, settings.writers));
+        let mut supervisor = Supervisor::new(tasks);
+        for _ in 0..settings.writers {
+            // A writer that panics is replaced after the supervisor's pause: the requests
+            // of its batch get their answer at once (503, their reply channels closed with
+            // it), and the other writers keep draining the queue meanwhile.
+            let writer = writer.clone();
+            let mut restart = false;
+            supervisor.spawn(WRITER_TASK, Lifetime::UntilDone, move || {
+                if std::mem::replace(&mut restart, true) {
+                    metrics::counter!(m::WRITER_RESTARTS).increment(1);
+                }
+                writer.clone().run()
+            });
+        }
         (Self { shared }, Writers { supervisor })
     }
 
@@ -234,46 +257,24 @@ impl Ingest {
         self.shared.lock().closed = true;
         self.shared.notify.notify_waiters();
     }
+
+    /// Test hook: makes one idle writer panic, as a bug would (its supervisor restarts
+    /// it after a pause, meanwhile `/readyz` names it).
+    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn kill_writer(&self) {
+        self.shared
+            .kills
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.shared.notify.notify_one();
+    }
 }
 
 impl Writers {
     /// Waits until every writer has drained the queue and exited (call after
     /// [`Ingest::close`]).
     pub async fn finish(self) {
-        if let Err(e) = self.supervisor.await {
-            tracing::error!(error = %e, "the writers' supervisor failed");
-        }
-    }
-}
-
-/// Runs `count` copies of `writer` until the queue is closed and drained. A writer that
-/// panics is logged, counted and replaced at once: the requests of its batch get their
-/// answer (503, their reply channels closed with it), and the queue keeps draining, so no
-/// request waits for a writer that is gone.
-async fn supervise(writer: Writer, count: usize) {
-    let mut tasks = JoinSet::new();
-    for _ in 0..count {
-        tasks.spawn(writer.clone().run());
-    }
-    while let Some(ended) = tasks.join_next().await {
-        match ended {
-            Ok(()) => {}
-            Err(e) if e.is_panic() => {
-                let detail = e.into_panic();
-                let detail = detail
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| detail.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                tracing::error!(
-                    panic = detail,
-                    "a batch writer panicked; starting a new one"
-                );
-                metrics::counter!(m::WRITER_RESTARTS).increment(1);
-                tasks.spawn(writer.clone().run());
-            }
-            Err(e) => tracing::error!(error = %e, "a batch writer was cancelled"),
-        }
+        self.supervisor.join().await;
     }
 }
 
@@ -289,6 +290,8 @@ impl Writer {
     async fn run(self) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.shared.max_batch);
         loop {
+            #[cfg(any(test, feature = "test-hooks"))]
+            self.die_if_asked();
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -317,7 +320,21 @@ impl Writer {
         }
     }
 
+    /// Panics when [`Ingest::kill_writer`] asked for it (between batches: nothing is lost).
+    #[cfg(any(test, feature = "test-hooks"))]
+    fn die_if_asked(&self) {
+        use std::sync::atomic::Ordering;
+        let asked = self
+            .shared
+            .kills
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if asked.is_ok() {
+            panic!("killed by a test hook");
+        }
+    }
+
     /// Writes one batch and answers every job in it.
+    #[tracing::instrument(name = "batch", skip_all, fields(jobs = batch.len()))]
     async fn write(&self, batch: &mut Vec<Job>) {
         let now = Instant::now();
         let mut events = Deliveries::default();
@@ -635,7 +652,13 @@ mod tests {
             max_batch: 64,
             writers,
         };
-        Ingest::start(sink, &settings, Arc::new(DbHealth::default()), None)
+        Ingest::start(
+            sink,
+            &settings,
+            Arc::new(DbHealth::default()),
+            None,
+            Arc::default(),
+        )
     }
 
     #[tokio::test]
@@ -686,7 +709,7 @@ mod tests {
             writers: 1,
         };
         let health = Arc::new(DbHealth::default());
-        let (ingest, writers) = Ingest::start(sink, &settings, health, None);
+        let (ingest, writers) = Ingest::start(sink, &settings, health, None, Arc::default());
         // Nothing drains while this task holds the (current-thread) runtime: the first
         // delivery fills the queue, the second is refused without waiting.
         let first = ingest.push(Job::Events {

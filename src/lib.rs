@@ -12,8 +12,9 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod store;
+pub mod supervisor;
 
-pub use logging::shutdown_signal;
+pub use app::shutdown_signal;
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {

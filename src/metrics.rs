@@ -27,6 +27,7 @@ pub const JOURNAL_REFUSED: &str = "callhook_journal_refused_total";
 pub const JOURNAL_ERRORS: &str = "callhook_journal_errors_total";
 pub const JOURNAL_CORRUPT: &str = "callhook_journal_corrupt_total";
 pub const WRITER_RESTARTS: &str = "callhook_writer_restarts_total";
+pub const TASK_RESTARTS: &str = "callhook_task_restarts_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -80,6 +81,7 @@ pub async fn upkeep(handle: PrometheusHandle, period: std::time::Duration) {
     }
 }
 
+// Long only because it is one description per metric (each a few lines once formatted).
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
@@ -160,5 +162,9 @@ fn describe() {
         "Outage journals SQLite reported corrupt, moved aside and replaced by a fresh one"
     );
     describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
+    describe_counter!(
+        TASK_RESTARTS,
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep) restarted after ending early, by task"
+    );
     metrics::gauge!(DATABASE_UP).set(0.0);
 }

@@ -10,81 +10,37 @@
 //! 5. `command` in the app's explicit `commands` list, when it has one (400, kept);
 //! 6. the body is a JSON object (400, kept).
 //!
+//! In the code: steps 1–3 are `CallbackDelivery::admit`, 4–6 the shared `delivery::check`
+//! (with this module's `Admitted::parse`), the one place refusals are kept.
+//!
 //! Everything else is stored and answered 0: a field that cannot be read is NULL and
 //! noted on the row, an unknown command is stored with family `other`, a missing command
 //! or a `contenttype` other than json is noted. Then: queued, committed, answered 0
 //! (stored, duplicate or journaled), or 503 (overloaded, database unavailable: the sender
 //! retries).
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Uri, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 
+use super::delivery::{Admitted, Envelope, Record, Refusal, check};
 use super::peer::{Peer, client_addr};
-use super::{SharedState, reply};
+use super::{AppState, SharedState};
 use crate::auth::authenticate;
+use crate::config::AppSettings;
 use crate::ingest::Outcome;
 use crate::metrics as m;
 use crate::protocol::query::{redact, stable_query, truncate};
 use crate::protocol::reply::{Ack, ErrorCode, ReplyStyle};
 use crate::protocol::{
-    CallbackQuery, Context, Kind, Rejection, classify, dedupe_key, known_commands, parse_delivery,
+    CallbackQuery, Context, EventRow, Kind, Rejection, classify, dedupe_key, known_commands,
+    parse_delivery,
 };
 use crate::store::RejectedRow;
-
-/// What the request came to, for the answer, the metric and the log line.
-struct Answer {
-    code: ErrorCode,
-    message: Cow<'static, str>,
-    outcome: &'static str,
-    ack: Option<Ack>,
-}
-
-impl Answer {
-    fn ok(outcome: Outcome) -> Self {
-        let ack = match outcome {
-            Outcome::Inserted => Ack::Stored,
-            Outcome::Duplicate => Ack::Duplicate,
-            Outcome::Journaled => Ack::Journaled,
-        };
-        Self {
-            code: ErrorCode::Success,
-            message: Cow::Borrowed(ack.message()),
-            outcome: outcome.label(),
-            ack: Some(ack),
-        }
-    }
-
-    fn refused(r: Rejection) -> Self {
-        Self {
-            code: r.code,
-            message: Cow::Owned(r.reason),
-            outcome: "rejected",
-            ack: None,
-        }
-    }
-
-    fn failed(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            outcome: "failed",
-            ack: None,
-        }
-    }
-
-    fn into_response(self, style: ReplyStyle) -> Response {
-        match self.ack {
-            Some(ack) => super::json_response(200, ack.body(style)),
-            None => reply(style, self.code, &self.message),
-        }
-    }
-}
 
 /// Labels with bounded cardinality: a known command's own spelling, else `other`.
 fn labels(query: &CallbackQuery) -> (&'static str, &'static str) {
@@ -133,63 +89,46 @@ pub async fn handle(
         &headers,
         &st.settings.trusted_proxies,
     );
-    let request = Request {
+    let delivery = CallbackDelivery {
         st: &st,
         query: &query,
         raw_query,
         remote,
         headers: &headers,
     };
-    let answer =
-        match tokio::time::timeout(st.settings.request_timeout, request.process(body)).await {
-            Ok(answer) => answer,
-            Err(_) => Answer::failed(
-                ErrorCode::Timeout,
-                format!(
-                    "the request took longer than {:?}; retry",
-                    st.settings.request_timeout
-                ),
-            ),
-        };
-
-    let elapsed = started.elapsed();
-    let (family, command) = labels(&query);
-    metrics::counter!(m::DELIVERIES, "family" => family, "command" => command, "outcome" => answer.outcome, "reason" => answer.code.label()).increment(1);
-    metrics::histogram!(m::REQUEST_DURATION).record(elapsed.as_secs_f64());
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let sdkappid = query.sdkappid.as_deref().map(|s| truncate(s, 20));
-    let cmd = query.command.as_deref().map(|s| truncate(s, 64));
-    let remote = remote.map(tracing::field::display);
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| truncate(s, 128));
-    if answer.code == ErrorCode::Success {
-        tracing::info!(
-            family,
-            command = cmd,
-            sdkappid,
-            outcome = answer.outcome,
-            latency_ms,
-            remote,
-            request_id,
-            "callback"
-        );
-    } else {
-        tracing::info!(
-            family,
-            command = cmd,
-            sdkappid,
-            outcome = answer.outcome,
-            code = answer.code.code(),
-            reason = %answer.message,
-            latency_ms,
-            remote,
-            request_id,
-            "callback refused"
-        );
+    let timeout = st.settings.request_timeout;
+    let result = match tokio::time::timeout(timeout, delivery.process(body)).await {
+        Ok(result) => result,
+        Err(_) => Err(Refusal::failed(
+            ErrorCode::Timeout,
+            format!("the request took longer than {timeout:?}; retry"),
+        )),
+    };
+    let (family, command_label) = labels(&query);
+    let record = Record {
+        family,
+        command_label,
+        command: query.command.as_deref().map(|s| truncate(s, 64)),
+        sdkappid: query.sdkappid.as_deref().map(|s| truncate(s, 20)),
+        remote,
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| truncate(s, 128)),
+    };
+    record.emit(started, &result);
+    match result {
+        Ok(outcome) => super::json_response(200, ack(outcome).body(style)),
+        Err(refusal) => refusal.answered_in(Envelope::Call(style)).into_response(),
     }
-    answer.into_response(style)
+}
+
+fn ack(outcome: Outcome) -> Ack {
+    match outcome {
+        Outcome::Inserted => Ack::Stored,
+        Outcome::Duplicate => Ack::Duplicate,
+        Outcome::Journaled => Ack::Journaled,
+    }
 }
 
 /// What the query says that is worth a note on the rows (it does not stop the delivery).
@@ -209,7 +148,8 @@ fn query_notes(query: &CallbackQuery, command: Option<&str>) -> Vec<String> {
     notes
 }
 
-struct Request<'a> {
+/// One delivery to the callback endpoint, taken through the module doc's steps.
+struct CallbackDelivery<'a> {
     st: &'a SharedState,
     query: &'a CallbackQuery,
     raw_query: &'a str,
@@ -217,75 +157,48 @@ struct Request<'a> {
     headers: &'a HeaderMap,
 }
 
-pub(super) enum BodyError {
-    TooLarge,
-    Unreadable(String),
-}
-
-/// Reads a request body of at most `limit` bytes (a declared `Content-Length` over it is
-/// refused before reading).
-pub(super) async fn read_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
+impl CallbackDelivery<'_> {
+    /// Steps 1–3, 4–6, then the queue. A refusal of steps 1–3 ([`Self::admit`]) is never
+    /// kept; one of steps 4–6 ([`check`]) is.
+    async fn process(&self, body: Body) -> Result<Outcome, Refusal> {
+        let (sdkappid, app) = self.admit().map_err(Refusal::not_kept)?;
+        let rows = check(self, sdkappid, app, body).await?;
+        Ok(self.st.ingest.submit(rows).await?)
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            BodyError::TooLarge
-        } else {
-            BodyError::Unreadable(e.to_string())
-        }
-    })
-}
 
-impl Request<'_> {
-    async fn process(&self, body: Body) -> Answer {
-        let st = self.st;
-        let sdkappid = match self.query.sdkappid() {
-            Ok(id) => id,
-            Err(r) => return Answer::refused(r),
-        };
-        let Some(app) = st.settings.apps.get(&sdkappid) else {
-            return Answer::refused(Rejection::new(
+    /// Steps 1–3: the app is named, configured, and the request authenticated. Refusals
+    /// here are not kept: there is no app to file them under, or anyone could have sent
+    /// them.
+    fn admit(&self) -> Result<(i64, &AppSettings), Rejection> {
+        let sdkappid = self.query.sdkappid()?;
+        let Some(app) = self.st.settings.apps.get(&sdkappid) else {
+            return Err(Rejection::new(
                 ErrorCode::UnknownApp,
                 format!("sdkappid {sdkappid} is not configured on this receiver"),
             ));
         };
-        if let Err(r) = authenticate(
-            app,
-            self.query,
-            crate::now_millis() / 1000,
-            st.settings.sign_window,
-        ) {
-            return Answer::refused(r);
-        }
+        let now = crate::now_millis() / 1000;
+        authenticate(app, self.query, now, self.st.settings.sign_window)?;
+        Ok((sdkappid, app))
+    }
+}
 
-        // The app is ours and authenticated: from here on, refusals are kept, body included.
-        let body = match self.read_body(body).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                let r = Rejection::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("body is larger than {} bytes", st.settings.body_limit),
-                );
-                return self.refuse(sdkappid, r, b"").await;
-            }
-            Err(BodyError::Unreadable(e)) => {
-                return Answer::refused(Rejection::new(
-                    ErrorCode::InvalidJson,
-                    format!("could not read the body: {e}"),
-                ));
-            }
-        };
+impl Admitted for CallbackDelivery<'_> {
+    fn state(&self) -> &AppState {
+        self.st
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers
+    }
+
+    /// Steps 5–6, and the notes on what could not be read.
+    fn parse(
+        &self,
+        sdkappid: i64,
+        app: &AppSettings,
+        body: &[u8],
+    ) -> Result<Vec<EventRow>, Rejection> {
         // Tencent drops a refused callback for good, so from here on only what can never
         // be one of its callbacks for this app is refused: a command outside the app's
         // explicit list, or a body that is not a JSON object. Anything else is stored, with
@@ -297,7 +210,7 @@ impl Request<'_> {
             .map(str::trim)
             .filter(|c| !c.is_empty());
         if !app.allows(command) {
-            let r = Rejection::new(
+            return Err(Rejection::new(
                 ErrorCode::InvalidQuery,
                 match command {
                     Some(c) => format!(
@@ -308,8 +221,7 @@ impl Request<'_> {
                         "command (or CallbackCommand) is missing, and sdkappid {sdkappid} allows only listed commands"
                     ),
                 },
-            );
-            return self.refuse(sdkappid, r, &body).await;
+            ));
         }
         let remote = self.remote.map(|ip| ip.to_string());
         let ctx = Context {
@@ -321,10 +233,7 @@ impl Request<'_> {
             received_at: crate::now_millis(),
         };
         let kind = command.map_or(Kind::Unknown, classify);
-        let mut rows = match parse_delivery(kind, self.query.v4_style, &ctx, &body) {
-            Ok(rows) => rows,
-            Err(r) => return self.refuse(sdkappid, r, &body).await,
-        };
+        let mut rows = parse_delivery(kind, self.query.v4_style, &ctx, body)?;
         for note in query_notes(self.query, command) {
             for row in &mut rows {
                 row.add_note(&note);
@@ -334,30 +243,13 @@ impl Request<'_> {
             let (family, _) = labels(self.query);
             metrics::counter!(m::NOTED_DELIVERIES, "family" => family).increment(1);
         }
-        match st.ingest.submit(rows).await {
-            Ok(outcome) => Answer::ok(outcome),
-            Err(e) => {
-                let code = e.code();
-                if code == ErrorCode::Unstorable {
-                    // The writer already kept it in rejected_deliveries.
-                    Answer::refused(Rejection::new(code, e.to_string()))
-                } else {
-                    Answer::failed(code, e.to_string())
-                }
-            }
-        }
+        Ok(rows)
     }
 
-    async fn read_body(&self, body: Body) -> Result<Bytes, BodyError> {
-        read_limited(self.headers, body, self.st.settings.body_limit).await
-    }
-
-    /// Answers a refusal for a configured app and keeps it in `rejected_deliveries`, once
-    /// per distinct delivery (the sender's retries count in its `deliveries`).
-    async fn refuse(&self, sdkappid: i64, r: Rejection, body: &[u8]) -> Answer {
+    fn rejected_row(&self, sdkappid: i64, r: &Rejection, body: &[u8]) -> RejectedRow {
         let stable = stable_query(self.raw_query);
         let code = (r.code.code() as u64).to_le_bytes();
-        let row = RejectedRow {
+        RejectedRow {
             dedupe_key: dedupe_key(&[
                 b"rejected",
                 &sdkappid.to_le_bytes(),
@@ -373,10 +265,6 @@ impl Request<'_> {
             error_code: r.code.code() as i32,
             reason: r.reason.clone(),
             remote_addr: self.remote.map(|ip| ip.to_string()),
-        };
-        if !self.st.ingest.record_rejected(row).await {
-            tracing::warn!(sdkappid, reason = %r.reason, "could not keep a rejected delivery (queue full or database unavailable)");
         }
-        Answer::refused(r)
     }
 }

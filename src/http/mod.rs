@@ -2,6 +2,7 @@
 //! 413, timeouts and panics included).
 
 pub mod callback;
+mod delivery;
 pub mod peer;
 pub mod server;
 pub mod trtc;
@@ -24,10 +25,11 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use crate::config::Settings;
 use crate::health::DbHealth;
 use crate::ingest::Ingest;
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalStats};
 use crate::metrics as m;
 use crate::protocol::reply::{ErrorCode, ReplyStyle, envelope};
 use crate::store::Store;
+use crate::supervisor::{Tasks, panic_text};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -38,6 +40,8 @@ pub struct AppState {
     pub journal: Option<Arc<Journal>>,
     pub metrics: Option<PrometheusHandle>,
     pub shutting_down: AtomicBool,
+    /// Which long-lived tasks are not running (readiness fails while any is down).
+    pub tasks: Arc<Tasks>,
     /// When the database last answered a readiness ping.
     ready_cache: Mutex<Option<Instant>>,
 }
@@ -52,6 +56,7 @@ impl AppState {
         health: Arc<DbHealth>,
         journal: Option<Arc<Journal>>,
         metrics: Option<PrometheusHandle>,
+        tasks: Arc<Tasks>,
     ) -> Self {
         Self {
             settings,
@@ -61,6 +66,7 @@ impl AppState {
             journal,
             metrics,
             shutting_down: AtomicBool::new(false),
+            tasks,
             ready_cache: Mutex::new(None),
         }
     }
@@ -123,11 +129,7 @@ async fn method_not_allowed() -> Response {
 }
 
 fn panicked(err: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let detail = panic_text(&*err);
     tracing::error!(panic = detail, "a request handler panicked");
     metrics::counter!(m::DELIVERIES, "family" => "none", "command" => "none", "outcome" => "failed", "reason" => ErrorCode::Internal.label()).increment(1);
     reply(
@@ -142,16 +144,44 @@ async fn healthz() -> Response {
 }
 
 /// 200 when the database answers, or when it does not but the outage journal takes the
-/// events for it; 503 otherwise (and while shutting down). The database check is cached
-/// for a second, so probing every second costs one query.
+/// events for it, and every long-lived task runs; 503 otherwise (and while shutting down).
+/// The database check is cached for a second, so probing every second costs one query.
 async fn readyz(State(st): State<SharedState>) -> Response {
     if st.shutting_down.load(Ordering::Relaxed) {
         return reply(ReplyStyle::Plain, ErrorCode::ShuttingDown, "shutting down");
     }
+    let tasks_down = st.tasks.down();
     let db = check_database(&st).await;
     let journal = st.journal.as_ref().map(|j| (j.stats(), j.is_full()));
     let (queue_depth, _) = st.ingest.depth();
-    let (code, message): (ErrorCode, Cow<'_, str>) = match (&db, &journal) {
+    let (code, message) = verdict(&db, journal.as_ref(), &tasks_down);
+    let mut body = serde_json::json!({
+        "ErrorCode": code.code(),
+        "ErrorMessage": message,
+        "database": if db.is_ok() { "up" } else { "down" },
+        "backend": st.store.backend(),
+        "queue_depth": queue_depth,
+        "tasks_down": tasks_down,
+    });
+    if let Some((s, full)) = journal {
+        body["journal_events"] = s.events.into();
+        body["journal_bytes"] = s.bytes.into();
+        body["journal_full"] = full.into();
+    }
+    json_response(
+        code.http_status(),
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+/// Readiness from what `/readyz` found: the database, the journal (its contents, and
+/// whether it is full) and the tasks not running.
+fn verdict(
+    db: &Result<(), String>,
+    journal: Option<&(JournalStats, bool)>,
+    tasks_down: &[&str],
+) -> (ErrorCode, Cow<'static, str>) {
+    let (code, message): (ErrorCode, Cow<'static, str>) = match (db, journal) {
         (Ok(()), Some((s, _))) if s.events > 0 => (
             ErrorCode::Success,
             "ready; replaying the outage journal".into(),
@@ -170,22 +200,12 @@ async fn readyz(State(st): State<SharedState>) -> Response {
             format!("database unavailable: {e}").into(),
         ),
     };
-    let mut body = serde_json::json!({
-        "ErrorCode": code.code(),
-        "ErrorMessage": message,
-        "database": if db.is_ok() { "up" } else { "down" },
-        "backend": st.store.backend(),
-        "queue_depth": queue_depth,
-    });
-    if let Some((s, full)) = journal {
-        body["journal_events"] = s.events.into();
-        body["journal_bytes"] = s.bytes.into();
-        body["journal_full"] = full.into();
+    if code == ErrorCode::Success && !tasks_down.is_empty() {
+        // A task that ended early is being restarted: not ready until it runs again.
+        let message = format!("not running, restarting: {}", tasks_down.join(", "));
+        return (ErrorCode::Overloaded, message.into());
     }
-    json_response(
-        code.http_status(),
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    (code, message)
 }
 
 /// Pings the database; a success is reused for a second, so probing every second costs at

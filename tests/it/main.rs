@@ -19,4 +19,5 @@ mod journal;
 mod migrations;
 mod operations;
 mod send;
+mod supervision;
 mod trtc;
