@@ -1,4 +1,18 @@
 //! callhook: a durable receiver for Tencent TRTC / TUICallKit call callbacks.
+//!
+//! A callback flows down through these modules, and no module imports one above it
+//! (ARCHITECTURE.md draws the whole picture):
+//!
+//! | layer | modules | what they do |
+//! |---|---|---|
+//! | entry | `main.rs`, [`app`] | resolve the command line; build, run and stop the receiver |
+//! | HTTP | [`http`], [`auth`] | routes, admission (app, token, `Sign`), the answer envelope |
+//! | protocol | [`protocol`] | pure: query and body parsing into rows, dedupe keys, error codes |
+//! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | queue and batch writers, the outage journal, task supervision, database health |
+//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads |
+//! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
+//! | tools | [`report`], [`events`], [`send`] | `callhook report`, `callhook events`, `callhook send` |
+//! | support | [`metrics`], [`logging`] | Prometheus metrics, log output |
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -11,6 +25,8 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod report;
+pub mod send;
 pub mod store;
 pub mod supervisor;
 
@@ -20,8 +36,6 @@ pub use app::shutdown_signal;
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
-pub mod report;
-pub mod send;
 
 /// Makes `ring` the TLS crypto provider for outgoing HTTPS (`callhook send`). Call before
 /// building an HTTP client; later calls do nothing.

@@ -1,5 +1,5 @@
-//! Logging and process signals, shared by the `callhook` binary and the benchmark's
-//! HTTP-only ceiling so both pay the same per-request costs.
+//! Log output, shared by the `callhook` binary and the benchmark's HTTP-only ceiling so
+//! both pay the same per-request costs.
 
 use std::io::IsTerminal;
 

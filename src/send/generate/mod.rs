@@ -1,7 +1,7 @@
 //! Generated traffic: realistic calls, deterministic for a seed, and the deliveries
 //! Tencent's sender makes for them in each callback family.
 //!
-//! A [`Call`] is a timeline of [`Step`]s (who did what, when). [`render`] turns one
+//! A [`Call`] is a timeline of [`Step`]s (who did what, when). [`render()`] turns one
 //! timeline into the deliveries of each family. All randomness comes from [`Rng`] and only
 //! integer arithmetic is used, so a seed gives the same calls on every machine.
 //!
@@ -17,7 +17,7 @@
 //! ```
 //! One concern per file: [`rng`] the random numbers, [`tables`] the proportions and
 //! timings, [`model`] the call and its timeline, [`generator`] the stream of calls,
-//! [`render`] the replay of a timeline into deliveries, [`wire`] the requests and bodies
+//! [`mod@render`] the replay of a timeline into deliveries, [`wire`] the requests and bodies
 //! as sent.
 
 pub mod generator;
