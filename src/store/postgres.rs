@@ -16,7 +16,7 @@ use super::{
     sorted_indices,
 };
 use super::{DatabaseSettings, DatabaseUrl};
-use crate::protocol::{ErrorCode, EventRow};
+use crate::protocol::{ErrorCode, EventRow, TrtcColumns};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -38,38 +38,62 @@ pub struct PgStore {
 ///
 /// The live writes' variant first raises its writer's fence, and writes its rows only if
 /// that succeeded (src/store/fence.rs).
-const EVENTS_INSERT: &str = r#"
-INSERT INTO call_events (
-    sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
-    call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts, client_ip,
-    opt_platform, remote_addr, payload, deliveries, received_at, last_delivery_at, dedupe_key,
-    members, notes, trtc_event_type, unique_id, terminal_type, user_type, reason, task_id,
-    trtc_status, files)
-SELECT
-    t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, t.event, t.call_result,
-    t.media_type, t.call_type, t.room_id, t.total_num,
-    timestamptz 'epoch' + t.event_time * interval '1 millisecond',
-    timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond',
-    timestamptz 'epoch' + t.accept_ts * interval '1 millisecond',
-    timestamptz 'epoch' + t.end_ts * interval '1 millisecond',
-    t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries,
-    timestamptz 'epoch' + t.received_at * interval '1 millisecond',
-    timestamptz 'epoch' + t.received_at * interval '1 millisecond',
-    t.dedupe_key, t.members::json, t.notes, t.trtc_event_type, t.unique_id, t.terminal_type,
-    t.user_type, t.reason, t.task_id, t.trtc_status, t.files::json
-FROM unnest(
-    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
-    $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[],
-    $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[],
-    $26::int[], $27::text[], $28::int[], $29::int[], $30::int[], $31::text[], $32::int[],
-    $33::text[]
-) AS t(sdkappid, family, command, call_id, user_id, role, event, call_result, media_type,
-       call_type, room_id, total_num, event_time, start_call_ts, accept_ts, end_ts,
-       client_ip, opt_platform, remote_addr, payload, deliveries, received_at, dedupe_key,
-       members, notes, trtc_event_type, unique_id, terminal_type, user_type, reason, task_id,
-       trtc_status, files)
-"#;
+/// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
+/// TRTC columns (`$26` to `$33`), which a batch of call callbacks alone leaves out: all
+/// NULL there, they would cost an array each for nothing.
+const EVENTS_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
+    call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
+    accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, \
+    received_at, last_delivery_at, dedupe_key, members, notes";
+const EVENTS_VALUES: &str = "t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, \
+    t.event, t.call_result, t.media_type, t.call_type, t.room_id, t.total_num, \
+    timestamptz 'epoch' + t.event_time * interval '1 millisecond', \
+    timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond', \
+    timestamptz 'epoch' + t.accept_ts * interval '1 millisecond', \
+    timestamptz 'epoch' + t.end_ts * interval '1 millisecond', \
+    t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries, \
+    timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
+    timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
+    t.dedupe_key, t.members::json, t.notes";
+const EVENTS_ARRAYS: &str = "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
+    $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], \
+    $19::text[], $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[]";
+const EVENTS_ALIASES: &str = "sdkappid, family, command, call_id, user_id, role, event, \
+    call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
+    accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, \
+    received_at, dedupe_key, members, notes";
+const TRTC_COLUMNS: &str = ", trtc_event_type, unique_id, terminal_type, user_type, reason, \
+    task_id, trtc_status, files";
+const TRTC_VALUES: &str = ", t.trtc_event_type, t.unique_id, t.terminal_type, t.user_type, \
+    t.reason, t.task_id, t.trtc_status, t.files::json";
+const TRTC_ARRAYS: &str = ", $26::int[], $27::text[], $28::int[], $29::int[], $30::int[], \
+    $31::text[], $32::int[], $33::text[]";
+/// How many parameters the events' statement has without and with the TRTC columns.
+const EVENTS_PARAMS: usize = 25;
+const EVENTS_PARAMS_TRTC: usize = 33;
+
+/// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
+/// column (one prepared statement whatever the batch size; measured against multi-row
+/// VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
+/// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
+/// flushes its WAL) before answering, so one round trip writes and durably commits the
+/// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
+///
+/// The live writes' variant first raises its writer's fence, and writes its rows only if
+/// that succeeded (src/store/fence.rs).
+fn events_insert(trtc: bool) -> String {
+    let (columns, values, arrays) = if trtc {
+        (TRTC_COLUMNS, TRTC_VALUES, TRTC_ARRAYS)
+    } else {
+        ("", "", "")
+    };
+    let aliases = if trtc { TRTC_COLUMNS } else { "" };
+    format!(
+        "INSERT INTO call_events ({EVENTS_COLUMNS}{columns})\nSELECT {EVENTS_VALUES}{values}\n\
+         FROM unnest({EVENTS_ARRAYS}{arrays})\nAS t({EVENTS_ALIASES}{aliases})\n"
+    )
+}
 
 const EVENTS_UPSERT: &str = r#"
 ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
@@ -114,28 +138,37 @@ fn raise_fence(writer: &str, batch: &str) -> String {
 
 const FENCED: &str = "WHERE EXISTS (SELECT 1 FROM fence)";
 
-/// The four statements: events and rejected deliveries, each plain (replay) and fenced
-/// (live writes).
+/// The statements: events (with and without the TRTC columns) and rejected deliveries,
+/// each plain (replay) and fenced (live writes).
 struct Statements {
-    events: String,
-    events_fenced: String,
+    /// Indexed by whether the batch has TRTC columns.
+    events: [String; 2],
+    events_fenced: [String; 2],
     rejected: String,
     rejected_fenced: String,
 }
 
 fn statements() -> &'static Statements {
     static SQL: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| Statements {
-        events: format!("{EVENTS_INSERT}{EVENTS_UPSERT}"),
-        events_fenced: format!(
-            "{}{EVENTS_INSERT}{FENCED}{EVENTS_UPSERT}",
-            raise_fence("$34", "$35")
-        ),
-        rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
-        rejected_fenced: format!(
-            "{}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
-            raise_fence("$11", "$12")
-        ),
+    SQL.get_or_init(|| {
+        let fenced = |trtc: bool| {
+            let n = if trtc {
+                EVENTS_PARAMS_TRTC
+            } else {
+                EVENTS_PARAMS
+            };
+            let fence = raise_fence(&format!("${}", n + 1), &format!("${}", n + 2));
+            format!("{fence}{}{FENCED}{EVENTS_UPSERT}", events_insert(trtc))
+        };
+        Statements {
+            events: [false, true].map(|t| format!("{}{EVENTS_UPSERT}", events_insert(t))),
+            events_fenced: [false, true].map(fenced),
+            rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
+            rejected_fenced: format!(
+                "{}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
+                raise_fence("$11", "$12")
+            ),
+        }
     })
 }
 
@@ -449,9 +482,10 @@ async fn insert_events<'c>(
             .map(|&i| f(rows[i].row).and_then(|v| i32::try_from(v).ok()))
             .collect::<Vec<Option<i32>>>()
     };
+    let trtc = rows.iter().any(|r| r.row.trtc != TrtcColumns::default());
     let query = sqlx::query_as(match fence {
-        Some(_) => &sql.events_fenced,
-        None => &sql.events,
+        Some(_) => &sql.events_fenced[usize::from(trtc)],
+        None => &sql.events[usize::from(trtc)],
     })
     .bind(column(rows, order, |r| r.sdkappid))
     .bind(column(rows, order, |r| r.family.as_str()))
@@ -482,15 +516,20 @@ async fn insert_events<'c>(
     .bind(column(rows, order, |r| r.received_at))
     .bind(column(rows, order, |r| &r.dedupe_key[..]))
     .bind(col(|r| r.members.as_deref()))
-    .bind(col(|r| r.notes.as_deref()))
-    .bind(int32(|r| r.trtc.event_type))
-    .bind(col(|r| r.trtc.unique_id.as_deref()))
-    .bind(int32(|r| r.trtc.terminal_type))
-    .bind(int32(|r| r.trtc.user_type))
-    .bind(int32(|r| r.trtc.reason))
-    .bind(col(|r| r.trtc.task_id.as_deref()))
-    .bind(int32(|r| r.trtc.status))
-    .bind(col(|r| r.trtc.files.as_deref()));
+    .bind(col(|r| r.notes.as_deref()));
+    let query = if trtc {
+        query
+            .bind(int32(|r| r.trtc.event_type))
+            .bind(col(|r| r.trtc.unique_id.as_deref()))
+            .bind(int32(|r| r.trtc.terminal_type))
+            .bind(int32(|r| r.trtc.user_type))
+            .bind(int32(|r| r.trtc.reason))
+            .bind(col(|r| r.trtc.task_id.as_deref()))
+            .bind(int32(|r| r.trtc.status))
+            .bind(col(|r| r.trtc.files.as_deref()))
+    } else {
+        query
+    };
     match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
         None => query,
