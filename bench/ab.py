@@ -12,7 +12,7 @@ binaries into a directory, and compare them repetition by repetition.
     python3 bench/ab.py /tmp/a /tmp/b --modes pg-default,noop --reps 3
 
 Each repetition runs every mode with A, then with B, at 64 connections for --duration
-seconds, and prints throughput, p99, callhook's CPU per request (alone, and with
+seconds, and prints throughput, p50 and p99, callhook's CPU per request (alone, and with
 PostgreSQL's) and its RSS; at the end, the medians and the median of the per-repetition B/A
 ratios of throughput and of CPU per request.
 """
@@ -73,7 +73,8 @@ def main():
                     per_event = (c1 - c0 + p1 - p0) / max(acked, 1) * 1e6
                     cpu.setdefault((mode, name), []).append(per_event)
                     failed |= bool(check["lost"] or check["doubled"] or acked == 0)
-                    print(f"rep {rep} {mode:14} {name}  {acked / secs:9,.0f} req/s  p99 {res['p99_us'] / 1000:6.1f} ms  "
+                    print(f"rep {rep} {mode:14} {name}  {acked / secs:9,.0f} req/s  p50 {res['p50_us'] / 1000:6.2f} ms  "
+                          f"p99 {res['p99_us'] / 1000:6.1f} ms  "
                           f"callhook {(c1 - c0) / max(acked, 1) * 1e6:6.1f} us/req  "
                           f"with the database {per_event:6.1f} us/req  rss {rss:.1f}/{peak:.1f} MiB  "
                           f"lost {check['lost']} doubled {check['doubled']}", flush=True)
