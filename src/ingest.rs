@@ -182,9 +182,9 @@ impl Ingest {
         };
         let mut supervisor = Supervisor::new(tasks);
         for _ in 0..settings.writers {
-            // A writer that panics is replaced after the supervisor's pause: the requests
-            // of its batch get their answer at once (503, their reply channels closed with
-            // it), and the other writers keep draining the queue meanwhile.
+            // A writer that panics is replaced at once (after a pause only if writers keep
+            // dying, see crate::supervisor): the requests of its batch get their answer at
+            // once (503, their reply channels closed with it), so the sender retries.
             let writer = writer.clone();
             let mut restart = false;
             supervisor.spawn(WRITER_TASK, Lifetime::UntilDone, move || {
@@ -258,8 +258,8 @@ impl Ingest {
         self.shared.notify.notify_waiters();
     }
 
-    /// Test hook: makes one idle writer panic, as a bug would (its supervisor restarts
-    /// it after a pause, meanwhile `/readyz` names it).
+    /// Test hook: makes one idle writer panic, as a bug would (its supervisor restarts it;
+    /// a second death soon after is restarted after a pause, meanwhile `/readyz` names it).
     #[doc(hidden)]
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn kill_writer(&self) {

@@ -3,24 +3,30 @@
 //! (`metrics-upkeep`).
 //!
 //! Each runs under [`Supervisor::spawn`]. A task that ends early (it panics, or returns
-//! although it should run until shutdown) is logged, listed in [`Tasks`] (so `/readyz`
-//! answers 503 and names it) and restarted after [`RESTART_PAUSE`], counted in
-//! `callhook_task_restarts_total{task}`. The pause keeps a task that fails at once from
-//! spinning, and keeps its absence visible to the readiness probe. Every task here can be
-//! restarted: each keeps its state in what it shares with the rest (the queue, the
-//! database health, the journal), not in itself.
+//! although it should run until shutdown) is logged, counted in
+//! `callhook_task_restarts_total{task}` and restarted at once: a writer that died must not
+//! leave deliveries waiting. A task of the same name that ends early again within
+//! [`RAPID_FAILURES`] of the last restart waits [`RESTART_PAUSE`] first, listed in
+//! [`Tasks`] meanwhile (so `/readyz` answers 503 and names it): that keeps a task that
+//! fails at once (a delivery that crashes every writer it meets) from spinning, and makes
+//! it visible to the readiness probe. Every task here can be restarted: each keeps its
+//! state in what it shares with the rest (the queue, the database health, the journal),
+//! not in itself.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
 use crate::metrics as m;
 
-/// How long a task that ended early stays down before it is started again.
+/// How long a task that keeps ending early stays down before it is started again.
 pub const RESTART_PAUSE: Duration = Duration::from_secs(1);
+/// A task restarted less than this long ago that ends early again is restarted only after
+/// [`RESTART_PAUSE`].
+pub const RAPID_FAILURES: Duration = Duration::from_secs(10);
 
 /// Which supervised tasks are not running now (`/readyz` reads it). Shared by every
 /// [`Supervisor`] of the process.
@@ -28,6 +34,8 @@ pub const RESTART_PAUSE: Duration = Duration::from_secs(1);
 pub struct Tasks {
     /// Per task name, how many of its copies are down (the writers run several).
     down: Mutex<BTreeMap<&'static str, usize>>,
+    /// Per task name, when one of its copies was last restarted.
+    restarted: Mutex<BTreeMap<&'static str, Instant>>,
 }
 
 impl Tasks {
@@ -48,6 +56,18 @@ impl Tasks {
                 down.remove(name);
             }
         }
+    }
+
+    /// Records a restart of `name` now; returns whether the one before was less than
+    /// `window` ago.
+    fn restarted_within(&self, name: &'static str, window: Duration) -> bool {
+        let now = Instant::now();
+        let mut restarted = self
+            .restarted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let previous = restarted.insert(name, now);
+        previous.is_some_and(|t| now.duration_since(t) < window)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, usize>> {
@@ -96,6 +116,7 @@ impl Supervisor {
             name,
             lifetime,
             pause: self.pause,
+            rapid: RAPID_FAILURES,
         };
         self.running.spawn(task.supervise(start));
     }
@@ -122,6 +143,26 @@ struct Task {
     name: &'static str,
     lifetime: Lifetime,
     pause: Duration,
+    rapid: Duration,
+}
+
+/// A task copy listed as down until this is dropped.
+struct Down<'a> {
+    tasks: &'a Tasks,
+    name: &'static str,
+}
+
+impl<'a> Down<'a> {
+    fn mark(tasks: &'a Tasks, name: &'static str) -> Self {
+        tasks.mark_down(name);
+        Self { tasks, name }
+    }
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        self.tasks.mark_up(self.name);
+    }
 }
 
 impl Task {
@@ -146,16 +187,24 @@ impl Task {
                 // Cancelled: only shutdown does that.
                 Some(Err(_)) => return,
             };
-            self.tasks.mark_down(name);
+            let pause = if self.tasks.restarted_within(name, self.rapid) {
+                self.pause
+            } else {
+                Duration::ZERO
+            };
             tracing::error!(
                 task = name,
                 reason = %why,
-                pause_ms = self.pause.as_millis() as u64,
+                pause_ms = pause.as_millis() as u64,
                 "a long-lived task ended early; restarting it"
             );
             metrics::counter!(m::TASK_RESTARTS, "task" => name).increment(1);
-            tokio::time::sleep(self.pause).await;
-            self.tasks.mark_up(name);
+            if !pause.is_zero() {
+                // Listed as down for the pause, and no longer if the pause is cut short
+                // (shutdown aborts this future).
+                let _down = Down::mark(&self.tasks, name);
+                tokio::time::sleep(pause).await;
+            }
         }
     }
 }
@@ -186,30 +235,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_task_that_ends_early_is_down_then_restarted() {
+    async fn a_task_that_ends_early_is_restarted_at_once_then_after_a_pause() {
         let tasks = Arc::new(Tasks::default());
         let mut sup = Supervisor::new(Arc::clone(&tasks));
         sup.pause = PAUSE;
-        let starts = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&starts);
+        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let log = Arc::clone(&starts);
         sup.spawn("flaky", Lifetime::UntilAborted, move || {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let n = {
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                log.push(Instant::now());
+                log.len()
+            };
             async move {
-                if n == 0 {
-                    panic!("first copy fails");
+                // The first two copies fail at once; the third runs.
+                if n <= 2 {
+                    panic!("copy {n} fails");
                 }
                 std::future::pending::<()>().await;
             }
         });
+        // The second failure comes right after the first restart: down for the pause.
         until(|| !tasks.down().is_empty()).await;
-        let went_down = std::time::Instant::now();
         assert_eq!(tasks.down(), vec!["flaky"]);
-        assert_eq!(starts.load(Ordering::SeqCst), 1);
         until(|| tasks.down().is_empty()).await;
-        assert!(went_down.elapsed() >= PAUSE / 2, "down for the pause");
-        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        let starts = starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(starts.len(), 3, "started three times");
+        assert!(starts[1] - starts[0] < PAUSE / 2, "first restart at once");
+        assert!(
+            starts[2] - starts[1] >= PAUSE,
+            "second restart after the pause"
+        );
         sup.abort();
         sup.join().await;
+    }
+
+    #[tokio::test]
+    async fn a_task_aborted_during_its_pause_is_not_left_listed_down() {
+        let tasks = Arc::new(Tasks::default());
+        let mut sup = Supervisor::new(Arc::clone(&tasks));
+        sup.pause = Duration::from_secs(60);
+        sup.spawn("crashing", Lifetime::UntilAborted, || async {
+            panic!("always fails");
+        });
+        until(|| !tasks.down().is_empty()).await;
+        sup.abort();
+        sup.join().await;
+        assert!(tasks.down().is_empty(), "{:?}", tasks.down());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
-//! Supervision of the long-lived tasks: a writer that dies is named by `/readyz` (503)
-//! until its supervisor has restarted it, the restart is counted, and deliveries are
-//! stored before, during and after.
+//! Supervision of the long-lived tasks: a writer that dies is restarted at once; writers
+//! that keep dying are restarted after a pause during which `/readyz` names them (503);
+//! the restarts are counted, and deliveries are stored before, during and after.
 
 use std::time::{Duration, Instant};
 
@@ -27,13 +27,15 @@ async fn readyz_until(app: &TestApp, want: impl Fn(u16, &Value) -> bool) -> (u16
 }
 
 both_backends! {
-    async fn a_dead_writer_fails_readiness_until_it_is_restarted(backend: Backend) {
+    async fn writers_that_keep_dying_fail_readiness_until_restarted(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let (status, ready) = readyz_until(&app, |s, _| s == 200).await;
         assert_eq!(ready["tasks_down"], serde_json::json!([]), "{ready}");
         let before = app.post_status("call_end", &status_body("sup-1", "u", "caller", "normal_end")).await;
         assert_eq!((status, before.0), (200, 200), "{before:?}");
 
+        // Two deaths in a row: the first is restarted at once, the second after the pause.
+        app.state.ingest.kill_writer();
         app.state.ingest.kill_writer();
         let (status, ready) = readyz_until(&app, |s, _| s == 503).await;
         assert_eq!(status, 503);
