@@ -446,8 +446,9 @@ fn read_fields<'t>(text: &'t str, notes: &mut Notes) -> Result<Fields<'t>, Rejec
     }
 }
 
-/// Refuses (71003) a body nesting deeper than [`scan::MAX_DEPTH`] levels.
-fn check_depth(text: &str) -> Result<(), Rejection> {
+/// Refuses (71003) a body nesting deeper than [`scan::MAX_DEPTH`] levels: the call
+/// callbacks' parser and TRTC's both use it.
+pub(crate) fn check_depth(text: &str) -> Result<(), Rejection> {
     // (No body of up to 1024 bytes can nest deeper than 512 levels: skip the scan.)
     if text.len() <= 2 * scan::MAX_DEPTH {
         return Ok(());

@@ -70,25 +70,6 @@ fn refusal(e: BodyError) -> Rejection {
     Rejection::new(ErrorCode::InvalidJson, e.to_string())
 }
 
-/// Refuses a body nested deeper than the receiver stores (as [`super::parse_delivery`]).
-fn check_depth(text: &str) -> Result<(), Rejection> {
-    let depth = if text.len() > 2 * scan::MAX_DEPTH {
-        scan::depth(text)
-    } else {
-        0
-    };
-    if depth > scan::MAX_DEPTH {
-        return Err(Rejection::new(
-            ErrorCode::Unstorable,
-            format!(
-                "body nests {depth} levels deep, more than the {} callhook stores",
-                scan::MAX_DEPTH
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The canonical digest of a TRTC body without its top-level `CallbackTs` (any case): the
 /// time of sending, which a retry of the same event may change. Whitespace, key order and
 /// escapes do not matter (src/protocol/canonical.rs); anything else does.
@@ -121,7 +102,7 @@ fn digest_without_callback_ts(text: &str) -> [u8; 32] {
 pub fn parse_trtc_delivery(ctx: &Context<'_>, body: &[u8]) -> Result<Vec<EventRow>, Rejection> {
     let ev = parse_trtc(body).map_err(refusal)?;
     let text = super::trtc::body_text(body).map_err(refusal)?;
-    check_depth(text)?;
+    super::check_depth(text)?;
     let family = trtc_family(ev.group);
     let mut notes = Notes::default();
     for n in &ev.notes {
