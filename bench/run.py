@@ -8,6 +8,9 @@ Measures, in one run, interleaved, with several repetitions each:
                  storage sink that writes nothing (examples/noop_receiver.rs)
   sqlite-default callhook on SQLite with default settings
   sqlite-batch1  callhook on SQLite with --max-batch 1
+  pg-async       measurement only, NOT durable: pg-default with synchronous_commit=off on
+                 callhook's connections (through the URL's `options`), so commits do not wait
+                 for the WAL flush; measures what that wait costs the closed loop
   pg-w4-b256 …   sweep modes: --writers / --max-batch / --queue-depth (w, b, q)
   naive-rust     the reference receiver of ../shared/bench-peers: axum + sqlx, one autocommit
                  INSERT … ON CONFLICT DO NOTHING per request on a pool of 16 (POOL_SIZE=16,
@@ -46,6 +49,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SDKAPPID = "1400000001"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = ["pg-default", "pg-batch1", "noop", "sqlite-default", "sqlite-batch1"]
+# Modes that are not in the default set: run them by name.
+EXTRA_MODES = ["pg-async"]
 PEER_MODES = ["naive-rust", "ceiling-http"]
 PEERS_DIR = os.environ.get("CALLHOOK_BENCH_PEERS", os.path.join(os.path.dirname(ROOT), "shared", "bench-peers"))
 NAIVE_DB = "naive"
@@ -378,7 +383,8 @@ def start_mode(mode, bins, pg, workdir):
         return Server([noop, "--listen", f"127.0.0.1:{port}", "--sdkappid", SDKAPPID], port, logfile), None, None
     if mode.startswith("pg"):
         pg.psql("TRUNCATE call_events, rejected_deliveries", db="bench")
-        cmd = [callhook, "serve", "--database-url", pg.url, "--spool-dir", os.path.join(workdir, "spool"), *common]
+        url = pg.url + ("?options=-c%20synchronous_commit%3Doff" if mode == "pg-async" else "")
+        cmd = [callhook, "serve", "--database-url", url, "--spool-dir", os.path.join(workdir, "spool"), *common]
         kind, db = "pg", pg
     else:
         path = os.path.join(workdir, f"bench-{port}.db")
@@ -415,7 +421,7 @@ def cpu_per_request_us(r):
 RATIOS = (("pg-default", "naive-rust"), ("pg-default", "ceiling-http"), ("pg-default", "pg-batch1"),
           ("pg-default", "noop"), ("naive-rust", "ceiling-http"), ("noop", "ceiling-http"),
           ("sqlite-default", "naive-rust"), ("sqlite-default", "sqlite-batch1"), ("sqlite-default", "noop"),
-          ("sqlite-default", "ceiling-http"))
+          ("sqlite-default", "ceiling-http"), ("pg-async", "pg-default"), ("pg-async", "naive-rust"))
 
 
 def per_rep_ratios(records, a, b, conns=64, key="rps"):
@@ -497,8 +503,8 @@ def main():
         print(summarize(records, modes))
         return
     for m in modes:
-        if m not in MODES + PEER_MODES and not m.startswith(("pg-w", "pg-b", "pg-q", "sqlite-b", "sqlite-q")):
-            sys.exit(f"unknown mode {m}; choose from {','.join(MODES + PEER_MODES)} or a sweep mode like pg-w2-b256")
+        if m not in MODES + EXTRA_MODES + PEER_MODES and not m.startswith(("pg-w", "pg-b", "pg-q", "sqlite-b", "sqlite-q")):
+            sys.exit(f"unknown mode {m}; choose from {','.join(MODES + EXTRA_MODES + PEER_MODES)} or a sweep mode like pg-w2-b256")
     ensure_wrk()
     callhook, noop = build()
     bins = {"callhook": callhook, "noop": noop}
