@@ -16,7 +16,7 @@ use super::{
     sorted_indices,
 };
 use super::{DatabaseSettings, DatabaseUrl};
-use crate::protocol::{ErrorCode, EventRow, TrtcColumns};
+use crate::protocol::{ErrorCode, TrtcColumns};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -80,18 +80,27 @@ const EVENTS_PARAMS_TRTC: usize = 33;
 /// flushes its WAL) before answering, so one round trip writes and durably commits the
 /// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
 ///
+/// A batch of one row, the usual batch at low load, reads its values from a one-row
+/// `VALUES` instead: the same statement with one value per parameter, which spares
+/// PostgreSQL the arrays and the function scan (docs/BENCHMARKS.md, "One-row batches").
+///
 /// The live writes' variant first raises its writer's fence, and writes its rows only if
 /// that succeeded (src/store/fence.rs).
-fn events_insert(trtc: bool) -> String {
+fn events_insert(shape: Shape, trtc: bool) -> String {
     let (columns, values, arrays) = if trtc {
         (TRTC_COLUMNS, TRTC_VALUES, TRTC_ARRAYS)
     } else {
         ("", "", "")
     };
     let aliases = if trtc { TRTC_COLUMNS } else { "" };
+    let params = format!("{EVENTS_ARRAYS}{arrays}");
+    let source = match shape {
+        Shape::Arrays => format!("unnest({params})"),
+        Shape::One => format!("(VALUES ({}))", params.replace("[]", "")),
+    };
     format!(
         "INSERT INTO call_events ({EVENTS_COLUMNS}{columns})\nSELECT {EVENTS_VALUES}{values}\n\
-         FROM unnest({EVENTS_ARRAYS}{arrays})\nAS t({EVENTS_ALIASES}{aliases})\n"
+         FROM {source}\nAS t({EVENTS_ALIASES}{aliases})\n"
     )
 }
 
@@ -138,31 +147,58 @@ fn raise_fence(writer: &str, batch: &str) -> String {
 
 const FENCED: &str = "WHERE EXISTS (SELECT 1 FROM fence)";
 
-/// The statements: events (with and without the TRTC columns) and rejected deliveries,
-/// each plain (replay) and fenced (live writes).
+/// How a batch's rows are bound: one array per column, or one value per column for a batch
+/// of one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Arrays,
+    One,
+}
+
+/// The statements: events (by shape, with and without the TRTC columns) and rejected
+/// deliveries, each plain (replay) and fenced (live writes).
 struct Statements {
-    /// Indexed by whether the batch has TRTC columns.
-    events: [String; 2],
-    events_fenced: [String; 2],
+    /// Indexed by `[shape is One][batch has TRTC columns]`.
+    events: [[String; 2]; 2],
+    events_fenced: [[String; 2]; 2],
     rejected: String,
     rejected_fenced: String,
+}
+
+impl Statements {
+    fn events(&self, shape: Shape, trtc: bool, fenced: bool) -> &str {
+        let by_shape = if fenced {
+            &self.events_fenced
+        } else {
+            &self.events
+        };
+        &by_shape[usize::from(shape == Shape::One)][usize::from(trtc)]
+    }
 }
 
 fn statements() -> &'static Statements {
     static SQL: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let fenced = |trtc: bool| {
+        let plain =
+            |shape: Shape, trtc: bool| format!("{}{EVENTS_UPSERT}", events_insert(shape, trtc));
+        let fenced = |shape: Shape, trtc: bool| {
             let n = if trtc {
                 EVENTS_PARAMS_TRTC
             } else {
                 EVENTS_PARAMS
             };
             let fence = raise_fence(&format!("${}", n + 1), &format!("${}", n + 2));
-            format!("{fence}{}{FENCED}{EVENTS_UPSERT}", events_insert(trtc))
+            format!(
+                "{fence}{}{FENCED}{EVENTS_UPSERT}",
+                events_insert(shape, trtc)
+            )
+        };
+        let by_shape = |make: &dyn Fn(Shape, bool) -> String| {
+            [Shape::Arrays, Shape::One].map(|shape| [false, true].map(|trtc| make(shape, trtc)))
         };
         Statements {
-            events: [false, true].map(|t| format!("{}{EVENTS_UPSERT}", events_insert(t))),
-            events_fenced: [false, true].map(fenced),
+            events: by_shape(&plain),
+            events_fenced: by_shape(&fenced),
             rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
             rejected_fenced: format!(
                 "{}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
@@ -467,68 +503,21 @@ async fn insert_events<'c>(
     rows: &[BatchRow<'_>],
     fence: Option<Fence>,
 ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = statements();
-    let order = &sorted_indices(rows);
-    let col = |f: fn(&EventRow) -> Option<&str>| column(rows, order, f);
-    let int = |f: fn(&EventRow) -> Option<i64>| column(rows, order, f);
-    // The TRTC codes are integer columns; the parser keeps them within range
-    // (src/protocol/trtc_rows.rs), so nothing is lost here.
-    let int32 = |f: fn(&EventRow) -> Option<i64>| {
-        order
-            .iter()
-            .map(|&i| f(rows[i].row).and_then(|v| i32::try_from(v).ok()))
-            .collect::<Vec<Option<i32>>>()
-    };
     let trtc = rows.iter().any(|r| r.row.trtc != TrtcColumns::default());
-    let query = sqlx::query_as(match fence {
-        Some(_) => &sql.events_fenced[usize::from(trtc)],
-        None => &sql.events[usize::from(trtc)],
-    })
-    .bind(column(rows, order, |r| r.sdkappid))
-    .bind(column(rows, order, |r| r.family.as_str()))
-    .bind(column(rows, order, |r| r.command.as_str()))
-    .bind(col(|r| r.call_id.as_deref()))
-    .bind(col(|r| r.user_id.as_deref()))
-    .bind(col(|r| r.role.as_ref().map(|v| v.as_str())))
-    .bind(col(|r| r.event.as_deref()))
-    .bind(col(|r| r.call_result.as_ref().map(|v| v.as_str())))
-    .bind(col(|r| r.media_type.as_ref().map(|v| v.as_str())))
-    .bind(col(|r| r.call_type.as_ref().map(|v| v.as_str())))
-    .bind(col(|r| r.room_id.as_deref()))
-    .bind(int(|r| r.total_num))
-    .bind(int(|r| r.event_time))
-    .bind(int(|r| r.start_call_ts))
-    .bind(int(|r| r.accept_ts))
-    .bind(int(|r| r.end_ts))
-    .bind(col(|r| r.client_ip.as_deref()))
-    .bind(col(|r| r.opt_platform.as_deref()))
-    .bind(col(|r| r.remote_addr.as_deref()))
-    .bind(col(|r| r.payload.as_deref()))
-    .bind(
-        order
-            .iter()
-            .map(|&i| rows[i].deliveries)
-            .collect::<Vec<i32>>(),
-    )
-    .bind(column(rows, order, |r| r.received_at))
-    .bind(column(rows, order, |r| &r.dedupe_key[..]))
-    .bind(col(|r| r.members.as_deref()))
-    .bind(col(|r| r.notes.as_deref()));
-    let query = if trtc {
-        query
-            .bind(int32(|r| r.trtc.event_type))
-            .bind(col(|r| r.trtc.unique_id.as_deref()))
-            .bind(int32(|r| r.trtc.terminal_type))
-            .bind(int32(|r| r.trtc.user_type))
-            .bind(int32(|r| r.trtc.reason))
-            .bind(col(|r| r.trtc.task_id.as_deref()))
-            .bind(int32(|r| r.trtc.status))
-            .bind(col(|r| r.trtc.files.as_deref()))
-    } else {
-        query
+    let query = match rows {
+        [] => return Ok(Vec::new()),
+        [one] => {
+            let sql = statements().events(Shape::One, trtc, fence.is_some());
+            bind_events(sqlx::query_as(sql), &OneRow(one), trtc)
+        }
+        _ => {
+            let sql = statements().events(Shape::Arrays, trtc, fence.is_some());
+            let arrays = Arrays {
+                rows,
+                order: sorted_indices(rows),
+            };
+            bind_events(sqlx::query_as(sql), &arrays, trtc)
+        }
     };
     match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
@@ -536,6 +525,121 @@ async fn insert_events<'c>(
     }
     .fetch_all(db)
     .await
+}
+
+type EventsQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, (Vec<u8>, i32), sqlx::postgres::PgArguments>;
+
+/// Binds one column of the events' statement, in the batch's shape.
+trait BindColumn<'a> {
+    fn column<'q, T>(
+        &self,
+        query: EventsQuery<'q>,
+        f: impl Fn(&BatchRow<'a>) -> T,
+    ) -> EventsQuery<'q>
+    where
+        T: 'q
+            + Send
+            + sqlx::Encode<'q, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + sqlx::postgres::PgHasArrayType;
+}
+
+/// A batch as one array per column, its rows in dedupe-key order (see `sorted_indices`).
+struct Arrays<'r, 'a> {
+    rows: &'r [BatchRow<'a>],
+    order: Vec<usize>,
+}
+
+impl<'a> BindColumn<'a> for Arrays<'_, 'a> {
+    fn column<'q, T>(
+        &self,
+        query: EventsQuery<'q>,
+        f: impl Fn(&BatchRow<'a>) -> T,
+    ) -> EventsQuery<'q>
+    where
+        T: 'q
+            + Send
+            + sqlx::Encode<'q, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + sqlx::postgres::PgHasArrayType,
+    {
+        query.bind(
+            self.order
+                .iter()
+                .map(|&i| f(&self.rows[i]))
+                .collect::<Vec<T>>(),
+        )
+    }
+}
+
+/// A batch of one row, as one value per column.
+struct OneRow<'r, 'a>(&'r BatchRow<'a>);
+
+impl<'a> BindColumn<'a> for OneRow<'_, 'a> {
+    fn column<'q, T>(
+        &self,
+        query: EventsQuery<'q>,
+        f: impl Fn(&BatchRow<'a>) -> T,
+    ) -> EventsQuery<'q>
+    where
+        T: 'q
+            + Send
+            + sqlx::Encode<'q, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + sqlx::postgres::PgHasArrayType,
+    {
+        query.bind(f(self.0))
+    }
+}
+
+/// Binds the events' columns (`$1` to `$25`, then the TRTC columns `$26` to `$33` when the
+/// batch has them), in the order of EVENTS_ARRAYS and TRTC_ARRAYS.
+fn bind_events<'q, 'a: 'q>(
+    query: EventsQuery<'q>,
+    batch: &impl BindColumn<'a>,
+    trtc: bool,
+) -> EventsQuery<'q> {
+    // The TRTC codes are integer columns; the parser keeps them within range
+    // (src/protocol/trtc_rows.rs), so nothing is lost here.
+    let int32 = |v: Option<i64>| v.and_then(|v| i32::try_from(v).ok());
+    let mut q = query;
+    q = batch.column(q, |b| b.row.sdkappid);
+    q = batch.column(q, |b| b.row.family.as_str());
+    q = batch.column(q, |b| b.row.command.as_str());
+    q = batch.column(q, |b| b.row.call_id.as_deref());
+    q = batch.column(q, |b| b.row.user_id.as_deref());
+    q = batch.column(q, |b| b.row.role.as_ref().map(|v| v.as_str()));
+    q = batch.column(q, |b| b.row.event.as_deref());
+    q = batch.column(q, |b| b.row.call_result.as_ref().map(|v| v.as_str()));
+    q = batch.column(q, |b| b.row.media_type.as_ref().map(|v| v.as_str()));
+    q = batch.column(q, |b| b.row.call_type.as_ref().map(|v| v.as_str()));
+    q = batch.column(q, |b| b.row.room_id.as_deref());
+    q = batch.column(q, |b| b.row.total_num);
+    q = batch.column(q, |b| b.row.event_time);
+    q = batch.column(q, |b| b.row.start_call_ts);
+    q = batch.column(q, |b| b.row.accept_ts);
+    q = batch.column(q, |b| b.row.end_ts);
+    q = batch.column(q, |b| b.row.client_ip.as_deref());
+    q = batch.column(q, |b| b.row.opt_platform.as_deref());
+    q = batch.column(q, |b| b.row.remote_addr.as_deref());
+    q = batch.column(q, |b| b.row.payload.as_deref());
+    q = batch.column(q, |b| b.deliveries);
+    q = batch.column(q, |b| b.row.received_at);
+    q = batch.column(q, |b| &b.row.dedupe_key[..]);
+    q = batch.column(q, |b| b.row.members.as_deref());
+    q = batch.column(q, |b| b.row.notes.as_deref());
+    if trtc {
+        q = batch.column(q, |b| int32(b.row.trtc.event_type));
+        q = batch.column(q, |b| b.row.trtc.unique_id.as_deref());
+        q = batch.column(q, |b| int32(b.row.trtc.terminal_type));
+        q = batch.column(q, |b| int32(b.row.trtc.user_type));
+        q = batch.column(q, |b| int32(b.row.trtc.reason));
+        q = batch.column(q, |b| b.row.trtc.task_id.as_deref());
+        q = batch.column(q, |b| int32(b.row.trtc.status));
+        q = batch.column(q, |b| b.row.trtc.files.as_deref());
+    }
+    q
 }
 
 /// Returns how many rows were written (0 when the fence stopped them).
@@ -580,10 +684,6 @@ async fn insert_rejected<'c>(
 }
 
 /// One column of the batch, in lock order.
-fn column<'a, T>(rows: &[BatchRow<'a>], order: &[usize], f: impl Fn(&'a EventRow) -> T) -> Vec<T> {
-    order.iter().map(|&i| f(rows[i].row)).collect()
-}
-
 /// Whether a failed statement may have reached the database (and so may have committed):
 /// the connection broke (I/O, protocol) rather than the database answering with an error
 /// or the pool never handing out a connection.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callhook::protocol::{Context, EventRow, classify, parse_delivery};
+use callhook::store::Store;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -1731,4 +1732,88 @@ both_backends! {
         let rows = app.events().await;
         assert_eq!(rows[0].command, "caller_start_call\u{FFFD}");
     }
+}
+
+/// A batch of one row is written with its own statement (one value per column instead of
+/// one array per column, src/store/postgres.rs): every fixture, call and TRTC, written one
+/// row per batch, is stored exactly as the same rows written as one batch, every column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_batches_store_what_array_batches_store() {
+    let mut rows: Vec<EventRow> = Vec::new();
+    for f in fixtures() {
+        rows.extend(
+            parse_like_endpoint(&f.query(), &f.body)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", f.command)),
+        );
+    }
+    let trtc_dir = fixtures_dir().join("trtc");
+    let mut trtc_files: Vec<PathBuf> = std::fs::read_dir(&trtc_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", trtc_dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    trtc_files.sort();
+    assert!(
+        trtc_files.len() >= 5,
+        "TRTC fixtures in {}",
+        trtc_dir.display()
+    );
+    for path in &trtc_files {
+        let parsed = callhook::protocol::parse_trtc_delivery(&ctx("trtc"), &read(path))
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        rows.extend(parsed);
+    }
+    assert!(
+        rows.iter().any(|r| r.trtc != Default::default()),
+        "TRTC columns are covered"
+    );
+    let batch: Vec<callhook::store::BatchRow<'_>> = rows
+        .iter()
+        .map(|row| callhook::store::BatchRow { row, deliveries: 1 })
+        .collect();
+
+    let mut stored = Vec::new();
+    for one_by_one in [true, false] {
+        let db = TestDb::new(Backend::Postgres).await;
+        let store = Store::connect(&callhook::config::DatabaseSettings::new(db.url.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        store
+            .migrate(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        let written = if one_by_one {
+            let mut flags = Vec::new();
+            for row in &batch {
+                let one = store
+                    .write_batch(std::slice::from_ref(row), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("write one: {e}"));
+                flags.extend(one);
+            }
+            flags
+        } else {
+            store
+                .write_batch(&batch, &[])
+                .await
+                .unwrap_or_else(|e| panic!("write all: {e}"))
+        };
+        assert_eq!(written, vec![true; batch.len()], "every row is new");
+        let Store::Postgres(pg) = &store else {
+            panic!("a PostgreSQL store");
+        };
+        let table: Vec<String> = sqlx::query_scalar(
+            "SELECT (to_jsonb(e) - 'id')::text FROM call_events e ORDER BY sdkappid, dedupe_key",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"));
+        assert_eq!(table.len(), batch.len());
+        stored.push(table);
+        store.close().await;
+    }
+    assert_eq!(
+        stored[0], stored[1],
+        "one row per batch and one batch store the same"
+    );
 }
