@@ -503,3 +503,42 @@ async fn configuration_errors_exit_2_with_one_line() {
         "nothing is created on a configuration error"
     );
 }
+
+/// The SQLite events database checkpoints its WAL every 10,000 pages and cuts the WAL file
+/// back to 64 MiB afterwards (docs/BENCHMARKS.md, "SQLite: fewer, larger WAL checkpoints"),
+/// on every connection of the pool, the writer's included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_every_ten_thousand_pages() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = Store::connect(&DatabaseSettings::new(db.url.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let Store::Sqlite(sqlite) = &store else {
+        panic!("a SQLite store");
+    };
+    // Two connections at once: both come from the pool's options.
+    let mut a = sqlite
+        .pool()
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    let mut b = sqlite
+        .pool()
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    for conn in [&mut a, &mut b] {
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap_or_else(|e| panic!("wal_autocheckpoint: {e}"));
+        assert_eq!(pages, 10_000);
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap_or_else(|e| panic!("journal_size_limit: {e}"));
+        assert_eq!(limit, 64 * 1024 * 1024);
+    }
+    drop((a, b));
+    store.close().await;
+}
