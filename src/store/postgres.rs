@@ -29,15 +29,6 @@ pub struct PgStore {
     write_timeout: Duration,
 }
 
-/// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
-/// column (one prepared statement whatever the batch size; measured against multi-row
-/// VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
-/// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
-/// flushes its WAL) before answering, so one round trip writes and durably commits the
-/// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
-///
-/// The live writes' variant first raises its writer's fence, and writes its rows only if
-/// that succeeded (src/store/fence.rs).
 /// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
 /// TRTC columns (`$26` to `$33`), which a batch of call callbacks alone leaves out: all
 /// NULL there, they would cost an array each for nothing.
@@ -74,8 +65,8 @@ const EVENTS_PARAMS: usize = 25;
 const EVENTS_PARAMS_TRTC: usize = 33;
 
 /// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
-/// column (one prepared statement whatever the batch size; measured against multi-row
-/// VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
+/// column (one prepared statement for every batch size above one; measured against
+/// multi-row VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
 /// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
 /// flushes its WAL) before answering, so one round trip writes and durably commits the
 /// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
@@ -96,6 +87,8 @@ fn events_insert(shape: Shape, trtc: bool) -> String {
     let params = format!("{EVENTS_ARRAYS}{arrays}");
     let source = match shape {
         Shape::Arrays => format!("unnest({params})"),
+        // `$1::bigint[]` becomes `$1::bigint`. (Every parameter is a column of arrays;
+        // should a column ever hold an array itself, this would need its own list.)
         Shape::One => format!("(VALUES ({}))", params.replace("[]", "")),
     };
     format!(
@@ -683,7 +676,6 @@ async fn insert_rejected<'c>(
     Ok(query.fetch_all(db).await?.len())
 }
 
-/// One column of the batch, in lock order.
 /// Whether a failed statement may have reached the database (and so may have committed):
 /// the connection broke (I/O, protocol) rather than the database answering with an error
 /// or the pool never handing out a connection.
