@@ -531,11 +531,26 @@ trait BindColumn<'a> {
         f: impl Fn(&BatchRow<'a>) -> T,
     ) -> EventsQuery<'q>
     where
-        T: 'q
-            + Send
-            + sqlx::Encode<'q, sqlx::Postgres>
-            + sqlx::Type<sqlx::Postgres>
-            + sqlx::postgres::PgHasArrayType;
+        T: ColumnValue<'q>;
+}
+
+/// What a column's value must be to be bound alone or as an array.
+trait ColumnValue<'q>:
+    'q
+    + Send
+    + sqlx::Encode<'q, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+    + sqlx::postgres::PgHasArrayType
+{
+}
+
+impl<'q, T> ColumnValue<'q> for T where
+    T: 'q
+        + Send
+        + sqlx::Encode<'q, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + sqlx::postgres::PgHasArrayType
+{
 }
 
 /// A batch as one array per column, its rows in dedupe-key order (see `sorted_indices`).
@@ -551,11 +566,7 @@ impl<'a> BindColumn<'a> for Arrays<'_, 'a> {
         f: impl Fn(&BatchRow<'a>) -> T,
     ) -> EventsQuery<'q>
     where
-        T: 'q
-            + Send
-            + sqlx::Encode<'q, sqlx::Postgres>
-            + sqlx::Type<sqlx::Postgres>
-            + sqlx::postgres::PgHasArrayType,
+        T: ColumnValue<'q>,
     {
         query.bind(
             self.order
@@ -576,11 +587,7 @@ impl<'a> BindColumn<'a> for OneRow<'_, 'a> {
         f: impl Fn(&BatchRow<'a>) -> T,
     ) -> EventsQuery<'q>
     where
-        T: 'q
-            + Send
-            + sqlx::Encode<'q, sqlx::Postgres>
-            + sqlx::Type<sqlx::Postgres>
-            + sqlx::postgres::PgHasArrayType,
+        T: ColumnValue<'q>,
     {
         query.bind(f(self.0))
     }
