@@ -137,13 +137,13 @@ fn query_notes(query: &CallbackQuery, command: Option<&str>) -> Vec<String> {
     if command.is_none() {
         notes.push("query: command (or CallbackCommand) is missing".to_owned());
     }
-    if let Some(ct) = query.contenttype.as_deref() {
-        if !ct.trim().eq_ignore_ascii_case("json") {
-            notes.push(format!(
-                "query: contenttype is {:?}, not json",
-                truncate(ct, 32)
-            ));
-        }
+    if let Some(ct) = query.contenttype.as_deref()
+        && !ct.trim().eq_ignore_ascii_case("json")
+    {
+        notes.push(format!(
+            "query: contenttype is {:?}, not json",
+            truncate(ct, 32)
+        ));
     }
     notes
 }

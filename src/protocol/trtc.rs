@@ -388,13 +388,14 @@ pub(crate) fn read_event(obj: &Members<'_>, prefix: &str, notes: &mut Vec<String
         (None, _) => None,
     };
     ev.event_name = ev.event_type.and_then(event_name);
-    if let (Some(g), Some(t)) = (group_id, ev.event_type) {
-        if ev.event_name.is_some() && t / 100 != g {
-            r.note(
-                "EventType",
-                format!("{t} is documented in group {}, not in group {g}", t / 100),
-            );
-        }
+    if let (Some(g), Some(t)) = (group_id, ev.event_type)
+        && ev.event_name.is_some()
+        && t / 100 != g
+    {
+        r.note(
+            "EventType",
+            format!("{t} is documented in group {}, not in group {g}", t / 100),
+        );
     }
     ev.callback_ts_ms = r.millis(obj, "CallbackTs", &["CallbackMsTs"]);
     let Some(info) = r.object(obj, "EventInfo") else {

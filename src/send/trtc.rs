@@ -91,10 +91,10 @@ pub fn render_trtc(call: &Call, opts: &TrtcRender<'_>, out: &mut Vec<TrtcDeliver
     }
     let last_left = stays.iter().map(|s| s.left).max().unwrap_or(first);
     let mut empty_at = last_left;
-    if let Some(accepted) = call.accepted() {
-        if r.rng.percent(opts.recording_percent) {
-            empty_at = r.recording(accepted, last_left);
-        }
+    if let Some(accepted) = call.accepted()
+        && r.rng.percent(opts.recording_percent)
+    {
+        empty_at = r.recording(accepted, last_left);
     }
     let dismissed = empty_at + r.rng.between(200, 1_500);
     r.room(DISMISS_ROOM, dismissed, None, &[]);

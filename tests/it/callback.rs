@@ -396,7 +396,7 @@ both_backends! {
         assert_eq!(total, 2000);
         for r in &rows {
             let i: usize = r.call_id.as_deref().and_then(|c| c.strip_prefix("call-")).and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
-            let want = if i % 9 == 0 { 2 } else { 1 };
+            let want = if i.is_multiple_of(9) { 2 } else { 1 };
             assert_eq!(r.deliveries, want, "call-{i}");
         }
     }

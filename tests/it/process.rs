@@ -73,10 +73,9 @@ impl Server {
                 .get(format!("http://{}/healthz", self.addr))
                 .send()
                 .await
+                && r.status().is_success()
             {
-                if r.status().is_success() {
-                    return;
-                }
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -100,10 +100,10 @@ fn norm(v: &Value) -> Value {
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
                 return json!(t.timestamp_millis() as f64);
             }
-            if s.starts_with('[') || s.starts_with('{') {
-                if let Ok(parsed) = serde_json::from_str::<Value>(s) {
-                    return norm(&parsed);
-                }
+            if (s.starts_with('[') || s.starts_with('{'))
+                && let Ok(parsed) = serde_json::from_str::<Value>(s)
+            {
+                return norm(&parsed);
             }
             v.clone()
         }
