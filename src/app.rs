@@ -29,6 +29,8 @@ const STARTUP_PING: Duration = Duration::from_secs(2);
 const MIGRATE_DEADLINE: Duration = Duration::from_secs(600);
 /// How often the database is probed while it is down, and the journal checked.
 const TICK: Duration = Duration::from_millis(500);
+/// Every how many ticks the replay asks the journal itself whether it holds rows (5 s).
+const CHECK_EVERY: u32 = 10;
 
 /// A built, bound, not yet running receiver.
 pub struct Application {
@@ -281,17 +283,25 @@ async fn watch_database(state: SharedState) {
 }
 
 /// While the database is up and the journal holds events, replays them. Runs apart from
-/// the prober, and each replay step has a deadline.
+/// the prober, and each replay step has a deadline. The journal's count says when to look
+/// at once; every [`CHECK_EVERY`] ticks the journal itself is asked, so a row the count
+/// missed (or old segment files waiting for room) is never left behind.
 #[tracing::instrument(name = "journal_replay", skip_all)]
 async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut complaint = Complaint::default();
+    let mut idle = 0u32;
     loop {
         tick.tick().await;
-        if !state.health.is_up() || journal.stats().events == 0 {
+        if !state.health.is_up() {
             continue;
         }
+        idle += 1;
+        if journal.stats().events == 0 && idle < CHECK_EVERY {
+            continue;
+        }
+        idle = 0;
         match journal
             .replay(&state.store, state.settings.ingest.max_batch)
             .await

@@ -5,34 +5,44 @@
 //! - **Durable before acknowledged.** An append is committed in SQLite's WAL with
 //!   `synchronous=FULL` (fsynced) before any of its deliveries is answered; SQLite gives
 //!   torn-write and crash safety. Repeats merge as they do in `call_events`.
-//! - **Bounded.** The file holds at most `spool.max_bytes`; a full journal answers 503
-//!   (the sender retries). Replay reads fixed-size chunks, oldest first, so memory does
-//!   not grow with the outage.
-//! - **Exactly once.** Each chunk is written into PostgreSQL in one transaction together
-//!   with the journal's progress (`journal_progress`); a crash at any point replays
-//!   nothing twice. Rows of a write whose outcome was unknown carry its fence and are
-//!   skipped if that write committed after all (src/store/fence.rs).
-//! - **Poison rows** that PostgreSQL refuses for their data go to `rejected_deliveries`
-//!   with the reason, and the replay carries on.
+//! - **One owner.** The process holds an exclusive lock on the spool directory
+//!   (src/journal/lock.rs); a second process on it is refused at start.
+//! - **Bounded.** Appends stop at `spool.max_bytes` (the deliveries are then answered 503);
+//!   the replay keeps a reserve above it, so a full journal always drains. Replay reads
+//!   bounded chunks, oldest first, so memory does not grow with the outage.
+//! - **Exactly once.** Each replay step is written into PostgreSQL in one transaction
+//!   together with the journal's progress (src/journal/replay.rs,
+//!   src/store/postgres/replay.rs); a crash at any point replays nothing twice. Rows of a
+//!   write whose outcome was unknown carry its fence, settled once, and are skipped if that
+//!   write committed after all (src/store/fence.rs).
+//! - **Nothing blocks it for good.** Rows PostgreSQL refuses for their data, and rows this
+//!   version cannot read, go to `rejected_deliveries`; a step too slow for its deadline is
+//!   retried with fewer rows.
 //! - **Never deleted while it holds rows.** A journal SQLite reports corrupt is moved
-//!   aside (`journal-corrupt-<time>.db`), logged and counted, and a fresh one is started.
-//! - Segment files of the spool that came before it (`spool-*.seg`) are imported once at
-//!   start-up (src/journal/legacy.rs).
+//!   aside (`journal-corrupt-<time>.db`, never overwriting an earlier one), logged and
+//!   counted, and a fresh one is started; only the file that failed is ever moved.
+//! - Segment files of the spool that came before it (`spool-*.seg`) are imported at
+//!   start-up, resuming where an interrupted import stopped, and, when they do not fit,
+//!   as the replay frees room (src/journal/legacy.rs).
 
 mod legacy;
+mod lock;
+mod replay;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use crate::metrics as m;
 use crate::protocol::{EventRow, Millis};
 use crate::store::{
-    Fence, JournalDb, JournalOpenError, JournalRow, Store, StoreError, journal_is_corrupt,
-    journal_is_full, merge,
+    BatchRow, Fence, JournalDb, JournalOpenError, StoreError, journal_is_corrupt, journal_is_full,
+    merge,
 };
+use lock::SpoolLock;
 
 /// The journal's file name in the spool directory.
 pub const FILE_NAME: &str = "journal.db";
+pub use lock::FILE_NAME as LOCK_FILE_NAME;
 
 /// Why an append failed; the deliveries are then answered 503.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +67,11 @@ pub struct JournalStats {
 pub struct Journal {
     dir: PathBuf,
     max_bytes: u64,
+    /// This process's hold on the spool directory, for as long as the journal lives.
+    _lock: SpoolLock,
     /// Every SQLite operation goes through here: one writer at a time, and a corrupt file
-    /// can be swapped for a fresh one.
+    /// can be swapped for a fresh one. The row count (`events`) changes only while this is
+    /// held, so it stays exact.
     db: tokio::sync::Mutex<JournalDb>,
     /// Held by the replay, so only one runs at a time.
     replay_lock: tokio::sync::Mutex<()>,
@@ -70,14 +83,21 @@ pub struct Journal {
     full: AtomicBool,
     /// Whether rows were waiting at the last change (for the once-per-outage log lines).
     active: AtomicBool,
+    /// Rows per replay step: halved after a step passed its deadline, grown back after
+    /// each that did not (0: not set yet, the chunk size).
+    step: AtomicUsize,
+    /// Whether old segment files still wait to be imported (the journal was full).
+    legacy_pending: AtomicBool,
 }
 
 impl Journal {
-    /// Opens (creating) the journal in `dir`, moving a corrupt one aside, and imports any
-    /// segment files an older callhook left there.
+    /// Takes the spool directory, opens (creating) the journal in it, moving a corrupt one
+    /// aside, and imports any segment files an older callhook left there (as many as fit;
+    /// the rest as the replay frees room).
     pub async fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("creating spool directory {}: {e}", dir.display()))?;
+        let lock = SpoolLock::take(dir)?;
         let path = dir.join(FILE_NAME);
         let db = match JournalDb::open(&path, max_bytes).await {
             Ok(db) => db,
@@ -91,10 +111,10 @@ impl Journal {
                 return Err(e.context(format!("opening the outage journal {}", path.display())));
             }
         };
-        let imported = legacy::import(dir, &db).await?;
         let journal = Self {
             dir: dir.to_owned(),
             max_bytes,
+            _lock: lock,
             db: tokio::sync::Mutex::new(db),
             replay_lock: tokio::sync::Mutex::new(()),
             events: AtomicU64::new(0),
@@ -102,8 +122,11 @@ impl Journal {
             oldest: AtomicI64::new(0),
             full: AtomicBool::new(false),
             active: AtomicBool::new(false),
+            step: AtomicUsize::new(0),
+            legacy_pending: AtomicBool::new(true),
         };
         journal.recount().await?;
+        let imported = journal.import_legacy().await?;
         let stats = journal.stats();
         if stats.events > 0 {
             tracing::warn!(
@@ -120,18 +143,28 @@ impl Journal {
     /// Reads the counts from the file (at start-up, and after a swap).
     async fn recount(&self) -> anyhow::Result<()> {
         let db = self.db.lock().await;
-        let events = db.count().await?;
-        let oldest = db.oldest().await?;
-        self.events.store(events, Ordering::Relaxed);
-        self.oldest.store(oldest.unwrap_or(0), Ordering::Relaxed);
-        self.bytes.store(db.size_bytes(), Ordering::Relaxed);
+        self.recount_locked(&db).await?;
         drop(db);
         self.publish();
         Ok(())
     }
 
+    async fn recount_locked(&self, db: &JournalDb) -> anyhow::Result<()> {
+        let events = db.count().await?;
+        let oldest = db.oldest().await?;
+        self.events.store(events, Ordering::Relaxed);
+        self.oldest.store(oldest.unwrap_or(0), Ordering::Relaxed);
+        self.bytes.store(db.size_bytes(), Ordering::Relaxed);
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The journal's identity: where PostgreSQL records how far it was replayed.
+    pub async fn id(&self) -> String {
+        self.db.lock().await.id().to_owned()
     }
 
     pub fn stats(&self) -> JournalStats {
@@ -163,19 +196,9 @@ impl Journal {
         fence: Option<Fence>,
     ) -> Result<(), JournalError> {
         let (batch, _) = merge(rows.iter().copied());
-        let db = self.db.lock().await;
-        let result = db.append(&batch, fence).await;
-        let bytes = db.size_bytes();
-        drop(db);
-        self.bytes.store(bytes, Ordering::Relaxed);
-        match result {
-            Ok(new) => {
-                if self.events.fetch_add(new, Ordering::Relaxed) == 0 {
-                    let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(0);
-                    self.oldest.store(oldest, Ordering::Relaxed);
-                }
+        match self.append_noting(&batch, fence, None).await {
+            Ok(()) => {
                 metrics::counter!(m::JOURNAL_APPENDED).increment(rows.len() as u64);
-                self.publish();
                 if !self.active.swap(true, Ordering::Relaxed) {
                     tracing::warn!(dir = %self.dir.display(), "database unavailable: acknowledging events from the outage journal");
                 }
@@ -183,147 +206,106 @@ impl Journal {
             }
             Err(e) => {
                 metrics::counter!(m::JOURNAL_ERRORS, "op" => "append").increment(1);
-                if journal_is_full(&e) {
-                    if !self.full.swap(true, Ordering::Relaxed) {
-                        tracing::error!(
-                            max_bytes = self.max_bytes,
-                            "the outage journal is full; callbacks are answered 503 until the database returns"
-                        );
-                    }
-                    return Err(JournalError::Full {
-                        max: self.max_bytes,
-                    });
-                }
-                if journal_is_corrupt(&e) {
-                    self.swap_corrupt(&e.to_string()).await;
-                }
-                Err(JournalError::Failed(e.to_string()))
+                Err(e)
             }
         }
     }
 
-    /// Replays every waiting row into `store`, oldest first, in chunks of `chunk_size`.
-    /// Returns how many rows were replayed. Stops at the first error that is not a single
-    /// row's fault (the rest waits for the next attempt).
-    pub async fn replay(&self, store: &Store, chunk_size: usize) -> Result<u64, StoreError> {
-        let _guard = self.replay_lock.lock().await;
-        let mut total = 0u64;
-        // The chunk the database has, deleted in the transaction that takes the next one.
-        let mut finished: Option<(i64, u64)> = None;
-        loop {
-            let taken = {
-                let db = self.db.lock().await;
-                db.next_chunk(finished.map(|(chunk, _)| chunk), chunk_size)
-                    .await
-                    .map(|(deleted, rows)| (db.id().to_owned(), deleted, rows))
-            };
-            let (journal_id, deleted, rows) = match taken {
-                Ok(t) => t,
-                Err(e) => return Err(self.read_failed(e).await),
-            };
-            if let Some((_, n)) = finished.take() {
-                let left = self.events.load(Ordering::Relaxed).saturating_sub(deleted);
-                self.events.store(left, Ordering::Relaxed);
-                total += n;
-                metrics::counter!(m::JOURNAL_REPLAYED).increment(n);
-                self.full.store(false, Ordering::Relaxed);
-                self.refresh_oldest().await;
-            }
-            let Some(chunk) = rows.first().map(|r| r.chunk) else {
-                break;
-            };
-            self.replay_chunk(store, &journal_id, &rows).await?;
-            finished = Some((chunk, rows.len() as u64));
-        }
-        if total > 0 && self.events.load(Ordering::Relaxed) == 0 {
-            let db = self.db.lock().await;
-            if let Err(e) = db.shrink().await {
-                tracing::debug!(error = %e, "could not shrink the drained journal");
-            }
-            self.bytes.store(db.size_bytes(), Ordering::Relaxed);
-            drop(db);
-            self.publish();
-            if self.active.swap(false, Ordering::Relaxed) {
-                tracing::info!(
-                    replayed = total,
-                    "outage journal drained: every journaled event is in the database"
-                );
-            }
-        }
-        Ok(total)
-    }
-
-    /// One chunk into the database; when the database refuses its data, row by row, so
-    /// that only the rows at fault go to `rejected_deliveries`.
-    async fn replay_chunk(
+    /// Writes distinct rows (and, in the same transaction, a note in `journal_meta`),
+    /// counting the new ones while the file is held. A corrupt file is swapped for a fresh
+    /// one (the rows are not written: the caller answers 503).
+    async fn append_noting(
         &self,
-        store: &Store,
-        journal_id: &str,
-        rows: &[JournalRow],
-    ) -> Result<(), StoreError> {
-        match store.replay(journal_id, rows).await {
-            Err(StoreError::Data(msg)) => {
-                tracing::warn!(error = %msg, "the database refused a journaled chunk; replaying it row by row");
-            }
-            other => return other,
-        }
-        for row in rows {
-            match store.replay(journal_id, std::slice::from_ref(row)).await {
-                Err(StoreError::Data(reason)) => {
-                    tracing::error!(
-                        call_id = row.row.call_id.as_deref(),
-                        %reason,
-                        "the database refused a journaled event; it is kept in rejected_deliveries"
-                    );
-                    store.replay_refused(journal_id, row, &reason).await?;
-                    metrics::counter!(m::JOURNAL_REFUSED).increment(1);
-                }
-                other => other?,
-            }
-        }
-        Ok(())
-    }
-
-    async fn refresh_oldest(&self) {
+        batch: &[BatchRow<'_>],
+        fence: Option<Fence>,
+        note: Option<(&str, &str)>,
+    ) -> Result<(), JournalError> {
         let db = self.db.lock().await;
-        if let Ok(oldest) = db.oldest().await {
-            self.oldest.store(oldest.unwrap_or(0), Ordering::Relaxed);
+        let result = db.append_noting(batch, fence, note).await;
+        if let Ok(new) = &result
+            && self.events.fetch_add(*new, Ordering::Relaxed) == 0
+        {
+            let oldest = batch.iter().map(|r| r.row.received_at).min().unwrap_or(0);
+            self.oldest.store(oldest, Ordering::Relaxed);
         }
+        let failed_id = db.id().to_owned();
         self.bytes.store(db.size_bytes(), Ordering::Relaxed);
         drop(db);
         self.publish();
+        let Err(e) = result else {
+            return Ok(());
+        };
+        if journal_is_full(&e) {
+            if !self.full.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    max_bytes = self.max_bytes,
+                    "the outage journal is full; callbacks are answered 503 until the database returns"
+                );
+            }
+            return Err(JournalError::Full {
+                max: self.max_bytes,
+            });
+        }
+        if journal_is_corrupt(&e) {
+            self.swap_corrupt(&failed_id, &e.to_string()).await;
+        }
+        Err(JournalError::Failed(e.to_string()))
+    }
+
+    /// Imports what old segment files hold, while they fit. Returns how many records came
+    /// in; when the journal is full, the rest waits for the replay to free room.
+    async fn import_legacy(&self) -> anyhow::Result<u64> {
+        if !self.legacy_pending.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let import = legacy::import(self).await?;
+        if import.complete {
+            self.legacy_pending.store(false, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                imported = import.records,
+                "old spool segments do not fit in the outage journal yet; the rest is imported as the replay frees room"
+            );
+        }
+        Ok(import.records)
     }
 
     /// A read of the journal failed: counted, and when SQLite says the file is corrupt,
-    /// the file is moved aside and a fresh journal started.
-    async fn read_failed(&self, e: sqlx::Error) -> StoreError {
+    /// the file (if it is still `failed_id`) is moved aside and a fresh journal started.
+    async fn read_failed(&self, failed_id: &str, e: sqlx::Error) -> StoreError {
         metrics::counter!(m::JOURNAL_ERRORS, "op" => "replay").increment(1);
         if journal_is_corrupt(&e) {
-            self.swap_corrupt(&e.to_string()).await;
+            self.swap_corrupt(failed_id, &e.to_string()).await;
         }
         StoreError::Other(format!("reading the outage journal: {e}"))
     }
 
-    /// Moves a corrupt journal aside and continues with a fresh one.
-    async fn swap_corrupt(&self, why: &str) {
+    /// Moves the journal `failed_id` aside and continues with a fresh one. Does nothing
+    /// when that journal was swapped already (another operation on the same file failed
+    /// too): the journal in use now is a healthy, newer one, and its rows keep replaying.
+    async fn swap_corrupt(&self, failed_id: &str, why: &str) {
         let mut db = self.db.lock().await;
+        if db.id() != failed_id {
+            tracing::debug!(
+                reason = why,
+                "a late corruption report for a journal already moved aside"
+            );
+            return;
+        }
         let path = db.path().to_owned();
         db.close().await;
-        let reopened = match quarantine(&path, why) {
-            Ok(()) => JournalDb::open(&path, self.max_bytes).await,
-            Err(e) => {
-                tracing::error!(error = %e, "could not move the corrupt journal aside");
-                JournalDb::open(&path, self.max_bytes).await
-            }
-        };
-        match reopened {
+        if let Err(e) = quarantine(&path, why) {
+            tracing::error!(error = %e, "could not move the corrupt journal aside");
+        }
+        match JournalDb::open(&path, self.max_bytes).await {
             Ok(fresh) => *db = fresh,
             Err(e) => tracing::error!(error = %e, "could not open a fresh outage journal"),
         }
-        drop(db);
-        if let Err(e) = self.recount().await {
+        if let Err(e) = self.recount_locked(&db).await {
             tracing::error!(error = %e, "could not read the fresh outage journal");
         }
+        drop(db);
+        self.publish();
     }
 
     pub async fn close(&self) {
@@ -333,9 +315,9 @@ impl Journal {
 
 /// Moves a journal SQLite reports corrupt (with its WAL and shared-memory files) aside,
 /// never deleting it: it may hold acknowledged events that `sqlite3 … .recover` can save.
+/// The name is new: a second corrupt journal never overwrites the first.
 fn quarantine(path: &Path, why: &str) -> anyhow::Result<()> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let aside = path.with_file_name(format!("journal-corrupt-{stamp}.db"));
+    let aside = aside_name(path);
     for suffix in ["", "-wal", "-shm"] {
         let mut from = path.as_os_str().to_owned();
         from.push(suffix);
@@ -362,6 +344,31 @@ fn quarantine(path: &Path, why: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `journal-corrupt-<UTC time>.db`, or with `-2`, `-3`, … when that name (or its WAL) is
+/// taken already.
+fn aside_name(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let taken = |p: &Path| {
+        ["", "-wal", "-shm"].iter().any(|suffix| {
+            let mut f = p.as_os_str().to_owned();
+            f.push(suffix);
+            Path::new(&f).exists()
+        })
+    };
+    let mut n = 1;
+    loop {
+        let name = match n {
+            1 => format!("journal-corrupt-{stamp}.db"),
+            _ => format!("journal-corrupt-{stamp}-{n}.db"),
+        };
+        let candidate = path.with_file_name(name);
+        if !taken(&candidate) {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +392,17 @@ mod tests {
             .unwrap_or_else(|| panic!("the test body parses"))
     }
 
+    /// The readable rows of a chunk (every row of these tests is).
+    fn readable(entries: Vec<crate::store::JournalEntry>) -> Vec<crate::store::JournalRow> {
+        entries
+            .into_iter()
+            .map(|e| match e {
+                crate::store::JournalEntry::Row(r) => r,
+                crate::store::JournalEntry::Undecodable(u) => panic!("unreadable: {u:?}"),
+            })
+            .collect()
+    }
+
     async fn open(dir: &Path, max_bytes: u64) -> Journal {
         Journal::open(dir, max_bytes)
             .await
@@ -394,13 +412,11 @@ mod tests {
     /// (call id, deliveries, chunk) of the rows the next chunk holds, by call id.
     async fn chunk(journal: &Journal) -> Vec<(String, i32, i64)> {
         let db = journal.db.lock().await;
-        let mut rows: Vec<(String, i32, i64)> = db
-            .take_chunk(100)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .map(|r| (r.row.call_id.unwrap_or_default(), r.deliveries, r.chunk))
-            .collect();
+        let mut rows: Vec<(String, i32, i64)> =
+            readable(db.take_chunk(100).await.unwrap_or_else(|e| panic!("{e}")))
+                .into_iter()
+                .map(|r| (r.row.call_id.unwrap_or_default(), r.deliveries, r.chunk))
+                .collect();
         rows.sort();
         rows
     }
@@ -446,7 +462,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let db = journal.db.lock().await;
         assert_eq!(db.finish_chunk(2).await.ok(), Some(1));
-        let rows = db.take_chunk(100).await.unwrap_or_default();
+        let rows = readable(db.take_chunk(100).await.unwrap_or_default());
         assert_eq!(
             rows.iter().map(|r| r.fence).collect::<Vec<_>>(),
             vec![Some(fence)]
@@ -465,6 +481,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let before = chunk(&journal).await;
         journal.close().await;
+        drop(journal);
         let reopened = open(dir.path(), 1 << 30).await;
         assert_eq!(reopened.stats().events, 5);
         assert_eq!(chunk(&reopened).await, before);
@@ -522,7 +539,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let db = journal.db.lock().await;
-        let back = db.take_chunk(10).await.unwrap_or_else(|e| panic!("{e}"));
+        let back = readable(db.take_chunk(10).await.unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].row, row);
         assert_eq!(
@@ -556,6 +573,53 @@ mod tests {
             .append(&[&row], None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A late corruption report about a journal that was moved aside already leaves the
+    /// fresh, healthy one alone (the rows acknowledged from it keep waiting for the replay),
+    /// and two journals moved aside within one second keep a name each.
+    #[tokio::test]
+    async fn only_the_journal_that_failed_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let first = journal.id().await;
+        let before = delivery("before", 1);
+        journal
+            .append(&[&before], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Two operations on the first file found it corrupt; the first report swaps it.
+        journal.swap_corrupt(&first, "first report").await;
+        let second = journal.id().await;
+        assert_ne!(first, second, "a fresh journal");
+        let after = delivery("acked-after", 2);
+        journal
+            .append(&[&after], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        journal
+            .swap_corrupt(&first, "the second, late report")
+            .await;
+        assert_eq!(journal.id().await, second, "the healthy journal stays");
+        assert_eq!(
+            chunk(&journal).await,
+            vec![("acked-after".into(), 1, 1)],
+            "its acknowledged row waits for the replay"
+        );
+        // The second file fails too, within the same second: it is kept under a new name.
+        journal
+            .swap_corrupt(&second, "the second file failed")
+            .await;
+        let mut aside: Vec<String> = std::fs::read_dir(dir.path())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("journal-corrupt-") && n.ends_with(".db"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        aside.sort();
+        assert_eq!(aside.len(), 2, "{aside:?}");
     }
 
     /// The journal's table must keep the columns of the SQLite `call_events`, so that a row

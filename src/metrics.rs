@@ -26,6 +26,9 @@ pub const JOURNAL_REPLAYED: &str = "callhook_journal_replayed_total";
 pub const JOURNAL_REFUSED: &str = "callhook_journal_refused_total";
 pub const JOURNAL_ERRORS: &str = "callhook_journal_errors_total";
 pub const JOURNAL_CORRUPT: &str = "callhook_journal_corrupt_total";
+pub const JOURNAL_UNREADABLE: &str = "callhook_journal_unreadable_total";
+pub const JOURNAL_BEHIND: &str = "callhook_journal_behind_total";
+pub const JOURNAL_STEP_TIMEOUTS: &str = "callhook_journal_step_timeouts_total";
 pub const WRITER_RESTARTS: &str = "callhook_writer_restarts_total";
 pub const TASK_RESTARTS: &str = "callhook_task_restarts_total";
 
@@ -160,6 +163,18 @@ fn describe() {
     describe_counter!(
         JOURNAL_CORRUPT,
         "Outage journals SQLite reported corrupt, moved aside and replaced by a fresh one"
+    );
+    describe_counter!(
+        JOURNAL_UNREADABLE,
+        "Journaled rows this version could not read (a newer version's family), set aside in rejected_deliveries"
+    );
+    describe_counter!(
+        JOURNAL_BEHIND,
+        "Journaled rows behind the replay progress PostgreSQL records (a journal restored from a backup): stored anyway, never dropped"
+    );
+    describe_counter!(
+        JOURNAL_STEP_TIMEOUTS,
+        "Replay steps that passed their deadline and were retried with fewer rows"
     );
     describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
     describe_counter!(

@@ -9,6 +9,12 @@
 //! acknowledged. A segment is removed once its records are committed to the journal; one
 //! with unreadable bytes in the middle is kept, renamed `*.seg.unreadable`.
 //!
+//! **Resumable.** Each batch of records is committed to the journal together with how far
+//! into its segment the import got (`journal_meta`, key `legacy-segment:<file name>`), so
+//! an import cut short (a kill, a full journal) resumes where it stopped and counts no
+//! delivery twice. When the journal is full, the import stops without failing the start:
+//! the replay imports the rest as it frees room.
+//!
 //! The old spool did not record replay progress, so a segment that an earlier version had
 //! partly replayed before it stopped is replayed whole: its events are stored once, and
 //! their `deliveries` can count those deliveries twice (as the old spool's own replay did).
@@ -20,13 +26,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use super::{Journal, JournalError};
 use crate::protocol::{CallResult, CallType, DedupeKey, EventRow, Family, MediaType, Millis, Role};
-use crate::store::{JournalDb, merge};
+use crate::store::merge;
 
 /// Header bytes per record: length and checksum.
 const HEADER: u64 = 8;
 /// Rows per journal write during the import.
 const BATCH: usize = 512;
+/// Where `journal_meta` records how far into a segment the import got: this prefix and the
+/// segment's file name, with the value `<offset> <bytes skipped so far>`.
+const PROGRESS: &str = "legacy-segment:";
 
 /// One spooled event, as the old spool encoded it.
 #[derive(Debug, Deserialize)]
@@ -99,14 +109,15 @@ struct Segment {
 }
 
 impl Segment {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    /// Opens a segment to be read from `at`, `skipped` damaged bytes already behind.
+    fn open(path: &Path, at: u64, skipped: u64) -> std::io::Result<Self> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         Ok(Self {
             file: BufReader::with_capacity(1 << 20, file),
             len,
-            at: 0,
-            skipped: 0,
+            at: at.min(len),
+            skipped,
         })
     }
 
@@ -171,53 +182,137 @@ fn segments(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-/// Moves every segment file's events into the journal, oldest segment first. Returns how
-/// many records were imported.
-pub async fn import(dir: &Path, journal: &JournalDb) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    for path in segments(dir)? {
-        let mut segment =
-            Segment::open(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut rows = Vec::with_capacity(BATCH);
-        let mut imported = 0u64;
-        loop {
-            let next = segment
-                .next()
-                .with_context(|| format!("reading {}", path.display()))?;
-            let done = next.is_none();
-            rows.extend(next);
-            if rows.len() == BATCH || (done && !rows.is_empty()) {
-                let (batch, _) = merge(rows.iter());
-                journal
-                    .append(&batch, None)
-                    .await
-                    .with_context(|| format!("importing {} into the journal", path.display()))?;
-                imported += rows.len() as u64;
-                rows.clear();
+/// How far an import got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Import {
+    /// Records committed to the journal by this call.
+    pub records: u64,
+    /// Whether every segment is done (false: the journal filled up first).
+    pub complete: bool,
+}
+
+/// Moves the segment files' events into the journal, oldest segment first, each from
+/// where an earlier import stopped, until they are done or the journal is full.
+pub(super) async fn import(journal: &Journal) -> anyhow::Result<Import> {
+    let dir = journal.dir();
+    let found = segments(dir)?;
+    forget_finished(journal, &found).await;
+    let mut records = 0u64;
+    for path in found {
+        match import_segment(journal, &path).await? {
+            Some(n) => records += n,
+            None => {
+                return Ok(Import {
+                    records,
+                    complete: false,
+                });
             }
-            if done {
-                break;
-            }
-        }
-        total += imported;
-        if segment.skipped > 0 {
-            let mut kept = path.clone().into_os_string();
-            kept.push(".unreadable");
-            std::fs::rename(&path, &kept)
-                .with_context(|| format!("renaming {}", path.display()))?;
-            tracing::error!(
-                segment = %path.display(),
-                kept_as = %PathBuf::from(kept).display(),
-                imported,
-                unreadable_bytes = segment.skipped,
-                "an old spool segment had damaged records; the readable ones are in the journal, the file is kept"
-            );
-        } else {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            tracing::info!(segment = %path.display(), imported, "imported an old spool segment into the outage journal");
         }
     }
-    Ok(total)
+    Ok(Import {
+        records,
+        complete: true,
+    })
+}
+
+/// Forgets the progress of segments that are gone (done, but stopped before forgetting).
+async fn forget_finished(journal: &Journal, found: &[PathBuf]) {
+    let db = journal.db.lock().await;
+    let keys = db.meta_keys(PROGRESS).await.unwrap_or_default();
+    for key in keys {
+        let name = key.trim_start_matches(PROGRESS);
+        if !found
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == name))
+        {
+            let _ = db.forget_meta(&key).await;
+        }
+    }
+}
+
+/// One segment into the journal, from where an earlier import stopped. Returns how many
+/// records came in, or `None` when the journal filled up first (what was committed stays,
+/// with its progress).
+async fn import_segment(journal: &Journal, path: &Path) -> anyhow::Result<Option<u64>> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let key = format!("{PROGRESS}{name}");
+    let (at, skipped) = {
+        let db = journal.db.lock().await;
+        let value = db
+            .meta(&key)
+            .await
+            .with_context(|| format!("reading the import progress of {}", path.display()))?;
+        parse_progress(value.as_deref())
+    };
+    let mut segment =
+        Segment::open(path, at, skipped).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::with_capacity(BATCH);
+    let mut imported = 0u64;
+    loop {
+        let next = segment
+            .next()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let done = next.is_none();
+        rows.extend(next);
+        if rows.len() == BATCH || (done && !rows.is_empty()) {
+            let (batch, _) = merge(rows.iter());
+            let progress = format!("{} {}", segment.at, segment.skipped);
+            match journal
+                .append_noting(&batch, None, Some((&key, &progress)))
+                .await
+            {
+                Ok(()) => {}
+                Err(JournalError::Full { .. }) => return Ok(None),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("importing {} into the journal", path.display())));
+                }
+            }
+            imported += rows.len() as u64;
+            rows.clear();
+        }
+        if done {
+            break;
+        }
+    }
+    finish_segment(path, &segment, imported)?;
+    let db = journal.db.lock().await;
+    if let Err(e) = db.forget_meta(&key).await {
+        tracing::debug!(error = %e, "could not forget an imported segment's progress");
+    }
+    Ok(Some(imported))
+}
+
+/// `<offset> <skipped>`; a missing or unreadable value is the segment's start.
+fn parse_progress(value: Option<&str>) -> (u64, u64) {
+    let mut parts = value.unwrap_or_default().split_whitespace();
+    let mut next = || parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let at = next();
+    (at, next())
+}
+
+/// A segment whose records are all in the journal: removed, or, when it had damaged
+/// bytes, kept as `*.seg.unreadable`.
+fn finish_segment(path: &Path, segment: &Segment, imported: u64) -> anyhow::Result<()> {
+    if segment.skipped > 0 {
+        let mut kept = path.to_owned().into_os_string();
+        kept.push(".unreadable");
+        std::fs::rename(path, &kept).with_context(|| format!("renaming {}", path.display()))?;
+        tracing::error!(
+            segment = %path.display(),
+            kept_as = %PathBuf::from(kept).display(),
+            imported,
+            unreadable_bytes = segment.skipped,
+            "an old spool segment had damaged records; the readable ones are in the journal, the file is kept"
+        );
+    } else {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        tracing::info!(segment = %path.display(), imported, "imported an old spool segment into the outage journal");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,20 +367,24 @@ mod tests {
         out
     }
 
-    async fn journal(dir: &Path) -> JournalDb {
-        JournalDb::open(&dir.join("journal.db"), 1 << 30)
+    async fn journal(dir: &Path) -> Journal {
+        Journal::open(dir, 1 << 30)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// The rows waiting in the journal, by call id (a batch is stored in key order).
-    async fn waiting(db: &JournalDb) -> Vec<EventRow> {
+    async fn waiting(journal: &Journal) -> Vec<EventRow> {
+        let db = journal.db.lock().await;
         let mut rows: Vec<EventRow> = db
             .take_chunk(10_000)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()
-            .map(|r| r.row)
+            .filter_map(|e| match e {
+                crate::store::JournalEntry::Row(r) => Some(r.row),
+                crate::store::JournalEntry::Undecodable(_) => None,
+            })
             .collect();
         rows.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         rows
@@ -306,9 +405,9 @@ mod tests {
         torn.extend_from_slice(&half[..half.len() / 2]);
         std::fs::write(dir.path().join("spool-00000000000000000002.seg"), torn)
             .unwrap_or_else(|e| panic!("{e}"));
-        let db = journal(dir.path()).await;
-        assert_eq!(import(dir.path(), &db).await.ok(), Some(5));
-        assert_eq!(waiting(&db).await, original);
+        let journal = journal(dir.path()).await;
+        assert_eq!(journal.stats().events, 5);
+        assert_eq!(waiting(&journal).await, original);
         assert!(segments(dir.path()).unwrap_or_default().is_empty());
     }
 
@@ -324,12 +423,12 @@ mod tests {
         let mut f = File::create(&path).unwrap_or_else(|e| panic!("{e}"));
         f.write_all(&data).unwrap_or_else(|e| panic!("{e}"));
         drop(f);
-        let db = journal(dir.path()).await;
-        assert_eq!(import(dir.path(), &db).await.ok(), Some(5));
+        let journal = journal(dir.path()).await;
+        assert_eq!(journal.stats().events, 5);
         let mut want = original.clone();
         want.remove(1);
         assert_eq!(
-            waiting(&db).await,
+            waiting(&journal).await,
             want,
             "every record after the bad one is kept"
         );

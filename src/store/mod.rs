@@ -181,17 +181,22 @@ impl Store {
         }
     }
 
-    /// Replays one chunk of journaled rows into the database, exactly once: the rows and the
-    /// journal's progress are committed in one transaction, and a chunk (or row) already
-    /// recorded as replayed is skipped. Rows written by a write whose outcome was unknown
-    /// (their [`JournalRow::fence`]) are skipped when that write turns out to have
-    /// committed. Only PostgreSQL has an outage journal.
-    pub async fn replay(&self, journal_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
+    /// Replays journaled rows into the database, exactly once: the rows and the journal's
+    /// progress are committed in one transaction. Rows the progress says are replayed
+    /// already are skipped when they are of the chunk that was in flight, and written
+    /// anyway (and reported) when they are of an earlier one. Rows written by a write whose
+    /// outcome was unknown (their [`JournalRow::fence`]) are skipped when that write turns
+    /// out to have committed; the answer, once settled, holds for every later transaction.
+    /// Only PostgreSQL has an outage journal. No deadline of its own: the caller bounds it
+    /// (see [`Store::replay_deadline`]).
+    pub async fn replay(
+        &self,
+        journal_id: &str,
+        rows: &[JournalRow],
+    ) -> Result<ReplayReport, StoreError> {
         match self {
             Self::Postgres(s) => s.replay(journal_id, rows).await,
-            Self::Sqlite(_) => Err(StoreError::Other(
-                "an outage journal replays into PostgreSQL only".into(),
-            )),
+            Self::Sqlite(_) => Err(no_journal()),
         }
     }
 
@@ -203,12 +208,32 @@ impl Store {
         journal_id: &str,
         row: &JournalRow,
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<ReplayReport, StoreError> {
         match self {
             Self::Postgres(s) => s.replay_refused(journal_id, row, reason).await,
-            Self::Sqlite(_) => Err(StoreError::Other(
-                "an outage journal replays into PostgreSQL only".into(),
-            )),
+            Self::Sqlite(_) => Err(no_journal()),
+        }
+    }
+
+    /// Records, exactly once, a journaled row this version cannot read (see
+    /// [`Undecodable`]): it goes to `rejected_deliveries` as it is, and the journal's
+    /// progress moves past it.
+    pub async fn replay_set_aside(
+        &self,
+        journal_id: &str,
+        row: &Undecodable,
+    ) -> Result<ReplayReport, StoreError> {
+        match self {
+            Self::Postgres(s) => s.replay_set_aside(journal_id, row).await,
+            Self::Sqlite(_) => Err(no_journal()),
+        }
+    }
+
+    /// How long one replay step may take before it is abandoned (and retried smaller).
+    pub fn replay_deadline(&self) -> Duration {
+        match self {
+            Self::Postgres(s) => s.replay_deadline(),
+            Self::Sqlite(_) => Duration::from_secs(6),
         }
     }
 
@@ -234,6 +259,10 @@ impl Store {
     }
 }
 
+fn no_journal() -> StoreError {
+    StoreError::Other("an outage journal replays into PostgreSQL only".into())
+}
+
 /// A row of the outage journal on its way back into the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRow {
@@ -247,11 +276,50 @@ pub struct JournalRow {
     pub fence: Option<Fence>,
 }
 
-impl JournalRow {
-    /// Whether the row lies after a recorded replay position `(chunk, id)`.
-    pub fn after(&self, position: Option<(i64, i64)>) -> bool {
-        position.is_none_or(|p| (self.chunk, self.id) > p)
+/// A journal row this version cannot read back (a family a newer version wrote, before a
+/// downgrade): kept whole for `rejected_deliveries` instead of blocking the replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub chunk: i64,
+    pub id: i64,
+    /// The row as `rejected_deliveries` keeps it: its payload (or, when it has none, its
+    /// columns as JSON) and why it could not be read.
+    pub rejected: RejectedRow,
+}
+
+/// What the replay takes from the journal: a row, or one it cannot read. (Nearly every
+/// entry is a row, moved once into the replay's list of rows: not worth a box each.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum JournalEntry {
+    Row(JournalRow),
+    Undecodable(Undecodable),
+}
+
+impl JournalEntry {
+    /// The entry's replay position.
+    pub fn position(&self) -> (i64, i64) {
+        match self {
+            Self::Row(r) => (r.chunk, r.id),
+            Self::Undecodable(u) => (u.chunk, u.id),
+        }
     }
+}
+
+/// What one replay step did, by the journal's progress as PostgreSQL records it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Rows after the recorded progress: written now (or set aside).
+    pub replayed: usize,
+    /// Rows of the chunk in flight that the database already has (it committed them, and
+    /// the journal stopped before forgetting them): skipped, as they must be.
+    pub already_replayed: usize,
+    /// Rows of a chunk before the recorded one: the journal and the database disagree (a
+    /// journal restored from a backup or recovered from a corrupt file). Written anyway,
+    /// never dropped; a retry of one may then count in `deliveries` twice.
+    pub behind: usize,
+    /// The recorded progress after the step: (chunk, row id).
+    pub position: (i64, i64),
 }
 
 /// Merges rows that are the same event (equal `sdkappid` and dedupe key) into distinct

@@ -2,7 +2,6 @@
 //! prepared once whatever the batch size, with `ON CONFLICT` on the dedupe key, committed
 //! implicitly in the same round trip.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +10,11 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::fence::{Fence, Fences};
-use super::{
-    BatchRow, JournalRow, RejectedRow, StoreError, inserted_flags, merge_counted, merge_rejected,
-    sorted_indices,
-};
+use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
 use super::{DatabaseSettings, DatabaseUrl};
-use crate::protocol::{ErrorCode, TrtcColumns};
+use crate::protocol::TrtcColumns;
+
+mod replay;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -348,147 +346,6 @@ impl PgStore {
             }
         }
     }
-
-    /// See [`super::Store::replay`].
-    pub async fn replay(&self, journal_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
-        self.replay_within(journal_id, rows, None).await
-    }
-
-    /// See [`super::Store::replay_refused`].
-    pub async fn replay_refused(
-        &self,
-        journal_id: &str,
-        row: &JournalRow,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.replay_within(journal_id, std::slice::from_ref(row), Some(reason))
-            .await
-    }
-
-    /// A replay that does not finish within the deadline is abandoned; should it commit
-    /// after all, the next attempt finds its progress and skips what it wrote.
-    async fn replay_within(
-        &self,
-        journal_id: &str,
-        rows: &[JournalRow],
-        refused: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let deadline = self.write_timeout * 4;
-        match tokio::time::timeout(deadline, self.try_replay(journal_id, rows, refused)).await {
-            Ok(result) => result.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "a replay did not finish within {deadline:?}"
-            ))),
-        }
-    }
-
-    /// In one transaction: read the journal's progress (locking it), keep the rows after
-    /// it, settle the fences of rows from writes of unknown outcome, write the rows (or,
-    /// for `refused`, record them in `rejected_deliveries`), and advance the progress.
-    async fn try_replay(
-        &self,
-        journal_id: &str,
-        rows: &[JournalRow],
-        refused: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '5s'")
-            .execute(&mut *tx)
-            .await?;
-        let position: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT replayed_chunk, replayed_id FROM journal_progress \
-             WHERE journal_id = $1 FOR UPDATE",
-        )
-        .bind(journal_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let todo: Vec<&JournalRow> = rows.iter().filter(|r| r.after(position)).collect();
-        let Some(last) = todo.last() else {
-            return tx.commit().await;
-        };
-        let mut settled: HashMap<Fence, bool> = HashMap::new();
-        for fence in todo.iter().filter_map(|r| r.fence) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = settled.entry(fence) {
-                slot.insert(claim_fence(&mut tx, fence).await?);
-            }
-        }
-        let keep = todo.iter().filter(|r| {
-            r.fence
-                .is_none_or(|f| settled.get(&f).copied().unwrap_or(true))
-        });
-        match refused {
-            None => {
-                let (batch, _) = merge_counted(keep.map(|r| (&r.row, r.deliveries)));
-                insert_events(&mut *tx, &batch, None).await?;
-            }
-            Some(reason) => {
-                let rejected: Vec<RejectedRow> = keep
-                    .map(|r| RejectedRow {
-                        received_at: r.row.received_at,
-                        sdkappid: r.row.sdkappid,
-                        command: Some(r.row.command.clone()),
-                        query: String::new(),
-                        body: RejectedRow::body_text(
-                            r.row.payload.as_deref().unwrap_or_default().as_bytes(),
-                        ),
-                        error_code: ErrorCode::Unstorable.code() as i32,
-                        reason: format!(
-                            "replaying the outage journal, the database refused this event: {reason}"
-                        ),
-                        remote_addr: r.row.remote_addr.clone(),
-                        dedupe_key: crate::protocol::derived_key(b"replay-refused", &r.row.dedupe_key),
-                    })
-                    .collect();
-                insert_rejected(&mut *tx, &rejected, None).await?;
-            }
-        }
-        sqlx::query(
-            "INSERT INTO journal_progress (journal_id, replayed_chunk, replayed_id) \
-             VALUES ($1, $2, $3) ON CONFLICT (journal_id) DO UPDATE \
-             SET replayed_chunk = EXCLUDED.replayed_chunk, replayed_id = EXCLUDED.replayed_id, \
-                 updated_at = now()",
-        )
-        .bind(journal_id)
-        .bind(last.chunk)
-        .bind(last.id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    }
-}
-
-/// Settles the fence of a write whose outcome was unknown, in the replay's transaction:
-/// `true` when that write did not commit (the fence is raised now, so it never will, and
-/// the journaled rows are to be written), `false` when it did (they are already stored).
-/// Row locks make an original write still in flight finish first.
-async fn claim_fence(tx: &mut sqlx::PgConnection, fence: Fence) -> Result<bool, sqlx::Error> {
-    let created: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO ingest_fences (writer_id, last_batch) VALUES ($1, $2) \
-         ON CONFLICT (writer_id) DO NOTHING RETURNING 1",
-    )
-    .bind(&fence.writer[..])
-    .bind(fence.batch)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if created.is_some() {
-        return Ok(true);
-    }
-    let last: i64 =
-        sqlx::query_scalar("SELECT last_batch FROM ingest_fences WHERE writer_id = $1 FOR UPDATE")
-            .bind(&fence.writer[..])
-            .fetch_one(&mut *tx)
-            .await?;
-    if last >= fence.batch {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE ingest_fences SET last_batch = $2, updated_at = now() WHERE writer_id = $1",
-    )
-    .bind(&fence.writer[..])
-    .bind(fence.batch)
-    .execute(&mut *tx)
-    .await?;
-    Ok(true)
 }
 
 async fn insert_events<'c>(

@@ -16,6 +16,7 @@ mod events;
 mod families;
 mod healthcheck;
 mod journal;
+mod loss_paths;
 mod migrations;
 mod operations;
 mod send;

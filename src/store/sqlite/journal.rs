@@ -8,6 +8,17 @@
 //! it later deletes here. The chunk being replayed is recorded in `journal_meta`, so after
 //! a crash the same chunk is taken again, and PostgreSQL's record of the replay's progress
 //! decides which of its rows are already there.
+//!
+//! **Room to replay.** Appends stop at the size cap (`spool.max_bytes`, SQLite's
+//! `max_page_count` on the pool's connections). Taking a chunk rewrites its rows (a longer
+//! chunk number) and may need pages too, so the replay's own transactions run with a
+//! reserve of [`RESERVE_PAGES`] above the cap (and above the file's size, should the cap
+//! have been lowered since), and take a smaller chunk if even that is not enough: a full
+//! journal always drains.
+//!
+//! **Rows it cannot read** (a family a newer version wrote, before a downgrade) come back
+//! as [`Undecodable`] entries, kept whole for `rejected_deliveries`, instead of failing
+//! the chunk that holds them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,14 +27,17 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::{EVENT_COLUMNS, Target, durable, insert_events};
-use crate::protocol::{CallResult, CallType, EventRow, Family, MediaType, Millis, Role};
+use crate::protocol::{CallResult, CallType, ErrorCode, EventRow, Family, MediaType, Millis, Role};
 use crate::store::fence::{Fence, unique_id};
-use crate::store::{BatchRow, JournalRow, inserted_flags};
+use crate::store::{BatchRow, JournalEntry, JournalRow, RejectedRow, Undecodable, inserted_flags};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/journal");
 
 /// SQLite's page size for new journals; the size cap is counted in these.
 const PAGE_SIZE: u64 = 4096;
+/// Pages the replay may use above the size cap (4 MiB): room to take a chunk of a full
+/// journal.
+pub const RESERVE_PAGES: u64 = 1024;
 
 /// Why a journal could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +55,10 @@ pub struct JournalDb {
     pool: SqlitePool,
     path: PathBuf,
     id: String,
+    /// The size cap in pages, for appends.
+    cap_pages: u64,
+    /// The replay's cap: the size cap (or the file's size, if larger) plus the reserve.
+    replay_pages: u64,
 }
 
 /// Whether SQLite says the database file is damaged: SQLITE_CORRUPT (11) or SQLITE_NOTADB
@@ -78,13 +96,11 @@ impl JournalDb {
     /// Opens (creating) the journal at `path`, holding at most about `max_bytes`: a write
     /// past that fails with SQLITE_FULL. Checks the file with `PRAGMA quick_check`.
     pub async fn open(path: &Path, max_bytes: u64) -> Result<Self, OpenError> {
+        let cap_pages = (max_bytes / PAGE_SIZE).max(64);
         let options = durable(SqliteConnectOptions::new().filename(path))
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .page_size(PAGE_SIZE as u32)
-            .pragma(
-                "max_page_count",
-                (max_bytes / PAGE_SIZE).max(64).to_string(),
-            )
+            .pragma("max_page_count", cap_pages.to_string())
             // After a checkpoint, the WAL file is cut back to at most 64 MiB.
             .pragma("journal_size_limit", "67108864")
             // Appends touch the last pages, the replay reads the first ones once: SQLite's
@@ -102,9 +118,24 @@ impl JournalDb {
             pool,
             path: path.to_owned(),
             id: String::new(),
+            cap_pages,
+            replay_pages: cap_pages + RESERVE_PAGES,
         };
-        match db.check_and_migrate().await {
-            Ok(id) => Ok(Self { id, ..db }),
+        let opened = async {
+            let id = db.check_and_migrate().await?;
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&db.pool)
+                .await
+                .map_err(|e| open_error(e, "reading the journal's size"))?;
+            Ok::<_, OpenError>((id, pages.max(0) as u64))
+        }
+        .await;
+        match opened {
+            Ok((id, pages)) => Ok(Self {
+                id,
+                replay_pages: cap_pages.max(pages) + RESERVE_PAGES,
+                ..db
+            }),
             Err(e) => {
                 db.close().await;
                 Err(e)
@@ -162,11 +193,29 @@ impl JournalDb {
         &self.pool
     }
 
-    async fn meta(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
+    /// A value of `journal_meta`.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT value FROM journal_meta WHERE key = ?1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// The keys of `journal_meta` that start with `prefix`.
+    pub async fn meta_keys(&self, prefix: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT key FROM journal_meta WHERE substr(key, 1, length(?1)) = ?1")
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Removes a value of `journal_meta`.
+    pub async fn forget_meta(&self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM journal_meta WHERE key = ?1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// Writes rows (distinct keys) durably: committed and fsynced when this returns.
@@ -176,9 +225,27 @@ impl JournalDb {
         rows: &[BatchRow<'_>],
         fence: Option<Fence>,
     ) -> Result<u64, sqlx::Error> {
+        self.append_noting(rows, fence, None).await
+    }
+
+    /// [`JournalDb::append`], also setting a value of `journal_meta` in the same
+    /// transaction (what the import of old segment files has read so far).
+    pub async fn append_noting(
+        &self,
+        rows: &[BatchRow<'_>],
+        fence: Option<Fence>,
+        note: Option<(&str, &str)>,
+    ) -> Result<u64, sqlx::Error> {
         let fence = fence.map(|f| f.to_bytes().to_vec()).unwrap_or_default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let returned = insert_events(&mut tx, Target::Journal, rows, &fence).await?;
+        if let Some((key, value)) = note {
+            sqlx::query("INSERT OR REPLACE INTO journal_meta (key, value) VALUES (?1, ?2)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         let new = inserted_flags(rows, &returned)
             .map(|flags| flags.into_iter().filter(|&f| f).count())
@@ -186,38 +253,106 @@ impl JournalDb {
         Ok(new as u64)
     }
 
-    /// The rows of the chunk being replayed, oldest first: the one taken before (a replay
-    /// that did not finish), or else the next `limit` waiting rows, taken now. Empty when
-    /// the journal is empty.
-    pub async fn take_chunk(&self, limit: usize) -> Result<Vec<JournalRow>, sqlx::Error> {
+    /// The entries of the chunk being replayed, oldest first: the one taken before (a
+    /// replay that did not finish), or else the next `limit` waiting rows, taken now.
+    /// Empty when the journal is empty.
+    pub async fn take_chunk(&self, limit: usize) -> Result<Vec<JournalEntry>, sqlx::Error> {
         self.next_chunk(None, limit).await.map(|(_, rows)| rows)
     }
 
     /// Deletes the chunk being replayed, once PostgreSQL has it. Returns how many rows
     /// went.
     pub async fn finish_chunk(&self, chunk: i64) -> Result<u64, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = delete_chunk(&mut tx, chunk).await?;
-        tx.commit().await?;
-        Ok(deleted)
+        self.with_reserve(|conn| {
+            Box::pin(async move {
+                let mut tx = begin_immediate(conn).await?;
+                let deleted = delete_chunk(&mut tx, chunk).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            })
+        })
+        .await
     }
 
     /// [`JournalDb::finish_chunk`] of `finished` (when given) and [`JournalDb::take_chunk`]
     /// in one transaction, so the replay pays one commit per chunk. Returns how many rows
-    /// the finished chunk had, and the next chunk's rows.
+    /// the finished chunk had, and the next chunk's entries. Runs with the replay's
+    /// reserve of pages; should taking the chunk need more still, a smaller one is taken.
     pub async fn next_chunk(
         &self,
         finished: Option<i64>,
         limit: usize,
-    ) -> Result<(u64, Vec<JournalRow>), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = match finished {
-            Some(chunk) => delete_chunk(&mut tx, chunk).await?,
-            None => 0,
-        };
-        let rows = take_chunk(&mut tx, limit).await?;
-        tx.commit().await?;
-        Ok((deleted, rows))
+    ) -> Result<(u64, Vec<JournalEntry>), sqlx::Error> {
+        let mut limit = limit.max(1);
+        loop {
+            let result = self
+                .with_reserve(|conn| {
+                    Box::pin(async move {
+                        let mut tx = begin_immediate(conn).await?;
+                        let deleted = match finished {
+                            Some(chunk) => delete_chunk(&mut tx, chunk).await?,
+                            None => 0,
+                        };
+                        let rows = take_chunk(&mut tx, limit).await?;
+                        tx.commit().await?;
+                        Ok((deleted, rows))
+                    })
+                })
+                .await;
+            match result {
+                Err(e) if is_full(&e) && limit > 1 => {
+                    limit /= 2;
+                    tracing::warn!(
+                        limit,
+                        "the full outage journal has no room to take a chunk; taking a smaller one"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` on one connection whose page cap is the replay's (the size cap plus the
+    /// reserve), then puts the append cap back; a connection whose cap could not be put
+    /// back is closed rather than returned to the pool.
+    async fn with_reserve<T>(
+        &self,
+        f: impl for<'c> FnOnce(
+            &'c mut sqlx::SqliteConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
+        >,
+    ) -> Result<T, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        set_page_cap(&mut conn, self.replay_pages).await?;
+        let result = f(&mut conn).await;
+        if let Err(e) = set_page_cap(&mut conn, self.cap_pages).await {
+            tracing::debug!(error = %e, "closing a journal connection whose page cap could not be reset");
+            let _ = sqlx::Connection::close(conn.detach()).await;
+        }
+        result
+    }
+
+    /// Whether any row waits in the journal (whatever the counts in memory say).
+    pub async fn has_rows(&self) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM journal_events)")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Numbers the chunks taken from now on after `chunk`: PostgreSQL's record of this
+    /// journal's progress is past the journal's own numbering (a journal restored from a
+    /// backup), and new chunks must not look replayed already.
+    pub async fn number_chunks_after(&self, chunk: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO journal_meta (key, value) VALUES ('last_chunk', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = ?1 \
+             WHERE CAST(journal_meta.value AS INTEGER) < CAST(?1 AS INTEGER)",
+        )
+        .bind(chunk.to_string())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// How many rows wait in the journal.
@@ -247,13 +382,18 @@ impl JournalDb {
 
     /// Gives the space of replayed rows back to the file system (call when empty).
     pub async fn shrink(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("PRAGMA incremental_vacuum")
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.with_reserve(|conn| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA incremental_vacuum")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn close(&self) {
@@ -261,12 +401,25 @@ impl JournalDb {
     }
 }
 
+async fn set_page_cap(conn: &mut sqlx::SqliteConnection, pages: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+async fn begin_immediate(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+    sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await
+}
+
 /// In the open transaction: the chunk being replayed, or the next one, taken now (see
 /// [`JournalDb::take_chunk`]).
 async fn take_chunk(
     tx: &mut sqlx::SqliteConnection,
     limit: usize,
-) -> Result<Vec<JournalRow>, sqlx::Error> {
+) -> Result<Vec<JournalEntry>, sqlx::Error> {
     let taken: Option<(i64, i64)> = sqlx::query_as(
         "SELECT c.value, t.value FROM journal_meta c, journal_meta t \
          WHERE c.key = 'chunk' AND t.key = 'chunk_through'",
@@ -317,7 +470,7 @@ async fn take_chunk(
         .bind(chunk)
         .fetch_all(&mut *tx)
         .await?;
-    rows.iter().map(decode).collect()
+    rows.iter().map(entry).collect()
 }
 
 /// In the open transaction: deletes a replayed chunk and forgets it was being replayed.
@@ -341,6 +494,59 @@ fn parse_iso(text: &str) -> Option<Millis> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// A journal row as the replay takes it: decoded, or, when this version cannot read it,
+/// kept whole as an [`Undecodable`] entry. Only a row without its place in the journal is
+/// an error.
+fn entry(r: &sqlx::sqlite::SqliteRow) -> Result<JournalEntry, sqlx::Error> {
+    let chunk: i64 = r.try_get("chunk")?;
+    let id: i64 = r.try_get("id")?;
+    Ok(match decode(r) {
+        Ok(row) => JournalEntry::Row(row),
+        Err(why) => JournalEntry::Undecodable(Undecodable {
+            chunk,
+            id,
+            rejected: set_aside(r, &why),
+        }),
+    })
+}
+
+/// An undecodable journal row as `rejected_deliveries` keeps it: its payload, or (a
+/// delivery's later rows have none) its columns as JSON.
+fn set_aside(r: &sqlx::sqlite::SqliteRow, why: &sqlx::Error) -> RejectedRow {
+    let text = |c: &str| r.try_get::<Option<String>, _>(c).ok().flatten();
+    let body = text("payload").unwrap_or_else(|| {
+        let columns: serde_json::Map<String, serde_json::Value> = EVENT_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .map(|c| {
+                let value = match r.try_get::<Option<i64>, _>(c) {
+                    Ok(Some(n)) => n.into(),
+                    _ => text(c).map_or(serde_json::Value::Null, Into::into),
+                };
+                (c.to_owned(), value)
+            })
+            .collect();
+        serde_json::Value::Object(columns).to_string()
+    });
+    let key: Vec<u8> = r.try_get("dedupe_key").unwrap_or_default();
+    RejectedRow {
+        received_at: text("received_at")
+            .as_deref()
+            .and_then(parse_iso)
+            .unwrap_or_else(crate::now_millis),
+        sdkappid: r.try_get("sdkappid").unwrap_or_default(),
+        command: text("command"),
+        query: String::new(),
+        body: RejectedRow::body_text(body.as_bytes()),
+        error_code: ErrorCode::Unstorable.code() as i32,
+        reason: format!(
+            "replaying the outage journal: this version of callhook cannot read the journaled row ({why}); kept here as it was"
+        ),
+        remote_addr: text("remote_addr"),
+        dedupe_key: crate::protocol::dedupe_key(&[b"journal-undecodable", &key]),
+    }
 }
 
 fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
