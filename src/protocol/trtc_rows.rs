@@ -278,6 +278,28 @@ mod tests {
         assert_ne!(a.dedupe_key, c.dedupe_key);
     }
 
+    /// A JSON object whose member names serde cannot decode (an unpaired surrogate escape
+    /// in a name) can be TRTC's: stored (family `trtc`) with a note, keyed by its bytes.
+    #[test]
+    fn an_object_whose_names_cannot_be_decoded_is_stored() {
+        let a = br#"{"\ud800":1,"EventGroupId":1,"EventType":103}"#;
+        let b = br#"{"\ud800":2,"EventGroupId":1,"EventType":103}"#;
+        let r = row(a);
+        assert_eq!(r.family, Family::Trtc);
+        assert_eq!(r.payload.as_deref().map(str::as_bytes), Some(&a[..]));
+        let notes = r.notes.as_deref().unwrap_or_default();
+        assert!(
+            notes.contains("none of its fields could be read"),
+            "{notes}"
+        );
+        assert_eq!(
+            r.dedupe_key,
+            row(a).dedupe_key,
+            "a retry is the same delivery"
+        );
+        assert_ne!(r.dedupe_key, row(b).dedupe_key, "another body is another");
+    }
+
     #[test]
     fn bodies_that_are_not_objects_are_refused() {
         for body in [&b""[..], b"[]", b"nope", b"\xff"] {

@@ -499,6 +499,32 @@ pub async fn scalar(store: &Store, sql: &str) -> i64 {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Runs `sql`, every column of which is text (`CAST(x AS TEXT)` reads the same on both
+/// backends), and returns its rows: for what [`StoredEvent`] cannot read, such as a payload
+/// that `serde_json` cannot parse.
+pub async fn text_rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
+    fn texts<R: Row>(r: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..r.len())
+            .map(|i| r.try_get(i).unwrap_or_else(|e| panic!("column {i}: {e}")))
+            .collect()
+    }
+    match store {
+        Store::Postgres(s) => sqlx::query(sql)
+            .fetch_all(s.pool())
+            .await
+            .map(|rows| rows.iter().map(texts).collect()),
+        Store::Sqlite(s) => sqlx::query(sql)
+            .fetch_all(s.pool())
+            .await
+            .map(|rows| rows.iter().map(texts).collect()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// Logs from the application, when `CALLHOOK_TEST_LOG` is set (e.g. to `debug`).
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -318,6 +318,38 @@ both_backends! {
 }
 
 both_backends! {
+    /// Issue 23, item 11: a JSON object whose member names serde cannot decode (an unpaired
+    /// surrogate escape in a name) may be TRTC's, so it is not refused (it was, with 71001):
+    /// it is stored with family `trtc` and a note, answered 200 `{"code":0}`, and keyed by its
+    /// bytes (two different ones are two rows, a retry adds to its deliveries).
+    async fn an_object_whose_names_cannot_be_decoded_is_stored(backend: Backend) {
+        let app = spawn(backend).await;
+        let a = r#"{"\ud800":1,"EventGroupId":1,"EventType":103,"EventInfo":{"RoomId":"r","UserId":"u"}}"#;
+        let b = r#"{"\udc00":1,"EventGroupId":1,"EventType":103,"EventInfo":{"RoomId":"r","UserId":"u"}}"#;
+        for body in [a, b, a] {
+            let answer = post_trtc(&app, Some(&APP.to_string()), None, body).await;
+            assert_eq!(answer, (200, json!({"code": 0})), "{body}");
+        }
+        let rows = text_rows(
+            app.store(),
+            "SELECT CAST(payload AS TEXT), CAST(deliveries AS TEXT), notes, family, command \
+             FROM call_events ORDER BY id",
+        )
+        .await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for (row, (body, deliveries)) in rows.iter().zip([(a, "2"), (b, "1")]) {
+            assert_eq!(row[0].as_deref(), Some(body), "the body byte for byte");
+            assert_eq!(row[1].as_deref(), Some(deliveries));
+            let notes = row[2].as_deref().unwrap_or_default();
+            assert!(notes.contains("none of its fields could be read"), "{notes}");
+            assert!(notes.contains(UNVERIFIED), "{notes}");
+            assert_eq!((row[3].as_deref(), row[4].as_deref()), (Some("trtc"), Some("trtc")));
+        }
+        assert!(app.rejected().await.is_empty(), "nothing refused");
+    }
+}
+
+both_backends! {
     async fn record_changed_links_a_call_to_its_task(backend: Backend) {
         let app = spawn(backend).await;
         let query = v4_query(APP, "Call.CallbackAfterRecordChanged");
