@@ -13,6 +13,7 @@
 //! an implausible time or a command callhook does not know all still make a row, with
 //! `notes` saying what could not be read.
 
+pub mod bounded;
 pub mod canonical;
 pub mod command;
 pub mod fields;
@@ -405,6 +406,7 @@ pub fn parse_delivery(
         if let Some(n) = &joined {
             row.add_note(n);
         }
+        bounded::bound_indexed_columns(row);
     }
     if let Some(first) = rows.first_mut() {
         first.payload = Some(Arc::from(text));

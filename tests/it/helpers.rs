@@ -525,6 +525,32 @@ pub async fn text_rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// `len` bytes of text that does not compress (base64 of a SHA-256 chain from `seed`): an
+/// id that PostgreSQL's B-tree entries cannot hold once it is over about 2.7 kB.
+pub fn incompressible(seed: &str, len: usize) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let mut block: Vec<u8> = Sha256::digest(seed.as_bytes()).to_vec();
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() * 4 < len * 3 + 4 {
+        bytes.extend_from_slice(&block);
+        block = Sha256::digest(&block).to_vec();
+    }
+    let mut text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    text.truncate(len);
+    text
+}
+
+/// What an indexed text column holds for a value over 256 bytes, spelled out here apart from
+/// the code: the value's first 221 bytes (at a character boundary; `value` is ASCII in the
+/// tests), `…`, and the first 16 bytes of the SHA-256 of the whole value in hex.
+pub fn bounded(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    assert!(value.is_ascii() && value.len() > 256);
+    let hash = Sha256::digest(value.as_bytes());
+    format!("{}…{}", &value[..221], hex::encode(&hash[..16]))
+}
+
 /// Logs from the application, when `CALLHOOK_TEST_LOG` is set (e.g. to `debug`).
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
