@@ -80,7 +80,8 @@ fn fit<T: AsRef<str> + From<String>>(column: &str, value: Option<&mut T>, notes:
 /// Bounds every indexed text column of `row` (see the module's documentation), and the
 /// accounts in `members`, with a note for each value cut. The parsers of both endpoints call
 /// it as the last step on every row they make ([`super::parse_delivery`],
-/// [`super::parse_trtc_delivery`]); a bounded row is left as it is.
+/// [`super::parse_trtc_delivery`]), and the journal on every row it reads back (one
+/// journaled by an earlier version may hold a long value); a bounded row is left as it is.
 pub fn bound_indexed_columns(row: &mut EventRow) {
     let mut notes = Vec::new();
     fit("call_id", row.call_id.as_mut(), &mut notes);
