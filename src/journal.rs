@@ -655,4 +655,29 @@ mod tests {
         );
         assert_eq!(have[want.len()..], ["fence".to_owned(), "chunk".to_owned()]);
     }
+
+    /// A row journaled by a version that did not bound the indexed text columns (a 4 kB
+    /// call id, which PostgreSQL refuses to index) is replayed bounded, like a new row
+    /// (src/protocol/bounded.rs), not refused into rejected_deliveries.
+    #[tokio::test]
+    async fn rows_journaled_unbounded_are_replayed_bounded() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = open(dir.path(), 1 << 30).await;
+        let long = "c".repeat(4096);
+        let mut row = delivery("short", 1_000);
+        row.call_id = Some(long.clone());
+        journal
+            .append(&[&row], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let db = journal.db.lock().await;
+        let taken = readable(db.take_chunk(100).await.unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(taken.len(), 1);
+        let replayed = &taken[0].row;
+        let bounded = crate::protocol::bounded::bounded_form(&long);
+        assert_eq!(replayed.call_id, bounded);
+        let notes = replayed.notes.as_deref().unwrap_or_default();
+        assert!(notes.contains("call_id: 4096 bytes"), "{notes}");
+        assert_eq!(replayed.dedupe_key, row.dedupe_key);
+    }
 }

@@ -13,6 +13,7 @@
 //! an implausible time or a command callhook does not know all still make a row, with
 //! `notes` saying what could not be read.
 
+pub mod bounded;
 pub mod canonical;
 pub mod command;
 pub mod fields;
@@ -21,6 +22,8 @@ mod proptests;
 pub mod query;
 pub mod reply;
 pub mod scan;
+#[cfg(test)]
+mod tests;
 pub mod trtc;
 mod trtc_rows;
 pub mod v1;
@@ -366,7 +369,8 @@ fn identity(kind: Kind, command: &str) -> (Family, String) {
 /// Two deliveries get the same dedupe keys exactly when they are the same delivery: the
 /// same app, family (and command, but for the status family) and the same content in
 /// canonical form (src/protocol/canonical.rs), so a retry merges whatever its whitespace
-/// or key order, and two different deliveries never do.
+/// or key order, and two different deliveries never do. A body whose canonical form cannot
+/// be made (a member name serde cannot decode) is compared by its bytes instead.
 pub fn parse_delivery(
     kind: Kind,
     v4_style: bool,
@@ -377,7 +381,8 @@ pub fn parse_delivery(
     let mut notes = Notes::default();
     let fields = read_fields(text, &mut notes)?;
     check_depth(text)?;
-    let digest = content_digest(&fields, text);
+    let digest = content_digest(fields.as_ref(), text);
+    let fields = fields.unwrap_or_default();
     if let Some(why) = scan::postgres_json_trouble(text) {
         notes.push(format!(
             "payload: {why}, which PostgreSQL's JSON functions cannot read (stored as received)"
@@ -401,6 +406,7 @@ pub fn parse_delivery(
         if let Some(n) = &joined {
             row.add_note(n);
         }
+        bounded::bound_indexed_columns(row);
     }
     if let Some(first) = rows.first_mut() {
         first.payload = Some(Arc::from(text));
@@ -430,14 +436,14 @@ fn object_text(body: &[u8]) -> Result<&str, Rejection> {
 }
 
 /// The object's members. Valid JSON whose members serde cannot decode (a key holding an
-/// unpaired surrogate escape) is still a JSON object: stored, none of its fields read, with
-/// a note. Anything else that does not parse is refused (71001).
-fn read_fields<'t>(text: &'t str, notes: &mut Notes) -> Result<Fields<'t>, Rejection> {
+/// unpaired surrogate escape) is still a JSON object: `None`, stored with none of its fields
+/// read, with a note. Anything else that does not parse is refused (71001).
+fn read_fields<'t>(text: &'t str, notes: &mut Notes) -> Result<Option<Fields<'t>>, Rejection> {
     match Fields::parse(text) {
-        Ok(fields) => Ok(fields),
+        Ok(fields) => Ok(Some(fields)),
         Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
             notes.push(format!("body: {e}; none of its fields could be read"));
-            Ok(Fields::default())
+            Ok(None)
         }
         Err(e) => Err(Rejection::new(
             ErrorCode::InvalidJson,
@@ -466,12 +472,16 @@ pub(crate) fn check_depth(text: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// The digest of the body's content in canonical form, which decodes like `Fields`; where
-/// it cannot, the bytes are the content.
-fn content_digest(fields: &Fields<'_>, text: &str) -> [u8; 32] {
-    canonical::digest_members(fields.members())
-        .or_else(|_| canonical::digest(text))
-        .unwrap_or_else(|_| Sha256::digest(text.as_bytes()).into())
+/// The digest of the body's content in canonical form, which decodes like `Fields`. Where
+/// it cannot (`fields` is `None`: the body's member names could not be decoded; or a name
+/// inside a member's value could not), the body's bytes are the content: two different
+/// bodies never share a digest, and a byte-identical retry keeps its own. (The canonical
+/// form of an object whose members could not be read would be that of `{}`, the same for
+/// every such body.)
+fn content_digest(fields: Option<&Fields<'_>>, text: &str) -> [u8; 32] {
+    fields
+        .and_then(|f| canonical::digest_members(f.members()).ok())
+        .unwrap_or_else(|| Sha256::digest(text.as_bytes()).into())
 }
 
 /// The rows of the body, read the way its kind is.

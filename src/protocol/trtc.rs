@@ -332,8 +332,8 @@ impl TrtcEvent {
 /// Parses the raw body of a TRTC room, media or recording callback.
 pub fn parse_trtc(body: &[u8]) -> Result<TrtcEvent, BodyError> {
     let text = body_text(body)?;
-    let top = top_object(text)?;
     let mut notes = Vec::new();
+    let top = top_object(text, &mut notes)?;
     let mut event = read_event(&top, "", &mut notes);
     event.notes = notes;
     Ok(event)
@@ -356,12 +356,20 @@ fn is_json_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// The members of the top-level object.
-pub(crate) fn top_object(text: &str) -> Result<Members<'_>, BodyError> {
+/// The members of the top-level object. A JSON object whose member names serde cannot
+/// decode (an unpaired surrogate escape in a name) is still a JSON object, so not an error:
+/// it has no member callhook can read (none are returned), and a note says so.
+pub(crate) fn top_object<'t>(
+    text: &'t str,
+    notes: &mut Vec<String>,
+) -> Result<Members<'t>, BodyError> {
     let raw: &RawValue =
         serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
     match kind(raw.get()) {
-        Kind::Object => Members::parse(raw).map_err(|e| BodyError::NotJson(e.to_string())),
+        Kind::Object => Ok(Members::parse(raw).unwrap_or_else(|e| {
+            notes.push(format!("body: {e}; none of its fields could be read"));
+            Members(Vec::new())
+        })),
         other => Err(BodyError::NotAnObject(other.described())),
     }
 }

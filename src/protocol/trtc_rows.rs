@@ -147,6 +147,7 @@ pub fn parse_trtc_delivery(ctx: &Context<'_>, body: &[u8]) -> Result<Vec<EventRo
     ]);
     row.notes = notes.joined();
     row.payload = Some(Arc::from(text));
+    super::bounded::bound_indexed_columns(&mut row);
     Ok(vec![row])
 }
 
@@ -276,6 +277,46 @@ mod tests {
         assert_eq!(a.dedupe_key, b.dedupe_key);
         let c = row(br#"{"EventGroupId":1,"EventType":103,"CallbackTs":1764403200000,"EventInfo":{"RoomId":"r","EventMsTs":1764403199000,"UserId":"u","Reason":2}}"#);
         assert_ne!(a.dedupe_key, c.dedupe_key);
+    }
+
+    /// A JSON object whose member names serde cannot decode (an unpaired surrogate escape
+    /// in a name) can be TRTC's: stored (family `trtc`) with a note, keyed by its bytes.
+    #[test]
+    fn an_object_whose_names_cannot_be_decoded_is_stored() {
+        let a = br#"{"\ud800":1,"EventGroupId":1,"EventType":103}"#;
+        let b = br#"{"\ud800":2,"EventGroupId":1,"EventType":103}"#;
+        let r = row(a);
+        assert_eq!(r.family, Family::Trtc);
+        assert_eq!(r.payload.as_deref().map(str::as_bytes), Some(&a[..]));
+        let notes = r.notes.as_deref().unwrap_or_default();
+        assert!(
+            notes.contains("none of its fields could be read"),
+            "{notes}"
+        );
+        assert_eq!(
+            r.dedupe_key,
+            row(a).dedupe_key,
+            "a retry is the same delivery"
+        );
+        assert_ne!(r.dedupe_key, row(b).dedupe_key, "another body is another");
+    }
+
+    /// A room and task id too long for a PostgreSQL index entry are bounded
+    /// (src/protocol/bounded.rs), noted, and kept in full in the payload.
+    #[test]
+    fn long_room_and_task_ids_are_bounded() {
+        let (room, task) = ("r".repeat(4000), "t".repeat(4000));
+        let body = serde_json::json!({"EventGroupId": 3, "EventType": 301,
+            "EventInfo": {"RoomId": room, "TaskId": task, "UserId": "u"}})
+        .to_string();
+        let r = row(body.as_bytes());
+        assert_eq!(r.room_id, super::super::bounded::bounded_form(&room));
+        assert_eq!(r.trtc.task_id, super::super::bounded::bounded_form(&task));
+        assert_eq!(r.user_id.as_deref(), Some("u"));
+        let notes = r.notes.as_deref().unwrap_or_default();
+        assert!(notes.contains("room_id: 4000 bytes"), "{notes}");
+        assert!(notes.contains("task_id: 4000 bytes"), "{notes}");
+        assert_eq!(r.payload.as_deref(), Some(body.as_str()));
     }
 
     #[test]

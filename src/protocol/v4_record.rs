@@ -47,8 +47,8 @@ pub struct RecordChanged {
 /// Parses the raw body of `Call.CallbackAfterRecordChanged`.
 pub fn parse_record_changed(body: &[u8]) -> Result<RecordChanged, BodyError> {
     let text = body_text(body)?;
-    let top = top_object(text)?;
     let mut notes = Vec::new();
+    let top = top_object(text, &mut notes)?;
     let mut r = Reader {
         prefix: "",
         notes: &mut notes,

@@ -120,6 +120,15 @@ macro_rules! vocabulary {
                     Self::Other(s) => s,
                 }
             }
+
+            /// The text of a value callhook does not know, to bound its length
+            /// ([`crate::protocol::bounded`]); `None` for a known value.
+            pub fn other_mut(&mut self) -> Option<&mut Box<str>> {
+                match self {
+                    Self::Other(s) => Some(s),
+                    _ => None,
+                }
+            }
         }
 
         impl std::fmt::Display for $name {

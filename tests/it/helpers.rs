@@ -499,6 +499,58 @@ pub async fn scalar(store: &Store, sql: &str) -> i64 {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Runs `sql`, every column of which is text (`CAST(x AS TEXT)` reads the same on both
+/// backends), and returns its rows: for what [`StoredEvent`] cannot read, such as a payload
+/// that `serde_json` cannot parse.
+pub async fn text_rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
+    fn texts<R: Row>(r: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..r.len())
+            .map(|i| r.try_get(i).unwrap_or_else(|e| panic!("column {i}: {e}")))
+            .collect()
+    }
+    match store {
+        Store::Postgres(s) => sqlx::query(sql)
+            .fetch_all(s.pool())
+            .await
+            .map(|rows| rows.iter().map(texts).collect()),
+        Store::Sqlite(s) => sqlx::query(sql)
+            .fetch_all(s.pool())
+            .await
+            .map(|rows| rows.iter().map(texts).collect()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `len` bytes of text that does not compress (base64 of a SHA-256 chain from `seed`): an
+/// id that PostgreSQL's B-tree entries cannot hold once it is over about 2.7 kB.
+pub fn incompressible(seed: &str, len: usize) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let mut block: Vec<u8> = Sha256::digest(seed.as_bytes()).to_vec();
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() * 4 < len * 3 + 4 {
+        bytes.extend_from_slice(&block);
+        block = Sha256::digest(&block).to_vec();
+    }
+    let mut text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    text.truncate(len);
+    text
+}
+
+/// What an indexed text column holds for a value over 256 bytes, spelled out here apart from
+/// the code: the value's first 221 bytes (at a character boundary; `value` is ASCII in the
+/// tests), `…`, and the first 16 bytes of the SHA-256 of the whole value in hex.
+pub fn bounded(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    assert!(value.is_ascii() && value.len() > 256);
+    let hash = Sha256::digest(value.as_bytes());
+    format!("{}…{}", &value[..221], hex::encode(&hash[..16]))
+}
+
 /// Logs from the application, when `CALLHOOK_TEST_LOG` is set (e.g. to `debug`).
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -318,6 +318,89 @@ both_backends! {
 }
 
 both_backends! {
+    /// Issue 23, item 12: a TRTC `RoomId`, `UserId` and `TaskId` longer than a PostgreSQL
+    /// B-tree entry holds (~2.7 kB that does not compress; these are 4 kB) are stored on
+    /// both backends (PostgreSQL refused them, 400/71003): the room and task index columns
+    /// hold the bounded form, the row a note, the payload the full values; a retry merges,
+    /// and `Call.CallbackAfterRecordChanged` with the same long ids still links the call to
+    /// its recording (`call_recordings`).
+    async fn very_long_room_and_task_ids_are_stored_bounded(backend: Backend) {
+        let app = spawn(backend).await;
+        let room = incompressible("room", 4096);
+        let user = incompressible("robot", 4096);
+        let task = incompressible("task", 4096);
+        let call = incompressible("recorded-call", 4096);
+        let recording = |callback_ts: i64| json!({"EventGroupId": 3, "EventType": 301,
+            "CallbackTs": callback_ts, "EventInfo": {"RoomId": room, "EventTs": 1764403210,
+            "EventMsTs": 1764403210620_i64, "UserId": user, "TaskId": task, "Payload": {"Status": 0}}});
+        assert_eq!(post_app(&app, &recording(1764403210776)).await, (200, json!({"code": 0})));
+        assert_eq!(post_app(&app, &recording(1764403220776)).await, (200, json!({"code": 0})), "retried");
+        let link = json!({"CallId": call, "CallbackCommand": "Call.CallbackAfterRecordChanged",
+            "EventTime": 1764403210723_i64, "Callback": {"EventGroupId": 3, "EventType": 301,
+            "CallbackTs": 1764403210723_i64, "EventInfo": {"RoomId": room, "EventTs": 1764403210,
+            "EventMsTs": 1764403210620_i64, "UserId": user, "TaskId": task, "Payload": {"Status": 0}}}});
+        let (status, answer) = app.post(&v4_query(APP, "Call.CallbackAfterRecordChanged"), link.to_string()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{answer}");
+        assert!(app.rejected().await.is_empty(), "nothing refused");
+
+        let rows = app.events().await;
+        assert_eq!(rows.len(), 2, "the recording event once, the link once");
+        let (rec, v4) = (&rows[0], &rows[1]);
+        assert_eq!((rec.family.as_str(), rec.deliveries), ("recording", 2), "the retry merged");
+        assert_eq!(rec.room_id.as_deref(), Some(bounded(&room).as_str()));
+        assert_eq!(rec.user_id.as_deref(), Some(bounded(&user).as_str()));
+        assert_eq!(rec.payload["EventInfo"]["RoomId"].as_str(), Some(room.as_str()));
+        assert_eq!(rec.payload["EventInfo"]["TaskId"].as_str(), Some(task.as_str()));
+        assert_eq!(rec.payload["EventInfo"]["UserId"].as_str(), Some(user.as_str()));
+        let notes = rec.notes.as_deref().unwrap_or_default();
+        for column in ["room_id", "user_id", "task_id"] {
+            assert!(notes.contains(&format!("{column}: 4096 bytes")), "{column}: {notes}");
+        }
+        assert_eq!((v4.family.as_str(), v4.call_id.as_deref()), ("v4", Some(bounded(&call).as_str())));
+        assert_eq!(v4.room_id.as_deref(), Some(bounded(&room).as_str()));
+        let tasks = text_rows(app.store(), "SELECT task_id FROM call_events ORDER BY id").await;
+        assert_eq!(tasks, vec![vec![Some(bounded(&task))]; 2], "the task column, bounded alike");
+
+        let linked = scalar(app.store(), &format!(
+            "SELECT count(*) FROM call_recordings WHERE call_id = '{}' AND task_id = '{}' AND status = 'recording'",
+            bounded(&call), bounded(&task))).await;
+        assert_eq!(linked, 1, "the call is linked to its recording");
+    }
+}
+
+both_backends! {
+    /// Issue 23, item 11: a JSON object whose member names serde cannot decode (an unpaired
+    /// surrogate escape in a name) may be TRTC's, so it is not refused (it was, with 71001):
+    /// it is stored with family `trtc` and a note, answered 200 `{"code":0}`, and keyed by its
+    /// bytes (two different ones are two rows, a retry adds to its deliveries).
+    async fn an_object_whose_names_cannot_be_decoded_is_stored(backend: Backend) {
+        let app = spawn(backend).await;
+        let a = r#"{"\ud800":1,"EventGroupId":1,"EventType":103,"EventInfo":{"RoomId":"r","UserId":"u"}}"#;
+        let b = r#"{"\udc00":1,"EventGroupId":1,"EventType":103,"EventInfo":{"RoomId":"r","UserId":"u"}}"#;
+        for body in [a, b, a] {
+            let answer = post_trtc(&app, Some(&APP.to_string()), None, body).await;
+            assert_eq!(answer, (200, json!({"code": 0})), "{body}");
+        }
+        let rows = text_rows(
+            app.store(),
+            "SELECT CAST(payload AS TEXT), CAST(deliveries AS TEXT), notes, family, command \
+             FROM call_events ORDER BY id",
+        )
+        .await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for (row, (body, deliveries)) in rows.iter().zip([(a, "2"), (b, "1")]) {
+            assert_eq!(row[0].as_deref(), Some(body), "the body byte for byte");
+            assert_eq!(row[1].as_deref(), Some(deliveries));
+            let notes = row[2].as_deref().unwrap_or_default();
+            assert!(notes.contains("none of its fields could be read"), "{notes}");
+            assert!(notes.contains(UNVERIFIED), "{notes}");
+            assert_eq!((row[3].as_deref(), row[4].as_deref()), (Some("trtc"), Some("trtc")));
+        }
+        assert!(app.rejected().await.is_empty(), "nothing refused");
+    }
+}
+
+both_backends! {
     async fn record_changed_links_a_call_to_its_task(backend: Backend) {
         let app = spawn(backend).await;
         let query = v4_query(APP, "Call.CallbackAfterRecordChanged");

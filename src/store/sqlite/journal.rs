@@ -559,7 +559,7 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
     let key: Vec<u8> = r.try_get("dedupe_key")?;
     let fence: Vec<u8> = r.try_get("fence")?;
     let received: String = r.try_get("received_at")?;
-    let row = EventRow {
+    let mut row = EventRow {
         sdkappid: r.try_get("sdkappid")?,
         family: Family::parse(&family).ok_or_else(|| bad(format!("family {family:?}")))?,
         command: r.try_get("command")?,
@@ -603,6 +603,9 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
             .try_into()
             .map_err(|_| bad(format!("a dedupe key of {} bytes", key.len())))?,
     };
+    // A row journaled by an earlier version may hold an indexed text column too long for
+    // PostgreSQL's index (this version's parsers bound them; a bounded row is left as is).
+    crate::protocol::bounded::bound_indexed_columns(&mut row);
     Ok(JournalRow {
         chunk: r.try_get("chunk")?,
         id: r.try_get("id")?,
