@@ -8,14 +8,16 @@
 //! requests; when idle, a lone request is written at once. A full queue answers 503
 //! (70005) immediately instead of growing memory.
 
-use std::collections::VecDeque;
+mod queue;
+
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
+use self::queue::{Job, Reply, Shared};
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
 use crate::journal::Journal;
@@ -92,53 +94,6 @@ impl IngestError {
     }
 }
 
-type Reply = oneshot::Sender<Result<Outcome, IngestError>>;
-
-enum Job {
-    Events {
-        rows: Vec<EventRow>,
-        reply: Reply,
-        enqueued: Instant,
-    },
-    Rejected {
-        row: RejectedRow,
-        reply: oneshot::Sender<bool>,
-        enqueued: Instant,
-    },
-}
-
-impl Job {
-    fn enqueued(&self) -> Instant {
-        match self {
-            Self::Events { enqueued, .. } | Self::Rejected { enqueued, .. } => *enqueued,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    closed: bool,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    notify: Notify,
-    capacity: usize,
-    max_batch: usize,
-    /// Writers asked to panic by [`Ingest::kill_writer`].
-    #[cfg(any(test, feature = "test-hooks"))]
-    kills: std::sync::atomic::AtomicUsize,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding this lock cannot leave the queue inconsistent (every
-        // critical section is a push or a drain), so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// The handle requests use. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
@@ -165,14 +120,7 @@ impl Ingest {
         journal: Option<Arc<Journal>>,
         tasks: Arc<Tasks>,
     ) -> (Self, Writers) {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
-            capacity: settings.queue_depth,
-            max_batch: settings.max_batch,
-            #[cfg(any(test, feature = "test-hooks"))]
-            kills: std::sync::atomic::AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(settings.queue_depth, settings.max_batch));
         metrics::gauge!(m::QUEUE_CAPACITY).set(settings.queue_depth as f64);
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -227,35 +175,17 @@ impl Ingest {
     }
 
     fn push(&self, job: Job) -> Result<(), IngestError> {
-        {
-            let mut q = self.shared.lock();
-            if q.closed {
-                return Err(IngestError::ShuttingDown);
-            }
-            if q.jobs.len() >= self.shared.capacity {
-                return Err(IngestError::Overloaded(q.jobs.len()));
-            }
-            q.jobs.push_back(job);
-        }
-        self.shared.notify.notify_one();
-        Ok(())
+        self.shared.push(job)
     }
 
     /// Deliveries waiting for a writer, and how long the oldest has waited.
     pub fn depth(&self) -> (usize, Duration) {
-        let q = self.shared.lock();
-        let age = q
-            .jobs
-            .front()
-            .map(|j| j.enqueued().elapsed())
-            .unwrap_or_default();
-        (q.jobs.len(), age)
+        self.shared.depth()
     }
 
     /// Stops taking new deliveries; the writers finish what is queued, then exit.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
-        self.shared.notify.notify_waiters();
+        self.shared.close();
     }
 
     /// Test hook: makes one idle writer panic, as a bug would (its supervisor restarts it;
@@ -295,12 +225,7 @@ impl Writer {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (more_waiting, closed) = {
-                let mut q = self.shared.lock();
-                let n = q.jobs.len().min(self.shared.max_batch);
-                batch.extend(q.jobs.drain(..n));
-                (!q.jobs.is_empty(), q.closed)
-            };
+            let (more_waiting, closed) = self.shared.take(&mut batch);
             if batch.is_empty() {
                 if closed {
                     return;
@@ -591,6 +516,8 @@ impl<'a> Plan<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Mutex, PoisonError};
+
     use super::*;
     use crate::protocol::{Context, Kind, parse_delivery};
 
