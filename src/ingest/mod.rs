@@ -8,6 +8,7 @@
 //! requests; when idle, a lone request is written at once. A full queue answers 503
 //! (70005) immediately instead of growing memory.
 
+mod batch;
 mod queue;
 
 use std::future::Future;
@@ -17,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use self::queue::{Job, Reply, Shared};
+use self::batch::{Deliveries, Plan, Rejections};
+use self::queue::{Job, Shared};
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
 use crate::journal::Journal;
 use crate::metrics as m;
 use crate::protocol::{ErrorCode, EventRow};
-use crate::store::{BatchRow, RejectedRow, Store, StoreError, merge};
+use crate::store::{BatchRow, RejectedRow, Store, StoreError};
 use crate::supervisor::{Lifetime, Supervisor, Tasks};
 
 /// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
@@ -261,23 +263,7 @@ impl Writer {
     /// Writes one batch and answers every job in it.
     #[tracing::instrument(name = "batch", skip_all, fields(jobs = batch.len()))]
     async fn write(&self, batch: &mut Vec<Job>) {
-        let now = Instant::now();
-        let mut events = Deliveries::default();
-        let mut rejected = Rejections::default();
-        for job in batch.drain(..) {
-            metrics::histogram!(m::QUEUE_WAIT)
-                .record(now.duration_since(job.enqueued()).as_secs_f64());
-            match job {
-                Job::Events { rows, reply, .. } => {
-                    events.rows.push(rows);
-                    events.replies.push(reply);
-                }
-                Job::Rejected { row, reply, .. } => {
-                    rejected.rows.push(row);
-                    rejected.replies.push(reply);
-                }
-            }
-        }
+        let (events, rejected) = batch::sort(batch);
         metrics::histogram!(m::BATCH_SIZE).record((events.len() + rejected.len()) as f64);
 
         let result = if self.health.is_up() {
@@ -434,86 +420,6 @@ impl Writer {
     }
 }
 
-/// A batch's deliveries: their rows, and the requests waiting for the outcome.
-#[derive(Default)]
-struct Deliveries {
-    rows: Vec<Vec<EventRow>>,
-    replies: Vec<Reply>,
-}
-
-impl Deliveries {
-    fn len(&self) -> usize {
-        self.replies.len()
-    }
-}
-
-/// A batch's rejected deliveries, to be kept in `rejected_deliveries`.
-#[derive(Default)]
-struct Rejections {
-    rows: Vec<RejectedRow>,
-    replies: Vec<oneshot::Sender<bool>>,
-}
-
-impl Rejections {
-    fn len(&self) -> usize {
-        self.replies.len()
-    }
-
-    fn answer(self, recorded: bool) {
-        for reply in self.replies {
-            let _ = reply.send(recorded);
-        }
-    }
-}
-
-/// How a batch's deliveries map onto distinct rows: the same event twice in one batch is
-/// written once, with its count, and only the first delivery carrying it can be
-/// `Inserted`.
-struct Plan<'a> {
-    /// The distinct rows, with how many deliveries of each the batch holds.
-    rows: Vec<BatchRow<'a>>,
-    /// Per input row (all deliveries' rows, in order): its distinct row, and whether it
-    /// was the first to carry it.
-    carriers: Vec<(usize, bool)>,
-    /// Where each delivery's rows end in `carriers`.
-    ends: Vec<usize>,
-}
-
-impl<'a> Plan<'a> {
-    fn new(deliveries: &'a [Vec<EventRow>]) -> Self {
-        let (rows, carriers) = merge(deliveries.iter().flatten());
-        let ends = deliveries
-            .iter()
-            .scan(0, |end, rows| {
-                *end += rows.len();
-                Some(*end)
-            })
-            .collect();
-        Self {
-            rows,
-            carriers,
-            ends,
-        }
-    }
-
-    /// Per delivery: `Inserted` when any row it first carried was new to the database.
-    fn outcomes(&self, inserted: &[bool]) -> Vec<Outcome> {
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let mine = &self.carriers[start..end];
-                start = end;
-                if mine.iter().any(|&(d, first)| first && inserted[d]) {
-                    Outcome::Inserted
-                } else {
-                    Outcome::Duplicate
-                }
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Mutex, PoisonError};
@@ -521,7 +427,8 @@ mod tests {
     use super::*;
     use crate::protocol::{Context, Kind, parse_delivery};
 
-    fn delivery(call: &str) -> Vec<EventRow> {
+    /// One status callback's rows for call `call` (also the batch tests' delivery).
+    pub(super) fn delivery(call: &str) -> Vec<EventRow> {
         let ctx = Context {
             sdkappid: 1,
             command: "call_end",
@@ -679,25 +586,5 @@ mod tests {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         assert_eq!(committed, vec!["after-1", "after-2"]);
-    }
-
-    #[test]
-    fn repeats_inside_a_batch_are_written_once_and_counted() {
-        let batch = vec![delivery("a"), delivery("b"), delivery("a"), delivery("a")];
-        let plan = Plan::new(&batch);
-        let counts: Vec<(Option<&str>, i32)> = plan
-            .rows
-            .iter()
-            .map(|r| (r.row.call_id.as_deref(), r.deliveries))
-            .collect();
-        assert_eq!(counts, vec![(Some("a"), 3), (Some("b"), 1)]);
-        use Outcome::{Duplicate, Inserted};
-        // "a" was new to the database, "b" was already stored.
-        assert_eq!(
-            plan.outcomes(&[true, false]),
-            vec![Inserted, Duplicate, Duplicate, Duplicate]
-        );
-        // Both already stored.
-        assert_eq!(plan.outcomes(&[false, false]), vec![Duplicate; 4]);
     }
 }
