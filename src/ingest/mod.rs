@@ -9,6 +9,7 @@
 //! (70005) immediately instead of growing memory.
 
 mod batch;
+mod handoff;
 mod queue;
 
 use std::future::Future;
@@ -291,7 +292,7 @@ impl Writer {
                 tracing::warn!(error = %msg, "a batch was refused for its data; writing its deliveries one by one");
                 self.write_one_by_one(events, rejected).await;
             }
-            Err(e) => self.fail(events, rejected, e).await,
+            Err(e) => handoff::fail(self.journal.as_deref(), events, rejected, e).await,
         }
     }
 
@@ -368,7 +369,7 @@ impl Writer {
                         rows: vec![rows],
                         replies: vec![reply],
                     };
-                    self.fail(one, Rejections::default(), e).await;
+                    handoff::fail(self.journal.as_deref(), one, Rejections::default(), e).await;
                 }
             }
         }
@@ -378,44 +379,6 @@ impl Writer {
                 .await
                 .is_ok();
             let _ = reply.send(ok);
-        }
-    }
-
-    /// The database could not take the batch: journal the events if there is a journal
-    /// and the database is unavailable (its write's outcome unknown, or certainly not
-    /// committed), else answer 503 so the sender retries.
-    async fn fail(&self, events: Deliveries, rejected: Rejections, e: StoreError) {
-        rejected.answer(false);
-        let journalable = match &e {
-            StoreError::Unavailable(_) => Some(None),
-            StoreError::Indeterminate { fence, .. } => Some(Some(*fence)),
-            StoreError::Data(_) | StoreError::Other(_) => None,
-        };
-        if let (Some(journal), Some(fence)) = (&self.journal, journalable) {
-            let rows: Vec<&EventRow> = events.rows.iter().flatten().collect();
-            match journal.append(&rows, fence).await {
-                Ok(()) => {
-                    for reply in events.replies {
-                        let _ = reply.send(Ok(Outcome::Journaled));
-                    }
-                    return;
-                }
-                Err(journal_err) => {
-                    tracing::warn!(error = %journal_err, "cannot journal while the database is unavailable; answering 503");
-                }
-            }
-        }
-        if let StoreError::Other(msg) = &e {
-            tracing::error!(error = %msg, "batch write failed");
-        }
-        let err = IngestError::Unavailable(match e {
-            StoreError::Unavailable(m)
-            | StoreError::Data(m)
-            | StoreError::Other(m)
-            | StoreError::Indeterminate { reason: m, .. } => m,
-        });
-        for reply in events.replies {
-            let _ = reply.send(Err(err.clone()));
         }
     }
 }
