@@ -3,7 +3,8 @@
 //! each with the requests waiting for the outcome; and the [`Plan`] of the deliveries:
 //! which distinct rows they write, and which outcome each delivery gets back.
 //!
-//! The writer writes the plan and answers the requests.
+//! The writer (`writer.rs`) writes the plan; what the database cannot take goes on to
+//! `handoff.rs`.
 
 use std::time::Instant;
 

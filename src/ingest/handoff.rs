@@ -4,7 +4,7 @@
 //! a journal, or when the journal cannot take them either, the requests are answered 503
 //! so the sender retries.
 //!
-//! A writer hands a batch over here; the batch's parts are `batch.rs`'s.
+//! The writer (`writer.rs`) hands a batch over here; the batch's parts are `batch.rs`'s.
 
 use super::batch::{Deliveries, Rejections};
 use super::{IngestError, Outcome};

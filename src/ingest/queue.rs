@@ -2,8 +2,8 @@
 //! with the channel its answer goes back on, and every critical section on the queue's
 //! lock ([`Shared::push`], [`Shared::take`], [`Shared::depth`], [`Shared::close`]).
 //!
-//! A request pushes through the handle in `mod.rs`; a writer takes up to `max_batch` jobs
-//! at once.
+//! A request pushes through the handle in `mod.rs`; a writer (`writer.rs`) takes up to
+//! `max_batch` jobs at once and sorts them into a batch (`batch.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
