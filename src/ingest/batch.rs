@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::Outcome;
+use super::outcome::Outcome;
 use super::queue::{Job, Reply};
 use crate::metrics as m;
 use crate::protocol::EventRow;

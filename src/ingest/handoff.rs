@@ -7,7 +7,7 @@
 //! The writer (`writer.rs`) hands a batch over here; the batch's parts are `batch.rs`'s.
 
 use super::batch::{Deliveries, Rejections};
-use super::{IngestError, Outcome};
+use super::outcome::{IngestError, Outcome};
 use crate::journal::Journal;
 use crate::protocol::EventRow;
 use crate::store::StoreError;

@@ -8,106 +8,40 @@
 //! requests; when idle, a lone request is written at once. A full queue answers 503
 //! (70005) immediately instead of growing memory.
 //!
-//! This file is the face: the handle requests use ([`Ingest`]), what they get back
-//! ([`Outcome`], [`IngestError`]), where batches go ([`BatchSink`]) and the running
-//! writers ([`Writers`]). The steps live beside it, in the order a delivery takes them:
+//! This file is the face: the handle requests use ([`Ingest`]) and the running writers
+//! ([`Writers`]). The steps live beside it, in the order a delivery takes them:
 //! - `queue.rs`: the bounded queue of jobs, each with the channel its answer goes back on;
-//! - `writer.rs`: a writer takes a batch off the queue, writes it in one transaction and
-//!   answers each job; a batch refused for its data is written one delivery at a time;
+//! - `writer.rs`: a writer takes a batch off the queue, writes it in one transaction
+//!   through the [`BatchSink`] and answers each job; a batch refused for its data is
+//!   written one delivery at a time;
 //! - `batch.rs`: the batch sorted into deliveries and rejections, and its plan (distinct
 //!   rows written, one outcome per delivery answered);
 //! - `handoff.rs`: a batch the database cannot take goes into the outage journal
-//!   (`crate::journal`), or is answered 503.
+//!   (`crate::journal`), or is answered 503;
+//! - `outcome.rs`: what a request gets back ([`Outcome`], or an [`IngestError`]).
 
 mod batch;
 mod handoff;
+mod outcome;
 mod queue;
 mod writer;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+pub use self::outcome::{IngestError, Outcome};
 use self::queue::{Job, Shared};
+pub use self::writer::BatchSink;
 use self::writer::Writer;
 use crate::config::IngestSettings;
 use crate::health::DbHealth;
 use crate::journal::Journal;
 use crate::metrics as m;
-use crate::protocol::{ErrorCode, EventRow};
-use crate::store::{BatchRow, RejectedRow, Store, StoreError};
+use crate::protocol::EventRow;
+use crate::store::RejectedRow;
 use crate::supervisor::{Lifetime, Supervisor, Tasks};
-
-/// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
-/// HTTP-only ceiling, nothing at all. A sink bounds its own writes in time (the store
-/// answers [`StoreError::Indeterminate`] when a write passes its deadline).
-pub trait BatchSink: Send + Sync + 'static {
-    fn write_batch<'a>(
-        &'a self,
-        rows: &'a [BatchRow<'a>],
-        rejected: &'a [RejectedRow],
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>>;
-}
-
-impl BatchSink for Store {
-    fn write_batch<'a>(
-        &'a self,
-        rows: &'a [BatchRow<'a>],
-        rejected: &'a [RejectedRow],
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>> {
-        Box::pin(Store::write_batch(self, rows, rejected))
-    }
-}
-
-/// What happened to an accepted delivery. All three are acknowledged with `ErrorCode` 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Committed as a new event.
-    Inserted,
-    /// Already stored (a retry): its `deliveries` count grew.
-    Duplicate,
-    /// The database was unavailable; the event is durably in the outage journal and will be
-    /// replayed into the database.
-    Journaled,
-}
-
-impl Outcome {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Inserted => "stored",
-            Self::Duplicate => "duplicate",
-            Self::Journaled => "journaled",
-        }
-    }
-}
-
-/// Why a delivery was not acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IngestError {
-    #[error("overloaded: {0} deliveries are waiting to be written")]
-    Overloaded(usize),
-    #[error("shutting down")]
-    ShuttingDown,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database refused this delivery's data (and only this one).
-    #[error("the database cannot store this body: {0}")]
-    Unstorable(String),
-}
-
-impl IngestError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Overloaded(_) => ErrorCode::Overloaded,
-            Self::ShuttingDown => ErrorCode::ShuttingDown,
-            Self::Unavailable(_) => ErrorCode::DatabaseUnavailable,
-            Self::Unstorable(_) => ErrorCode::Unstorable,
-        }
-    }
-}
 
 /// The handle requests use. Cheap to clone.
 #[derive(Clone)]
@@ -225,10 +159,13 @@ impl Writers {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
     use std::sync::{Mutex, PoisonError};
 
     use super::*;
     use crate::protocol::{Context, Kind, parse_delivery};
+    use crate::store::{BatchRow, StoreError};
 
     /// One status callback's rows for call `call` (also the batch tests' delivery).
     pub(super) fn delivery(call: &str) -> Vec<EventRow> {

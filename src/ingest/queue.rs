@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
-use super::{IngestError, Outcome};
+use super::outcome::{IngestError, Outcome};
 use crate::protocol::EventRow;
 use crate::store::RejectedRow;
 

@@ -5,18 +5,41 @@
 //! fault is refused (and kept in `rejected_deliveries`); a batch the database cannot take
 //! at all goes to `handoff.rs` (the outage journal, or 503).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::{self, Deliveries, Plan, Rejections};
 use super::handoff;
+use super::outcome::{IngestError, Outcome};
 use super::queue::{Job, Shared};
-use super::{BatchSink, IngestError, Outcome};
 use crate::health::DbHealth;
 use crate::journal::Journal;
 use crate::metrics as m;
 use crate::protocol::ErrorCode;
-use crate::store::{BatchRow, RejectedRow, StoreError};
+use crate::store::{BatchRow, RejectedRow, Store, StoreError};
+
+/// Where the writers put batches: the database ([`Store`]), or, in the benchmark's
+/// HTTP-only ceiling, nothing at all. A sink bounds its own writes in time (the store
+/// answers [`StoreError::Indeterminate`] when a write passes its deadline).
+pub trait BatchSink: Send + Sync + 'static {
+    fn write_batch<'a>(
+        &'a self,
+        rows: &'a [BatchRow<'a>],
+        rejected: &'a [RejectedRow],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>>;
+}
+
+impl BatchSink for Store {
+    fn write_batch<'a>(
+        &'a self,
+        rows: &'a [BatchRow<'a>],
+        rejected: &'a [RejectedRow],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<bool>, StoreError>> + Send + 'a>> {
+        Box::pin(Store::write_batch(self, rows, rejected))
+    }
+}
 
 /// One batch writer; [`super::Ingest::start`] clones one per task, and its supervisor
 /// one per restart.
