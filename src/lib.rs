@@ -8,7 +8,7 @@
 //! | entry | `main.rs`, [`app`] | resolve the command line; build, run and stop the receiver |
 //! | HTTP | [`http`], [`auth`] | routes, admission (app, token, `Sign`), the answer envelope |
 //! | protocol | [`protocol`] | pure: query and body parsing into rows, dedupe keys, error codes |
-//! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | queue and batch writers, the outage journal, task supervision, database health |
+//! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | the write path (`ingest/`: the handle, `queue.rs`, `writer.rs`, `batch.rs`, `handoff.rs` to the journal, `outcome.rs`), the outage journal, task supervision, database health |
 //! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
 //! | tools | [`report`], [`events`], [`send`] | `callhook report`, `callhook events`, `callhook send` |

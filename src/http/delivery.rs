@@ -1,5 +1,6 @@
 //! What the two callback endpoints share: the answer to a delivery that is not
-//! acknowledged ([`Refusal`], with whether it is kept in `rejected_deliveries`), the
+//! acknowledged ([`Refusal`], with whether it is kept in `rejected_deliveries`, written in
+//! the endpoint's [`Envelope`]: the call callbacks' or TRTC's), the
 //! checks after admission with the one place refusals are kept ([`check`]), and the
 //! metric and log line per delivery ([`Record`]).
 
@@ -107,9 +108,21 @@ impl IntoResponse for Refusal {
         let (code, reason) = (self.rejection.code, self.rejection.reason);
         match self.envelope {
             Envelope::Call(style) => super::reply(style, code, &reason),
-            Envelope::Trtc => super::trtc::refusal_response(code, &reason),
+            Envelope::Trtc => trtc_refusal(code, &reason),
         }
     }
+}
+
+/// A refusal as TRTC's endpoint answers it: `{"code":…,"ErrorCode":…,"ErrorMessage":"…"}`
+/// (the success answer, `{"code":0}`, is `trtc.rs`'s).
+fn trtc_refusal(code: ErrorCode, message: &str) -> Response {
+    let n = code.code();
+    let body = serde_json::json!({
+        "code": n,
+        "ErrorCode": n,
+        "ErrorMessage": message,
+    });
+    super::json_response(code.http_status(), body.to_string())
 }
 
 /// A delivery on one of the callback endpoints, past its admission (the app is named,

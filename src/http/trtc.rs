@@ -5,7 +5,8 @@
 //! header (base64 HMAC-SHA256 of the raw body with the console's key). TRTC looks only at
 //! the HTTP status: 200 within 5 s is success, anything else is retried at once, then every
 //! 10 s for a minute. The answer is `{"code":0}` (Tencent's recommendation); a refusal
-//! carries callhook's envelope as well, `{"code":…,"ErrorCode":…,"ErrorMessage":"…"}`.
+//! carries callhook's envelope as well, `{"code":…,"ErrorCode":…,"ErrorMessage":"…"}`
+//! (`Envelope::Trtc` in `delivery.rs` writes it, beside the call callbacks' envelope).
 //!
 //! Order of checks, and whether a refusal is kept in `rejected_deliveries` (steps 1–2 are
 //! `TrtcDelivery::admit`, 3–5 the shared `delivery::check`, the one place refusals are kept):
@@ -89,20 +90,6 @@ pub async fn handle(
         Ok(_) => super::json_response(200, OK_BODY),
         Err(refusal) => refusal.answered_in(Envelope::Trtc).into_response(),
     }
-}
-
-/// A refusal as TRTC's endpoint answers it: `{"code":…,"ErrorCode":…,"ErrorMessage":"…"}`.
-pub(super) fn refusal_response(code: ErrorCode, message: &str) -> Response {
-    let n = code.code();
-    let body = serde_json::json!({
-        "code": n,
-        "ErrorCode": n,
-        "ErrorMessage": message,
-    });
-    super::json_response(
-        code.http_status(),
-        serde_json::to_vec(&body).unwrap_or_else(|_| OK_BODY.as_bytes().to_vec()),
-    )
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
