@@ -504,6 +504,49 @@ async fn configuration_errors_exit_2_with_one_line() {
     );
 }
 
+/// `callhook migrate` prints the URL it migrated, and sqlx logs a connection parameter it
+/// does not know with its value: no form of a password shows in either, nor in the error
+/// of a URL that cannot be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_shows_no_password() {
+    let cluster = crate::pg::shared();
+    let base = cluster.create_database().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    // Parameters every server ignores (sqlx has no use for them).
+    let mut url = format!("{base}{sep}PassWord=SECRET-a&sslpassword=SECRET-b");
+    if cluster.owned() {
+        // The throwaway cluster trusts every local connection: any password does.
+        url = url.replacen("postgres://postgres@", "postgres://postgres:SECRET-c@", 1);
+        url.push_str("&password=SECRET-d");
+    }
+    let migrate = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .args(["migrate", "--database-url", url])
+            .env_remove("CALLHOOK_CONFIG")
+            .env_remove("CALLHOOK_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = migrate(&url);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("migrations applied to"), "{printed}");
+    assert!(printed.contains("sslpassword=REDACTED"), "{printed}");
+    assert!(!printed.contains("SECRET"), "{printed}");
+
+    let unreadable = "postgres://app:SECRET-e@db:port/calls?password=SECRET-f";
+    let out = migrate(unreadable);
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("invalid PostgreSQL URL"), "{printed}");
+    assert!(!printed.contains("SECRET"), "{printed}");
+}
+
 /// The SQLite events database checkpoints its WAL every 10,000 pages and cuts the WAL file
 /// back to 64 MiB afterwards (docs/BENCHMARKS.md, "SQLite: fewer, larger WAL checkpoints"),
 /// on every connection of the pool, the writer's included.
