@@ -500,6 +500,43 @@ mod tests {
         Ok(())
     }
 
+    /// What a command is resolved into, and the command line itself, print no password,
+    /// token or key in their `Debug` output.
+    #[test]
+    fn debug_output_shows_no_secret() -> Result<(), Box<dyn std::error::Error>> {
+        use clap::Parser as _;
+        let url = "postgres://app:SECRET-1@db/calls?password=SECRET-2&sslpassword=SECRET-3";
+        let commands: [&[&str]; 5] = [
+            &["migrate", "--database-url", url],
+            &["report", "--database-url", url],
+            &["events", "--database-url", url],
+            &["serve", "--database-url", url, "--sdkappid", "1"],
+            &[
+                "send",
+                "--url",
+                "http://h/?token=SECRET-4",
+                "--sdkappid",
+                "1",
+                "--token",
+                "SECRET-5",
+                "--trtc-key",
+                "SECRET-6",
+            ],
+        ];
+        for args in commands {
+            let cli = Cli::try_parse_from(std::iter::once("callhook").chain(args.iter().copied()))?;
+            let mut shown = format!("{cli:?}");
+            shown.push_str(&format!("{:?}", super::resolve(cli, &no_env)?));
+            assert!(!shown.contains("SECRET"), "{args:?}: {shown}");
+        }
+        let file = FileConfig::parse(&format!(
+            "[database]\nurl = \"{url}\"\n[[apps]]\nsdkappid = 1\ntoken = \"SECRET-7\"\ntrtc_key = \"SECRET-8\"\n"
+        ))?;
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        Ok(())
+    }
+
     #[test]
     fn healthcheck_follows_the_listen_setting() -> Result<(), ConfigError> {
         let url = |url: Option<&str>, listen: Option<&str>, file: &str| {
