@@ -500,6 +500,65 @@ mod tests {
         Ok(())
     }
 
+    /// A token or key from a file or a mounted Kubernetes secret ends in a newline: the
+    /// whitespace around every secret is dropped, wherever it comes from.
+    #[test]
+    fn secrets_are_trimmed() -> Result<(), ConfigError> {
+        let env = |k: &str| {
+            let v = match k {
+                "MY_TOKEN" => " t1\n",
+                "MY_TRTC_KEY" => "k1\n",
+                "CALLHOOK_TOKEN_2" => "t2\r\n",
+                "CALLHOOK_TRTC_KEY_2" => "\tk2 \n",
+                _ => return None,
+            };
+            Some(v.to_owned())
+        };
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\ntoken_env = \"MY_TOKEN\"\ntrtc_key_env = \"MY_TRTC_KEY\"\n\
+             [[apps]]\nsdkappid = 3\ntoken = \"t3\\n\"\ntrtc_key = \" k3 \"\n",
+        )?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        let token = |id: i64| s.apps[&id].token.as_ref().map(Secret::expose);
+        let key = |id: i64| s.apps[&id].trtc_key.as_ref().map(Secret::expose);
+        assert_eq!(
+            [token(1), token(2), token(3)],
+            [Some("t1"), Some("t2"), Some("t3")]
+        );
+        assert_eq!(
+            [key(1), key(2), key(3)],
+            [Some("k1"), Some("k2"), Some("k3")]
+        );
+
+        // A secret that is nothing but whitespace is an error, as an empty one is.
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        for bad in ["token = \" \\n\"", "trtc_key = \"\\t\""] {
+            let e = resolve(one(), &format!("[[apps]]\nsdkappid = 1\n{bad}\n"))
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains("empty")),
+                "{bad}: {e:?}"
+            );
+        }
+        let blank = |k: &str| (k == "CALLHOOK_TOKEN_1").then(|| "\n".to_owned());
+        let e = Settings::resolve(&one(), FileConfig::default(), None, &blank)
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref().is_some_and(|m| m.contains("token is empty")),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
     /// What a command is resolved into, and the command line itself, print no password,
     /// token or key in their `Debug` output.
     #[test]

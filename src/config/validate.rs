@@ -175,11 +175,13 @@ pub(super) fn apps(
         let id = app.sdkappid;
         env_secret(&mut app.token, env(&format!("CALLHOOK_TOKEN_{id}")));
         if app.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
-            return err(format!("app {id}: the token is empty"));
+            return err(format!("app {id}: the token is empty (or only whitespace)"));
         }
         env_secret(&mut app.trtc_key, env(&format!("CALLHOOK_TRTC_KEY_{id}")));
         if app.trtc_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
-            return err(format!("app {id}: the TRTC key is empty"));
+            return err(format!(
+                "app {id}: the TRTC key is empty (or only whitespace)"
+            ));
         }
     }
     Ok(apps)
@@ -210,6 +212,12 @@ fn file_app(a: FileApp, env: Env<'_>) -> Result<AppSettings, ConfigError> {
     })
 }
 
+/// A secret as configured, without the whitespace around it: a token or key read from a
+/// file or a mounted Kubernetes secret usually ends in a newline, which no sender sends.
+fn trimmed(value: &str) -> Secret {
+    Secret::new(value.trim())
+}
+
 /// A secret an app entry gives as `key = "…"` or names as `key_env = "VARIABLE"`.
 fn file_secret(
     id: i64,
@@ -220,9 +228,9 @@ fn file_secret(
 ) -> Result<Option<Secret>, ConfigError> {
     match (value, var) {
         (Some(_), Some(_)) => err(format!("[[apps]] {id}: set {key} or {key}_env, not both")),
-        (Some(v), None) => Ok(Some(Secret::new(v))),
+        (Some(v), None) => Ok(Some(trimmed(&v))),
         (None, Some(var)) => match env(&var) {
-            Some(v) => Ok(Some(Secret::new(v))),
+            Some(v) => Ok(Some(trimmed(&v))),
             None => err(format!("[[apps]] {id}: {key}_env {var} is not set")),
         },
         (None, None) => Ok(None),
@@ -232,7 +240,7 @@ fn file_secret(
 /// `CALLHOOK_TOKEN_<ID>` / `CALLHOOK_TRTC_KEY_<ID>` override what the file says.
 fn env_secret(slot: &mut Option<Secret>, from_env: Option<String>) {
     if let Some(v) = from_env {
-        *slot = Some(Secret::new(v));
+        *slot = Some(trimmed(&v));
     }
 }
 

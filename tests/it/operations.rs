@@ -453,6 +453,55 @@ async fn json_logs_carry_the_request_and_no_secrets() {
     );
 }
 
+/// A token mounted from a Kubernetes secret into the environment ends in a newline: it
+/// authenticates all the same, as `token=` and as a `Sign` (the whitespace around every
+/// secret is dropped when the configuration is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_trailing_newline_authenticates() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token_var = format!("CALLHOOK_TOKEN_{TOKEN_APP}");
+    let from_secret = format!("{TOKEN}\n");
+    let server = Server::start(
+        &[
+            "--database-url",
+            &db.url,
+            "--sdkappid",
+            &TOKEN_APP.to_string(),
+        ],
+        &[(&token_var, &from_secret)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let query = status_query(TOKEN_APP, "call_end");
+    let now = chrono::Utc::now().timestamp().to_string();
+    let sign = callhook::auth::sign(TOKEN, &now);
+    let attempts = [
+        ("nl-1", format!("{query}&token={TOKEN}")),
+        ("nl-2", format!("{query}&RequestTime={now}&Sign={sign}")),
+    ];
+    for (call_id, query) in &attempts {
+        let body = status_body(call_id, "u", "caller", "normal_end").to_string();
+        let resp = client
+            .post(server.url(&format!("/?{query}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, answer) = parse(resp).await;
+        assert_eq!(status, 200, "{call_id}: {answer}\n{}", server.log_text());
+    }
+    let store = Store::connect(&DatabaseSettings::new(db.url.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let stored: Vec<Option<String>> = read_events(&store)
+        .await
+        .into_iter()
+        .map(|e| e.call_id)
+        .collect();
+    assert_eq!(stored, [Some("nl-1".to_owned()), Some("nl-2".to_owned())]);
+    store.close().await;
+}
+
 /// Configuration problems: one line naming the problem, exit code 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_errors_exit_2_with_one_line() {
