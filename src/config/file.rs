@@ -94,6 +94,9 @@ pub struct FileApp {
     /// The key set in the TRTC console for the room, media and recording callbacks.
     pub trtc_key: Option<String>,
     pub trtc_key_env: Option<String>,
+    /// Accept TRTC's callbacks unsigned although the app has a token (unsafe).
+    #[serde(default)]
+    pub trtc_allow_unsigned: bool,
 }
 
 /// The URL's password never shows.
@@ -119,6 +122,7 @@ impl std::fmt::Debug for FileApp {
             .field("commands", &self.commands)
             .field("trtc_key", &hidden(&self.trtc_key))
             .field("trtc_key_env", &self.trtc_key_env)
+            .field("trtc_allow_unsigned", &self.trtc_allow_unsigned)
             .finish()
     }
 }

@@ -85,8 +85,38 @@ pub struct AppSettings {
     /// are stored with family `other`).
     pub commands: Option<HashSet<String>>,
     /// The TRTC console's callback key: when set, TRTC's own callbacks must carry `Sign` =
-    /// base64(HMAC-SHA256(key, body)); when not, they are stored with a note saying so.
+    /// base64(HMAC-SHA256(key, body)); see [`TrtcCheck`] for what happens without it.
     pub trtc_key: Option<Secret>,
+    /// `trtc_allow_unsigned = true`: TRTC's callbacks are stored unverified even though the
+    /// app has a token. Off by default; unsafe (anyone who knows the URL can write rows).
+    pub trtc_allow_unsigned: bool,
+}
+
+/// How TRTC's own callbacks (on `trtc_path`) are checked for an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrtcCheck {
+    /// With a key: every delivery must carry a valid `Sign` (else 403, kept within the cap).
+    Signed,
+    /// No key, no token: stored with the unverified note. Anyone can write this app's call
+    /// callbacks too (its SDKAppID is its only check), so refusing would protect nothing.
+    Unverified,
+    /// No key, `trtc_allow_unsigned = true`: stored with the unverified note.
+    UnsignedAllowed,
+    /// No key while the app has a token: refused (403), not kept, since anyone could send
+    /// them to an app that protects its call callbacks.
+    Refused,
+}
+
+impl TrtcCheck {
+    /// For the start-up log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Signed => "signed (trtc_key)",
+            Self::Unverified => "unverified (no trtc_key, no token)",
+            Self::UnsignedAllowed => "unsigned allowed (trtc_allow_unsigned)",
+            Self::Refused => "refused (token but no trtc_key)",
+        }
+    }
 }
 
 impl AppSettings {
@@ -96,6 +126,18 @@ impl AppSettings {
             token: None,
             commands: None,
             trtc_key: None,
+            trtc_allow_unsigned: false,
+        }
+    }
+
+    /// How TRTC's callbacks are checked: the key decides; without one, an app with a token
+    /// refuses them unless it opted in to unsigned ones.
+    pub fn trtc_check(&self) -> TrtcCheck {
+        match (&self.trtc_key, self.trtc_allow_unsigned, &self.token) {
+            (Some(_), _, _) => TrtcCheck::Signed,
+            (None, true, _) => TrtcCheck::UnsignedAllowed,
+            (None, false, Some(_)) => TrtcCheck::Refused,
+            (None, false, None) => TrtcCheck::Unverified,
         }
     }
 
@@ -354,6 +396,7 @@ mod tests {
                         "[[apps]]",
                         "sdkappid =",
                         "token_env =",
+                        "trtc_allow_unsigned =",
                     ]
                     .iter()
                     .any(|k| rest.starts_with(k)) =>
@@ -593,6 +636,63 @@ mod tests {
         ))?;
         let shown = format!("{file:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
+        Ok(())
+    }
+
+    /// An app with a token and no TRTC key refuses TRTC's callbacks unless it opts in;
+    /// one with neither stores them unverified, as before.
+    #[test]
+    fn how_trtc_callbacks_are_checked() -> Result<(), ConfigError> {
+        let env = |k: &str| (k == "CALLHOOK_TRTC_KEY_5").then(|| "k5".to_owned());
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\n\
+             [[apps]]\nsdkappid = 2\ntoken = \"t\"\n\
+             [[apps]]\nsdkappid = 3\ntoken = \"t\"\ntrtc_allow_unsigned = true\n\
+             [[apps]]\nsdkappid = 4\ntoken = \"t\"\ntrtc_key = \"k\"\n\
+             [[apps]]\nsdkappid = 5\ntoken = \"t\"\n",
+        )?;
+        let s = Settings::resolve(&ServeArgs::default(), file, None, &env)?;
+        let check = |id: i64| s.apps[&id].trtc_check();
+        assert_eq!(
+            [check(1), check(2), check(3), check(4), check(5)],
+            [
+                TrtcCheck::Unverified,
+                TrtcCheck::Refused,
+                TrtcCheck::UnsignedAllowed,
+                TrtcCheck::Signed,
+                TrtcCheck::Signed,
+            ]
+        );
+        assert!(s.apps[&3].trtc_allow_unsigned && !s.apps[&2].trtc_allow_unsigned);
+
+        // A key and the opt-in contradict each other, wherever the key comes from.
+        let both = "[[apps]]\nsdkappid = 5\ntrtc_allow_unsigned = true\n";
+        for (file, env) in [
+            (format!("{both}trtc_key = \"k\"\n"), None),
+            (both.to_owned(), Some("k5")),
+        ] {
+            let env = |k: &str| {
+                env.filter(|_| k == "CALLHOOK_TRTC_KEY_5")
+                    .map(str::to_owned)
+            };
+            let e = Settings::resolve(&ServeArgs::default(), FileConfig::parse(&file)?, None, &env)
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains("both set")),
+                "{e:?}"
+            );
+        }
+        // A typo is named with its line, as every unknown key is.
+        let e = FileConfig::parse("[[apps]]\nsdkappid = 1\ntrtc_allow_unsigend = true\n")
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref().is_some_and(|m| m.starts_with("line 3:")
+                && m.contains("trtc_allow_unsigend")
+                && m.contains("trtc_allow_unsigned")),
+            "{e:?}"
+        );
         Ok(())
     }
 

@@ -183,6 +183,11 @@ pub(super) fn apps(
                 "app {id}: the TRTC key is empty (or only whitespace)"
             ));
         }
+        if app.trtc_key.is_some() && app.trtc_allow_unsigned {
+            return err(format!(
+                "app {id}: trtc_allow_unsigned = true and a TRTC key (trtc_key, trtc_key_env or CALLHOOK_TRTC_KEY_{id}) are both set; with a key every TRTC callback must be signed, so remove one"
+            ));
+        }
     }
     Ok(apps)
 }
@@ -209,6 +214,7 @@ fn file_app(a: FileApp, env: Env<'_>) -> Result<AppSettings, ConfigError> {
         token,
         commands,
         trtc_key,
+        trtc_allow_unsigned: a.trtc_allow_unsigned,
     })
 }
 

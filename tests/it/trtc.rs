@@ -775,3 +775,61 @@ both_backends! {
         assert_eq!(one_app.rooms, None, "another app's rooms are not counted");
     }
 }
+
+/// An app with a token that opted in to unsigned TRTC callbacks.
+const OPTED_IN_APP: i64 = 1_400_000_004;
+
+async fn rejected_count(app: &TestApp) -> i64 {
+    scalar(app.store(), "SELECT count(*) FROM rejected_deliveries").await
+}
+
+both_backends! {
+    /// An app that protects its call callbacks with a token and has no TRTC key refuses
+    /// TRTC's callbacks (anyone could send them) and keeps nothing; with the opt-in they are
+    /// stored, marked unverified; an app with neither token nor key stores them as before.
+    async fn a_token_app_without_a_key_refuses_trtc_callbacks(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |s| {
+            let opted_in = AppSettings {
+                token: Some(Secret::new("another-token")),
+                trtc_allow_unsigned: true,
+                ..AppSettings::new(OPTED_IN_APP)
+            };
+            s.apps.insert(OPTED_IN_APP, opted_in);
+        })
+        .await;
+        let body = fixture("sign-example-204.json");
+        let token_app = TOKEN_APP.to_string();
+        for sign in [None, Some(EXAMPLE_SIGN)] {
+            let (status, answer) = post_trtc(&app, Some(&token_app), sign, body.clone()).await;
+            assert_eq!(status, 403, "{answer}");
+            assert_eq!((answer["code"].clone(), answer["ErrorCode"].clone()), (json!(71102), json!(71102)));
+            let message = answer["ErrorMessage"].as_str().unwrap_or_default();
+            for needed in ["trtc_key", "trtc_key_env", "CALLHOOK_TRTC_KEY_1400000002", "trtc_allow_unsigned"] {
+                assert!(message.contains(needed), "{needed} not in {message}");
+            }
+        }
+        assert!(app.events().await.is_empty(), "nothing stored");
+        assert_eq!(rejected_count(&app).await, 0, "nothing kept");
+
+        // Opted in: stored, with the note.
+        let (status, answer) =
+            post_trtc(&app, Some(&OPTED_IN_APP.to_string()), None, body.clone()).await;
+        assert_eq!((status, answer), (200, json!({"code": 0})));
+        // Neither token nor key: stored with the note, as before.
+        let (status, _) = post_trtc(&app, Some(&APP.to_string()), None, body.clone()).await;
+        assert_eq!(status, 200);
+        let stored = trtc_rows(app.store()).await;
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0][0], json!(OPTED_IN_APP as f64));
+        assert_eq!(stored[0][16], UNVERIFIED);
+        assert_eq!(stored[1][0], json!(APP as f64));
+        assert_eq!(stored[1][16], UNVERIFIED);
+        assert_eq!(rejected_count(&app).await, 0);
+
+        // The token app's call callbacks are unaffected.
+        let query = format!("{}&token={TOKEN}", status_query(TOKEN_APP, "call_end"));
+        let (status, answer) =
+            app.post(&query, status_body("c-1", "u", "caller", "normal_end").to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
