@@ -80,6 +80,7 @@ pub struct FileSpool {
 #[serde(default, deny_unknown_fields)]
 pub struct FileAuth {
     pub sign_window_secs: u64,
+    pub failed_signatures_kept_per_minute: u32,
 }
 
 /// One `[[apps]]` entry: an SDKAppID and, optionally, its secrets and command list.

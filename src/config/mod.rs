@@ -184,6 +184,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub spool: SpoolSettings,
     pub sign_window: Duration,
+    /// Refused deliveries that failed authentication kept per app and minute.
+    pub failed_signatures_kept_per_minute: u32,
     pub log_format: LogFormat,
 }
 
@@ -218,6 +220,7 @@ impl Settings {
                 max_bytes: d::SPOOL_MAX_BYTES,
             },
             sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
+            failed_signatures_kept_per_minute: d::FAILED_SIGNATURES_KEPT_PER_MINUTE,
             log_format: d::LOG_FORMAT,
         }
     }
@@ -263,6 +266,9 @@ impl Settings {
             ingest: validate::ingest(&c.ingest)?,
             spool: validate::spool(&c.spool)?,
             sign_window: validate::sign_window(c.auth.sign_window_secs)?,
+            failed_signatures_kept_per_minute: validate::kept_per_minute(
+                c.auth.failed_signatures_kept_per_minute,
+            )?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
         };
@@ -664,6 +670,7 @@ mod tests {
             ]
         );
         assert!(s.apps[&3].trtc_allow_unsigned && !s.apps[&2].trtc_allow_unsigned);
+        assert_eq!(s.failed_signatures_kept_per_minute, 100);
 
         // A key and the opt-in contradict each other, wherever the key comes from.
         let both = "[[apps]]\nsdkappid = 5\ntrtc_allow_unsigned = true\n";
@@ -693,6 +700,21 @@ mod tests {
                 && m.contains("trtc_allow_unsigned")),
             "{e:?}"
         );
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        let kept = |n: &str| {
+            resolve(
+                one(),
+                &format!("[auth]\nfailed_signatures_kept_per_minute = {n}\n"),
+            )
+            .map(|s| s.failed_signatures_kept_per_minute)
+        };
+        assert_eq!(kept("0")?, 0);
+        assert_eq!(kept("5000")?, 5000);
+        assert!(kept("100001").is_err());
+        assert!(kept("-1").is_err());
         Ok(())
     }
 

@@ -148,6 +148,16 @@ pub(super) fn sign_window(secs: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `[auth] failed_signatures_kept_per_minute` (0: none is kept).
+pub(super) fn kept_per_minute(n: u32) -> Result<u32, ConfigError> {
+    if n > 100_000 {
+        return err(format!(
+            "auth failed_signatures_kept_per_minute {n} is outside 0..=100000"
+        ));
+    }
+    Ok(n)
+}
+
 // ---------------------------------------------------------------------------------------
 // apps: the file's [[apps]], then --sdkappid, then the per-app environment variables
 

@@ -18,6 +18,9 @@
 //!    without one, the rows are stored with the note [`UNVERIFIED_NOTE`];
 //! 5. the body is a JSON object (400, kept).
 //!
+//! With a key, the refusals of steps 3–4 come before the sender is authenticated: they are
+//! kept only within the app's cap (`auth.failed_signatures_kept_per_minute`).
+//!
 //! Then, like the call callbacks: one row in `call_events` (family `room`, `media`,
 //! `recording`, or `trtc` for other groups), deduplicated, journaled during an outage.
 
@@ -231,6 +234,12 @@ impl Admitted for TrtcDelivery<'_> {
             metrics::counter!(m::NOTED_DELIVERIES, "family" => family(&rows)).increment(1);
         }
         Ok(rows)
+    }
+
+    /// With a key, nothing is authenticated before the `Sign` matches: a body too large to
+    /// check it is as unauthenticated as a failed one.
+    fn unauthenticated(&self, app: &AppSettings, r: &Rejection) -> bool {
+        app.trtc_key.is_some() && matches!(r.code, ErrorCode::AuthFailed | ErrorCode::BodyTooLarge)
     }
 
     /// TRTC's retries carry the same body and the same `Sign`.
