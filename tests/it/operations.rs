@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use callhook::config::DatabaseSettings;
 use callhook::store::Store;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_backends;
@@ -500,6 +500,92 @@ async fn a_token_with_a_trailing_newline_authenticates() {
         .collect();
     assert_eq!(stored, [Some("nl-1".to_owned()), Some("nl-2".to_owned())]);
     store.close().await;
+}
+
+/// At start, one log line per app says which checks its callbacks get, never a secret's
+/// value; an app whose TRTC callbacks are refused for want of a key is warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_log_names_each_apps_checks() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("callhook.toml");
+    std::fs::write(
+        &config,
+        "[[apps]]\nsdkappid = 1400000011\ntoken_env = \"T11\"\ncommands = [\"call_end\", \"reject\"]\n\
+         [[apps]]\nsdkappid = 1400000012\ntrtc_key = \"SECRET-key-12\"\n\
+         [[apps]]\nsdkappid = 1400000013\ntoken = \"SECRET-token-13\"\ntrtc_allow_unsigned = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(
+        &[
+            "--database-url",
+            &db.url,
+            "--config",
+            &config.display().to_string(),
+            "--sdkappid",
+            "1400000014",
+            "--log-format",
+            "json",
+        ],
+        &[("T11", "SECRET-token-11\n")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = server.log_lines();
+    let entries: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let checks = |id: i64| {
+        entries
+            .iter()
+            .find(|e| e["message"] == "app checks" && e["sdkappid"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no checks for {id}:\n{}", lines.join("\n")))
+    };
+    let fields = |id: i64| {
+        let e = checks(id);
+        [e["token"].clone(), e["commands"].clone(), e["trtc"].clone()]
+    };
+    assert_eq!(
+        fields(1_400_000_011),
+        [
+            json!("on"),
+            json!("2 listed"),
+            json!("refused (token but no trtc_key)")
+        ]
+    );
+    assert_eq!(
+        fields(1_400_000_012),
+        [json!("off"), json!("all"), json!("signed (trtc_key)")]
+    );
+    assert_eq!(
+        fields(1_400_000_013),
+        [
+            json!("on"),
+            json!("all"),
+            json!("unsigned allowed (trtc_allow_unsigned)")
+        ]
+    );
+    assert_eq!(
+        fields(1_400_000_014),
+        [
+            json!("off"),
+            json!("all"),
+            json!("unverified (no trtc_key, no token)")
+        ]
+    );
+    assert!(
+        entries.iter().any(|e| e["level"] == "WARN"
+            && e["sdkappid"] == 1_400_000_011
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CALLHOOK_TRTC_KEY_1400000011"))),
+        "{}",
+        lines.join("\n")
+    );
+    let all = lines.join("\n");
+    assert!(!all.contains("SECRET"), "no secret in the log:\n{all}");
 }
 
 /// Configuration problems: one line naming the problem, exit code 2.
