@@ -75,19 +75,27 @@ impl DatabaseUrl {
             None => (query, None),
         };
         let mut dropped: Vec<String> = Vec::new();
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| {
-                let name = decoded_name(pair);
-                // sqlx takes `password`, in this spelling only.
-                let unusable = is_password_name(&name) && name != "password";
-                if unusable {
-                    dropped.push(name);
-                }
-                !unusable
-            })
-            .collect();
-        if dropped.is_empty() {
+        let mut changed = false;
+        let mut after_password = false;
+        let mut kept: Vec<&str> = Vec::new();
+        for pair in query.split('&') {
+            // A pair without `=` right after a password is a piece of it (an unencoded
+            // `&`): sqlx would log it as an unknown parameter. Its "name" is secret.
+            if after_password && !pair.contains('=') {
+                changed = true;
+                continue;
+            }
+            let name = decoded_name(pair);
+            after_password = is_password_name(&name);
+            // sqlx takes `password`, in this spelling only.
+            if after_password && name != "password" {
+                dropped.push(name);
+                changed = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+        if !changed {
             return (s.clone(), dropped);
         }
         let mut url = base.to_owned();
@@ -313,6 +321,12 @@ mod tests {
             "postgres://app:pw@db/calls?password=two&sslmode=require"
         );
         assert_eq!(dropped, ["sslpassword", "PASSWORD"]);
+        // A piece of a password after an unencoded `&` is dropped, and not named.
+        let (url, dropped) =
+            DatabaseUrl::new("postgres://db/calls?password=a&b-c&sslpassword=d&e&sslmode=disable")
+                .without_unusable_secrets();
+        assert_eq!(url, "postgres://db/calls?password=a&sslmode=disable");
+        assert_eq!(dropped, ["sslpassword"]);
         let plain = "postgres://app:pw@db/calls?sslmode=require";
         let (url, dropped) = DatabaseUrl::new(plain).without_unusable_secrets();
         assert_eq!((url.as_str(), dropped.len()), (plain, 0));
