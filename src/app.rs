@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
+use crate::config::{Settings, TrtcCheck};
 use crate::health::DbHealth;
 use crate::http::{self, AppState, SharedState};
 use crate::ingest::{BatchSink, Ingest, Writers};
@@ -31,6 +31,34 @@ const MIGRATE_DEADLINE: Duration = Duration::from_secs(600);
 const TICK: Duration = Duration::from_millis(500);
 /// Every how many ticks the replay asks the journal itself whether it holds rows (5 s).
 const CHECK_EVERY: u32 = 10;
+
+/// Logs, once per app, which checks its callbacks get (never a secret's value): the token,
+/// the command list, and how TRTC's callbacks are checked. An app whose TRTC callbacks are
+/// refused for want of a key is a warning: it is most likely a key not yet configured.
+fn log_app_checks(settings: &Settings) {
+    for app in settings.apps.values() {
+        let token = if app.token.is_some() { "on" } else { "off" };
+        let commands = match &app.commands {
+            Some(listed) => format!("{} listed", listed.len()),
+            None => "all".to_owned(),
+        };
+        let trtc = app.trtc_check();
+        tracing::info!(
+            sdkappid = app.sdkappid,
+            token,
+            commands = %commands,
+            trtc = trtc.label(),
+            "app checks"
+        );
+        if trtc == TrtcCheck::Refused {
+            tracing::warn!(
+                sdkappid = app.sdkappid,
+                "this app's TRTC callbacks are refused: it has a token but no TRTC key; set trtc_key, trtc_key_env or CALLHOOK_TRTC_KEY_{} (or, unsafe, trtc_allow_unsigned = true)",
+                app.sdkappid
+            );
+        }
+    }
+}
 
 /// A built, bound, not yet running receiver.
 pub struct Application {
@@ -176,6 +204,7 @@ impl Application {
             apps = ?state.settings.apps.keys().collect::<Vec<_>>(),
             "callhook is receiving callbacks"
         );
+        log_app_checks(&state.settings);
         let router = http::router(Arc::clone(&state));
         let budget = state.settings.shutdown_timeout;
         let signaled: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());

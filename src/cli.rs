@@ -80,12 +80,25 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Clone, Default, Args)]
 pub struct DatabaseArgs {
     /// Where events are stored: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST/DB`. Default: sqlite://callhook.db
     #[arg(long, env = "CALLHOOK_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+}
+
+/// The URL's password never shows.
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self
+            .database_url
+            .as_ref()
+            .map(|u| crate::store::DatabaseUrl::new(u.as_str()));
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &url)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -255,7 +268,7 @@ pub enum SendAuth {
     Sign,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 #[command(after_help = "Examples:
   Check a deployment end to end, through its proxy, with the app's token:
     callhook send --url https://hooks.example.com/ --sdkappid 1400000001 --token \"$TOKEN\" --example
@@ -366,6 +379,33 @@ pub struct SendArgs {
     /// Print no progress bar and no summary; the exit code still tells.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// The token, the TRTC key and a token in the URLs never show.
+impl std::fmt::Debug for SendArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::protocol::query::redact_url;
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "REDACTED");
+        f.debug_struct("SendArgs")
+            .field("url", &redact_url(&self.url))
+            .field("sdkappid", &self.sdkappid)
+            .field("token", &hidden(&self.token))
+            .field("auth", &self.auth)
+            .field("calls", &self.calls)
+            .field("family", &self.family)
+            .field("trtc_url", &self.trtc_url.as_deref().map(redact_url))
+            .field("trtc_key", &hidden(&self.trtc_key))
+            .field("concurrency", &self.concurrency)
+            .field("rate", &self.rate)
+            .field("example", &self.example)
+            .field("seed", &self.seed)
+            .field("end_time", &self.end_time)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("summary_json", &self.summary_json)
+            .field("quiet", &self.quiet)
+            .finish()
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -18,6 +18,7 @@ pub const DATABASE_ERRORS: &str = "callhook_database_errors_total";
 pub const DATABASE_UP: &str = "callhook_database_up";
 pub const NOTED_DELIVERIES: &str = "callhook_noted_deliveries_total";
 pub const REJECTED_RECORDS_DROPPED: &str = "callhook_rejected_records_dropped_total";
+pub const REJECTED_RECORDS_CAPPED: &str = "callhook_rejected_records_capped_total";
 pub const JOURNAL_EVENTS: &str = "callhook_journal_events";
 pub const JOURNAL_BYTES: &str = "callhook_journal_bytes";
 pub const JOURNAL_OLDEST_AGE: &str = "callhook_journal_oldest_age_seconds";
@@ -129,6 +130,10 @@ fn describe() {
     describe_counter!(
         REJECTED_RECORDS_DROPPED,
         "Rejected deliveries that could not be recorded in rejected_deliveries"
+    );
+    describe_counter!(
+        REJECTED_RECORDS_CAPPED,
+        "Deliveries refused before authentication (a failed TRTC Sign, a body too large to check) not kept in rejected_deliveries because their app reached auth.failed_signatures_kept_per_minute, by reason"
     );
     describe_gauge!(
         JOURNAL_EVENTS,

@@ -39,6 +39,9 @@ pub const SPOOL_DIR: &str = "callhook-spool";
 pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 pub const SIGN_WINDOW_SECS: u64 = 300;
+/// Refused deliveries that failed authentication (a bad TRTC `Sign`) kept in
+/// `rejected_deliveries` per app and minute; the rest are answered the same, not kept.
+pub const FAILED_SIGNATURES_KEPT_PER_MINUTE: u32 = 100;
 
 impl Default for FileConfig {
     fn default() -> Self {
@@ -104,6 +107,7 @@ impl Default for FileAuth {
     fn default() -> Self {
         Self {
             sign_window_secs: SIGN_WINDOW_SECS,
+            failed_signatures_kept_per_minute: FAILED_SIGNATURES_KEPT_PER_MINUTE,
         }
     }
 }

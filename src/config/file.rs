@@ -35,7 +35,7 @@ pub struct FileConfig {
     pub apps: Vec<FileApp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(default, deny_unknown_fields)]
 pub struct FileDatabase {
@@ -80,10 +80,11 @@ pub struct FileSpool {
 #[serde(default, deny_unknown_fields)]
 pub struct FileAuth {
     pub sign_window_secs: u64,
+    pub failed_signatures_kept_per_minute: u32,
 }
 
 /// One `[[apps]]` entry: an SDKAppID and, optionally, its secrets and command list.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct FileApp {
@@ -94,6 +95,37 @@ pub struct FileApp {
     /// The key set in the TRTC console for the room, media and recording callbacks.
     pub trtc_key: Option<String>,
     pub trtc_key_env: Option<String>,
+    /// Accept TRTC's callbacks unsigned although the app has a token (unsafe).
+    #[serde(default)]
+    pub trtc_allow_unsigned: bool,
+}
+
+/// The URL's password never shows.
+impl std::fmt::Debug for FileDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDatabase")
+            .field("url", &super::DatabaseUrl::new(self.url.as_str()))
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+/// The token and the key never show (the names of their variables do).
+impl std::fmt::Debug for FileApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "REDACTED");
+        f.debug_struct("FileApp")
+            .field("sdkappid", &self.sdkappid)
+            .field("token", &hidden(&self.token))
+            .field("token_env", &self.token_env)
+            .field("commands", &self.commands)
+            .field("trtc_key", &hidden(&self.trtc_key))
+            .field("trtc_key_env", &self.trtc_key_env)
+            .field("trtc_allow_unsigned", &self.trtc_allow_unsigned)
+            .finish()
+    }
 }
 
 impl FileConfig {

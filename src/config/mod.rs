@@ -85,8 +85,38 @@ pub struct AppSettings {
     /// are stored with family `other`).
     pub commands: Option<HashSet<String>>,
     /// The TRTC console's callback key: when set, TRTC's own callbacks must carry `Sign` =
-    /// base64(HMAC-SHA256(key, body)); when not, they are stored with a note saying so.
+    /// base64(HMAC-SHA256(key, body)); see [`TrtcCheck`] for what happens without it.
     pub trtc_key: Option<Secret>,
+    /// `trtc_allow_unsigned = true`: TRTC's callbacks are stored unverified even though the
+    /// app has a token. Off by default; unsafe (anyone who knows the URL can write rows).
+    pub trtc_allow_unsigned: bool,
+}
+
+/// How TRTC's own callbacks (on `trtc_path`) are checked for an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrtcCheck {
+    /// With a key: every delivery must carry a valid `Sign` (else 403, kept within the cap).
+    Signed,
+    /// No key, no token: stored with the unverified note. Anyone can write this app's call
+    /// callbacks too (its SDKAppID is its only check), so refusing would protect nothing.
+    Unverified,
+    /// No key, `trtc_allow_unsigned = true`: stored with the unverified note.
+    UnsignedAllowed,
+    /// No key while the app has a token: refused (403), not kept, since anyone could send
+    /// them to an app that protects its call callbacks.
+    Refused,
+}
+
+impl TrtcCheck {
+    /// For the start-up log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Signed => "signed (trtc_key)",
+            Self::Unverified => "unverified (no trtc_key, no token)",
+            Self::UnsignedAllowed => "unsigned allowed (trtc_allow_unsigned)",
+            Self::Refused => "refused (token but no trtc_key)",
+        }
+    }
 }
 
 impl AppSettings {
@@ -96,6 +126,18 @@ impl AppSettings {
             token: None,
             commands: None,
             trtc_key: None,
+            trtc_allow_unsigned: false,
+        }
+    }
+
+    /// How TRTC's callbacks are checked: the key decides; without one, an app with a token
+    /// refuses them unless it opted in to unsigned ones.
+    pub fn trtc_check(&self) -> TrtcCheck {
+        match (&self.trtc_key, self.trtc_allow_unsigned, &self.token) {
+            (Some(_), _, _) => TrtcCheck::Signed,
+            (None, true, _) => TrtcCheck::UnsignedAllowed,
+            (None, false, Some(_)) => TrtcCheck::Refused,
+            (None, false, None) => TrtcCheck::Unverified,
         }
     }
 
@@ -142,6 +184,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub spool: SpoolSettings,
     pub sign_window: Duration,
+    /// Refused deliveries that failed authentication kept per app and minute.
+    pub failed_signatures_kept_per_minute: u32,
     pub log_format: LogFormat,
 }
 
@@ -176,6 +220,7 @@ impl Settings {
                 max_bytes: d::SPOOL_MAX_BYTES,
             },
             sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
+            failed_signatures_kept_per_minute: d::FAILED_SIGNATURES_KEPT_PER_MINUTE,
             log_format: d::LOG_FORMAT,
         }
     }
@@ -221,6 +266,9 @@ impl Settings {
             ingest: validate::ingest(&c.ingest)?,
             spool: validate::spool(&c.spool)?,
             sign_window: validate::sign_window(c.auth.sign_window_secs)?,
+            failed_signatures_kept_per_minute: validate::kept_per_minute(
+                c.auth.failed_signatures_kept_per_minute,
+            )?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
         };
@@ -354,6 +402,7 @@ mod tests {
                         "[[apps]]",
                         "sdkappid =",
                         "token_env =",
+                        "trtc_allow_unsigned =",
                     ]
                     .iter()
                     .any(|k| rest.starts_with(k)) =>
@@ -497,6 +546,175 @@ mod tests {
         ] {
             assert!(resolve(one(), bad).is_err(), "{bad}");
         }
+        Ok(())
+    }
+
+    /// A token or key from a file or a mounted Kubernetes secret ends in a newline: the
+    /// whitespace around every secret is dropped, wherever it comes from.
+    #[test]
+    fn secrets_are_trimmed() -> Result<(), ConfigError> {
+        let env = |k: &str| {
+            let v = match k {
+                "MY_TOKEN" => " t1\n",
+                "MY_TRTC_KEY" => "k1\n",
+                "CALLHOOK_TOKEN_2" => "t2\r\n",
+                "CALLHOOK_TRTC_KEY_2" => "\tk2 \n",
+                _ => return None,
+            };
+            Some(v.to_owned())
+        };
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\ntoken_env = \"MY_TOKEN\"\ntrtc_key_env = \"MY_TRTC_KEY\"\n\
+             [[apps]]\nsdkappid = 3\ntoken = \"t3\\n\"\ntrtc_key = \" k3 \"\n",
+        )?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        let token = |id: i64| s.apps[&id].token.as_ref().map(Secret::expose);
+        let key = |id: i64| s.apps[&id].trtc_key.as_ref().map(Secret::expose);
+        assert_eq!(
+            [token(1), token(2), token(3)],
+            [Some("t1"), Some("t2"), Some("t3")]
+        );
+        assert_eq!(
+            [key(1), key(2), key(3)],
+            [Some("k1"), Some("k2"), Some("k3")]
+        );
+
+        // A secret that is nothing but whitespace is an error, as an empty one is.
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        for bad in ["token = \" \\n\"", "trtc_key = \"\\t\""] {
+            let e = resolve(one(), &format!("[[apps]]\nsdkappid = 1\n{bad}\n"))
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains("empty")),
+                "{bad}: {e:?}"
+            );
+        }
+        let blank = |k: &str| (k == "CALLHOOK_TOKEN_1").then(|| "\n".to_owned());
+        let e = Settings::resolve(&one(), FileConfig::default(), None, &blank)
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref().is_some_and(|m| m.contains("token is empty")),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
+    /// What a command is resolved into, and the command line itself, print no password,
+    /// token or key in their `Debug` output.
+    #[test]
+    fn debug_output_shows_no_secret() -> Result<(), Box<dyn std::error::Error>> {
+        use clap::Parser as _;
+        let url = "postgres://app:SECRET-1@db/calls?password=SECRET-2&sslpassword=SECRET-3";
+        let commands: [&[&str]; 5] = [
+            &["migrate", "--database-url", url],
+            &["report", "--database-url", url],
+            &["events", "--database-url", url],
+            &["serve", "--database-url", url, "--sdkappid", "1"],
+            &[
+                "send",
+                "--url",
+                "http://h/?token=SECRET-4",
+                "--sdkappid",
+                "1",
+                "--token",
+                "SECRET-5",
+                "--trtc-key",
+                "SECRET-6",
+            ],
+        ];
+        for args in commands {
+            let cli = Cli::try_parse_from(std::iter::once("callhook").chain(args.iter().copied()))?;
+            let mut shown = format!("{cli:?}");
+            shown.push_str(&format!("{:?}", super::resolve(cli, &no_env)?));
+            assert!(!shown.contains("SECRET"), "{args:?}: {shown}");
+        }
+        let file = FileConfig::parse(&format!(
+            "[database]\nurl = \"{url}\"\n[[apps]]\nsdkappid = 1\ntoken = \"SECRET-7\"\ntrtc_key = \"SECRET-8\"\n"
+        ))?;
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        Ok(())
+    }
+
+    /// An app with a token and no TRTC key refuses TRTC's callbacks unless it opts in;
+    /// one with neither stores them unverified, as before.
+    #[test]
+    fn how_trtc_callbacks_are_checked() -> Result<(), ConfigError> {
+        let env = |k: &str| (k == "CALLHOOK_TRTC_KEY_5").then(|| "k5".to_owned());
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\n\
+             [[apps]]\nsdkappid = 2\ntoken = \"t\"\n\
+             [[apps]]\nsdkappid = 3\ntoken = \"t\"\ntrtc_allow_unsigned = true\n\
+             [[apps]]\nsdkappid = 4\ntoken = \"t\"\ntrtc_key = \"k\"\n\
+             [[apps]]\nsdkappid = 5\ntoken = \"t\"\n",
+        )?;
+        let s = Settings::resolve(&ServeArgs::default(), file, None, &env)?;
+        let check = |id: i64| s.apps[&id].trtc_check();
+        assert_eq!(
+            [check(1), check(2), check(3), check(4), check(5)],
+            [
+                TrtcCheck::Unverified,
+                TrtcCheck::Refused,
+                TrtcCheck::UnsignedAllowed,
+                TrtcCheck::Signed,
+                TrtcCheck::Signed,
+            ]
+        );
+        assert!(s.apps[&3].trtc_allow_unsigned && !s.apps[&2].trtc_allow_unsigned);
+        assert_eq!(s.failed_signatures_kept_per_minute, 100);
+
+        // A key and the opt-in contradict each other, wherever the key comes from.
+        let both = "[[apps]]\nsdkappid = 5\ntrtc_allow_unsigned = true\n";
+        for (file, env) in [
+            (format!("{both}trtc_key = \"k\"\n"), None),
+            (both.to_owned(), Some("k5")),
+        ] {
+            let env = |k: &str| {
+                env.filter(|_| k == "CALLHOOK_TRTC_KEY_5")
+                    .map(str::to_owned)
+            };
+            let e = Settings::resolve(&ServeArgs::default(), FileConfig::parse(&file)?, None, &env)
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains("both set")),
+                "{e:?}"
+            );
+        }
+        // A typo is named with its line, as every unknown key is.
+        let e = FileConfig::parse("[[apps]]\nsdkappid = 1\ntrtc_allow_unsigend = true\n")
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref().is_some_and(|m| m.starts_with("line 3:")
+                && m.contains("trtc_allow_unsigend")
+                && m.contains("trtc_allow_unsigned")),
+            "{e:?}"
+        );
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        let kept = |n: &str| {
+            resolve(
+                one(),
+                &format!("[auth]\nfailed_signatures_kept_per_minute = {n}\n"),
+            )
+            .map(|s| s.failed_signatures_kept_per_minute)
+        };
+        assert_eq!(kept("0")?, 0);
+        assert_eq!(kept("5000")?, 5000);
+        assert!(kept("100001").is_err());
+        assert!(kept("-1").is_err());
         Ok(())
     }
 

@@ -148,6 +148,16 @@ pub(super) fn sign_window(secs: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `[auth] failed_signatures_kept_per_minute` (0: none is kept).
+pub(super) fn kept_per_minute(n: u32) -> Result<u32, ConfigError> {
+    if n > 100_000 {
+        return err(format!(
+            "auth failed_signatures_kept_per_minute {n} is outside 0..=100000"
+        ));
+    }
+    Ok(n)
+}
+
 // ---------------------------------------------------------------------------------------
 // apps: the file's [[apps]], then --sdkappid, then the per-app environment variables
 
@@ -175,11 +185,18 @@ pub(super) fn apps(
         let id = app.sdkappid;
         env_secret(&mut app.token, env(&format!("CALLHOOK_TOKEN_{id}")));
         if app.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
-            return err(format!("app {id}: the token is empty"));
+            return err(format!("app {id}: the token is empty (or only whitespace)"));
         }
         env_secret(&mut app.trtc_key, env(&format!("CALLHOOK_TRTC_KEY_{id}")));
         if app.trtc_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
-            return err(format!("app {id}: the TRTC key is empty"));
+            return err(format!(
+                "app {id}: the TRTC key is empty (or only whitespace)"
+            ));
+        }
+        if app.trtc_key.is_some() && app.trtc_allow_unsigned {
+            return err(format!(
+                "app {id}: trtc_allow_unsigned = true and a TRTC key (trtc_key, trtc_key_env or CALLHOOK_TRTC_KEY_{id}) are both set; with a key every TRTC callback must be signed, so remove one"
+            ));
         }
     }
     Ok(apps)
@@ -207,7 +224,14 @@ fn file_app(a: FileApp, env: Env<'_>) -> Result<AppSettings, ConfigError> {
         token,
         commands,
         trtc_key,
+        trtc_allow_unsigned: a.trtc_allow_unsigned,
     })
+}
+
+/// A secret as configured, without the whitespace around it: a token or key read from a
+/// file or a mounted Kubernetes secret usually ends in a newline, which no sender sends.
+fn trimmed(value: &str) -> Secret {
+    Secret::new(value.trim())
 }
 
 /// A secret an app entry gives as `key = "…"` or names as `key_env = "VARIABLE"`.
@@ -220,9 +244,9 @@ fn file_secret(
 ) -> Result<Option<Secret>, ConfigError> {
     match (value, var) {
         (Some(_), Some(_)) => err(format!("[[apps]] {id}: set {key} or {key}_env, not both")),
-        (Some(v), None) => Ok(Some(Secret::new(v))),
+        (Some(v), None) => Ok(Some(trimmed(&v))),
         (None, Some(var)) => match env(&var) {
-            Some(v) => Ok(Some(Secret::new(v))),
+            Some(v) => Ok(Some(trimmed(&v))),
             None => err(format!("[[apps]] {id}: {key}_env {var} is not set")),
         },
         (None, None) => Ok(None),
@@ -232,7 +256,7 @@ fn file_secret(
 /// `CALLHOOK_TOKEN_<ID>` / `CALLHOOK_TRTC_KEY_<ID>` override what the file says.
 fn env_secret(slot: &mut Option<Secret>, from_env: Option<String>) {
     if let Some(v) = from_env {
-        *slot = Some(Secret::new(v));
+        *slot = Some(trimmed(&v));
     }
 }
 

@@ -141,6 +141,12 @@ pub(super) trait Admitted {
     /// A refusal's row in `rejected_deliveries`; its dedupe key makes it one row per
     /// distinct delivery (the sender's retries count in its `deliveries`).
     fn rejected_row(&self, sdkappid: i64, r: &Rejection, body: &[u8]) -> RejectedRow;
+    /// Whether the refusal came before the sender was authenticated, so that anyone could
+    /// have caused it: such refusals are kept only within the app's cap
+    /// (`auth.failed_signatures_kept_per_minute`). A failed authentication, by default.
+    fn unauthenticated(&self, _app: &AppSettings, r: &Rejection) -> bool {
+        r.code == ErrorCode::AuthFailed
+    }
 }
 
 /// The checks after admission: the body read within the limit, then
@@ -163,8 +169,13 @@ pub(super) async fn check(
     };
     if let Keep::WithBody(body) = &refusal.keep {
         let row = delivery.rejected_row(sdkappid, &refusal.rejection, body);
-        // Not kept (the queue is full, the database is down): the answer stays the same.
-        if !st.ingest.record_rejected(row).await {
+        let capped = delivery.unauthenticated(app, &refusal.rejection)
+            && !st
+                .rejection_cap
+                .admit(sdkappid, &row.dedupe_key, refusal.code());
+        // Not kept (over the cap, the queue is full, the database is down): the answer
+        // stays the same.
+        if !capped && !st.ingest.record_rejected(row).await {
             tracing::warn!(sdkappid, reason = %refusal.reason(), "could not keep a rejected delivery (queue full or database unavailable)");
         }
     }

@@ -4,6 +4,7 @@
 pub mod callback;
 mod delivery;
 pub mod peer;
+mod rejection_cap;
 pub mod server;
 pub mod trtc;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub tasks: Arc<Tasks>,
     /// When the database last answered a readiness ping.
     ready_cache: Mutex<Option<Instant>>,
+    /// The per-app cap on unauthenticated refusals kept in `rejected_deliveries`.
+    rejection_cap: rejection_cap::RejectionCap,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -58,6 +61,8 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
         tasks: Arc<Tasks>,
     ) -> Self {
+        let rejection_cap =
+            rejection_cap::RejectionCap::new(settings.failed_signatures_kept_per_minute);
         Self {
             settings,
             ingest,
@@ -68,6 +73,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             tasks,
             ready_cache: Mutex::new(None),
+            rejection_cap,
         }
     }
 }

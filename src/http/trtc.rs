@@ -11,12 +11,16 @@
 //! Order of checks, and whether a refusal is kept in `rejected_deliveries` (steps 1–2 are
 //! `TrtcDelivery::admit`, 3–5 the shared `delivery::check`, the one place refusals are kept):
 //! 1. `SdkAppId` present and numeric (400, not kept: no app to file it under);
-//! 2. configured (403, not kept: anyone can reach the URL);
+//! 2. configured, and, for an app with a token but no `trtc_key`, opted in to unsigned
+//!    callbacks with `trtc_allow_unsigned` (403, not kept: anyone can reach the URL);
 //! 3. body within the limit (413, kept without the body);
 //! 4. with a `trtc_key`: `Sign` present and matching the body (403, kept with the body: a
 //!    key typed differently in the console would otherwise lose every event silently);
 //!    without one, the rows are stored with the note [`UNVERIFIED_NOTE`];
 //! 5. the body is a JSON object (400, kept).
+//!
+//! With a key, the refusals of steps 3–4 come before the sender is authenticated: they are
+//! kept only within the app's cap (`auth.failed_signatures_kept_per_minute`).
 //!
 //! Then, like the call callbacks: one row in `call_events` (family `room`, `media`,
 //! `recording`, or `trtc` for other groups), deduplicated, journaled during an outage.
@@ -33,7 +37,7 @@ use super::delivery::{Admitted, Envelope, Record, Refusal, check};
 use super::peer::{Peer, client_addr};
 use super::{AppState, SharedState};
 use crate::auth::trtc::verify;
-use crate::config::AppSettings;
+use crate::config::{AppSettings, TrtcCheck};
 use crate::ingest::Outcome;
 use crate::metrics as m;
 use crate::protocol::query::truncate;
@@ -130,17 +134,26 @@ impl TrtcDelivery<'_> {
         check(self, sdkappid, app, body).await
     }
 
-    /// Steps 1–2: the app is named and configured. Refusals here are not kept: there is no
+    /// Steps 1–2: the app is named and configured, and takes TRTC callbacks it cannot
+    /// verify only if it has no token or opted in. Refusals here are not kept: there is no
     /// app to file them under, or anyone could have sent them.
     fn admit(&self) -> Result<(i64, &AppSettings), Rejection> {
         let sdkappid = self.sdkappid()?;
-        match self.st.settings.apps.get(&sdkappid) {
-            Some(app) => Ok((sdkappid, app)),
-            None => Err(Rejection::new(
+        let Some(app) = self.st.settings.apps.get(&sdkappid) else {
+            return Err(Rejection::new(
                 ErrorCode::UnknownApp,
                 format!("sdkappid {sdkappid} is not configured on this receiver"),
-            )),
+            ));
+        };
+        if app.trtc_check() == TrtcCheck::Refused {
+            return Err(Rejection::new(
+                ErrorCode::AuthFailed,
+                format!(
+                    "sdkappid {sdkappid} requires a token on its call callbacks but has no TRTC key to verify this one: set trtc_key, trtc_key_env or CALLHOOK_TRTC_KEY_{sdkappid} to the TRTC console's callback key (or, unsafe, trtc_allow_unsigned = true)"
+                ),
+            ));
         }
+        Ok((sdkappid, app))
     }
 
     /// The `SdkAppId` header, a positive integer.
@@ -208,6 +221,12 @@ impl Admitted for TrtcDelivery<'_> {
             metrics::counter!(m::NOTED_DELIVERIES, "family" => family(&rows)).increment(1);
         }
         Ok(rows)
+    }
+
+    /// With a key, nothing is authenticated before the `Sign` matches: a body too large to
+    /// check it is as unauthenticated as a failed one.
+    fn unauthenticated(&self, app: &AppSettings, r: &Rejection) -> bool {
+        app.trtc_key.is_some() && matches!(r.code, ErrorCode::AuthFailed | ErrorCode::BodyTooLarge)
     }
 
     /// TRTC's retries carry the same body and the same `Sign`.

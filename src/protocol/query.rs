@@ -107,6 +107,15 @@ pub fn redact(raw: &str) -> String {
         .join("&")
 }
 
+/// A URL with its query's secret parameters redacted as [`redact`] does (the URL of
+/// `callhook send`, which may carry `?token=…`), for messages and `Debug` output.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", redact(query)),
+        None => url.to_owned(),
+    }
+}
+
 /// The query string without the parameters that change from one attempt of a delivery
 /// to the next (`Sign`, `RequestTime`) or are secret (`token`): what identifies a refused
 /// delivery across the sender's retries.

@@ -17,7 +17,7 @@ use crate::cli::SendAuth;
 
 /// Where deliveries go: the URL as registered (its own query, e.g. `?token=…`, is kept
 /// and Tencent's parameters are appended), plus the credentials callhook adds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// Scheme, host and path.
     base: String,
@@ -29,13 +29,28 @@ pub struct Target {
     sign_with: Option<String>,
 }
 
+/// The token never shows.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.redacted())
+            .field("token", &self.token_param.as_ref().map(|_| "REDACTED"))
+            .field("signs", &self.sign_with.is_some())
+            .finish()
+    }
+}
+
 impl Target {
+    /// `token` is trimmed of surrounding whitespace (a secret read from a file or the
+    /// environment often ends in a newline), as the receiver trims its own.
     pub fn new(url: &str, token: Option<&str>, auth: SendAuth) -> anyhow::Result<Self> {
+        let token = token.map(str::trim);
+        let shown = crate::protocol::query::redact_url(url);
         let mut parsed =
-            reqwest::Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
+            reqwest::Url::parse(url).with_context(|| format!("--url {shown:?} is not a URL"))?;
         anyhow::ensure!(
             matches!(parsed.scheme(), "http" | "https"),
-            "--url must be an http:// or https:// URL, not {url:?}"
+            "--url must be an http:// or https:// URL, not {shown:?}"
         );
         parsed.set_fragment(None);
         let own_query = parsed.query().filter(|q| !q.is_empty()).map(str::to_owned);
@@ -308,6 +323,32 @@ mod tests {
     fn bad_urls_are_refused() {
         assert!(Target::new("hooks.example.com", None, SendAuth::Both).is_err());
         assert!(Target::new("ftp://h/", None, SendAuth::Both).is_err());
+        // Without showing the token the URL carries.
+        for url in ["hooks.example.com/?token=s3cret", "ftp://h/?token=s3cret"] {
+            let e = Target::new(url, None, SendAuth::Both)
+                .err()
+                .map(|e| format!("{e:#}"));
+            assert!(e.as_deref().is_some_and(|e| !e.contains("s3cret")), "{e:?}");
+        }
+    }
+
+    /// The token as the receiver trims it (one read from a file or the environment ends in
+    /// a newline), and never in `Debug` output.
+    #[test]
+    fn the_token_is_trimmed_and_never_shown() {
+        let t = Target::new(
+            "https://h/?token=s3cret-1",
+            Some("s3cret-2\n"),
+            SendAuth::Sign,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = t.url_for("q=1", 1_669_872_112);
+        assert!(
+            url.ends_with(&crate::auth::sign("s3cret-2", "1669872112")),
+            "{url}"
+        );
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -49,11 +49,12 @@ impl TrtcSchedule {
 /// call-callback URL like a relative link (`http://h:8080/` → `http://h:8080/trtc`,
 /// `https://h/hooks/` → `https://h/hooks/trtc`), without the call URL's query.
 pub fn default_trtc_url(callback_url: &str) -> anyhow::Result<String> {
+    let shown = crate::protocol::query::redact_url(callback_url);
     let base = reqwest::Url::parse(callback_url)
-        .with_context(|| format!("--url {callback_url:?} is not a URL"))?;
+        .with_context(|| format!("--url {shown:?} is not a URL"))?;
     let mut url = base
         .join("trtc")
-        .with_context(|| format!("cannot derive the TRTC URL from {callback_url:?}"))?;
+        .with_context(|| format!("cannot derive the TRTC URL from {shown:?}"))?;
     url.set_query(None);
     url.set_fragment(None);
     Ok(url.to_string())
@@ -83,11 +84,12 @@ impl TrtcEngine {
         schedule: TrtcSchedule,
         call_schedule: Vec<Duration>,
     ) -> anyhow::Result<Self> {
+        let shown = crate::protocol::query::redact_url(trtc_url);
         let parsed = reqwest::Url::parse(trtc_url)
-            .with_context(|| format!("--trtc-url {trtc_url:?} is not a URL"))?;
+            .with_context(|| format!("--trtc-url {shown:?} is not a URL"))?;
         anyhow::ensure!(
             matches!(parsed.scheme(), "http" | "https"),
-            "--trtc-url must be an http:// or https:// URL, not {trtc_url:?}"
+            "--trtc-url must be an http:// or https:// URL, not {shown:?}"
         );
         let client = http_client(concurrency, timeout)?;
         Ok(Self {
@@ -262,7 +264,11 @@ pub async fn run(
         TrtcSchedule::TENCENT,
         args.retry_schedule.clone(),
     )?);
-    let key = args.trtc_key.clone().map(String::into_bytes);
+    // Trimmed as the receiver trims its key (a newline from a file or the environment).
+    let key = args
+        .trtc_key
+        .as_deref()
+        .map(|k| k.trim().as_bytes().to_vec());
     let sdkappid = args.sdkappid;
     let deliveries = Generator::new(seed, args.calls, end_time).flat_map(move |call| {
         let mut out = Vec::new();

@@ -207,11 +207,25 @@ enum Written {
     AlreadyCommitted,
 }
 
+/// The connection options of a PostgreSQL URL. Parameters named like a password that sqlx
+/// cannot use (`sslpassword`, `PASSWORD`…) are left out with a warning that names them:
+/// sqlx would log each one it does not know, value included. No error shows the URL
+/// unredacted.
+fn connect_options(url: &DatabaseUrl) -> anyhow::Result<PgConnectOptions> {
+    let (usable, dropped) = url.without_unusable_secrets();
+    for name in &dropped {
+        tracing::warn!(
+            parameter = %name,
+            "ignoring a password-like parameter of the database URL that PostgreSQL connections do not use"
+        );
+    }
+    PgConnectOptions::from_str(&usable)
+        .with_context(|| format!("invalid PostgreSQL URL {}", url.redacted()))
+}
+
 impl PgStore {
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(settings.url.expose())
-            .with_context(|| format!("invalid PostgreSQL URL {}", settings.url.redacted()))?
-            .application_name("callhook");
+        let options = connect_options(&settings.url)?.application_name("callhook");
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .min_connections(0)
@@ -578,13 +592,7 @@ impl PgStore {
     /// long report query is not reported as a slow statement on the user's terminal.
     pub fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
         use sqlx::ConnectOptions as _;
-        let options = PgConnectOptions::from_str(url)
-            .with_context(|| {
-                format!(
-                    "invalid PostgreSQL URL {}",
-                    DatabaseUrl::new(url).redacted()
-                )
-            })?
+        let options = connect_options(&DatabaseUrl::new(url))?
             .application_name("callhook (read-only)")
             .options([("default_transaction_read_only", "on")])
             .disable_statement_logging();

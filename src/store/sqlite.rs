@@ -193,7 +193,10 @@ impl SqliteStore {
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let url = settings.url.expose();
         if url.contains(":memory:") || url.contains("mode=memory") {
-            anyhow::bail!("in-memory SQLite ({url}) is not durable; use sqlite://PATH");
+            anyhow::bail!(
+                "in-memory SQLite ({}) is not durable; use sqlite://PATH",
+                settings.url.redacted()
+            );
         }
         // The writer checkpoints the WAL every 10,000 pages (40 MiB) instead of SQLite's
         // 1,000: a page written again and again (an index's upper pages) is copied once per
@@ -202,7 +205,7 @@ impl SqliteStore {
         // the WAL file is cut back to at most 64 MiB.
         let options = durable(
             SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("invalid SQLite URL {url}"))?,
+                .with_context(|| format!("invalid SQLite URL {}", settings.url.redacted()))?,
         )
         .pragma("wal_autocheckpoint", "10000")
         .pragma("journal_size_limit", "67108864");
@@ -306,7 +309,12 @@ impl SqliteStore {
     pub async fn connect_for_reading(url: &str) -> anyhow::Result<Self> {
         use sqlx::ConnectOptions as _;
         let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid SQLite URL {url}"))?
+            .with_context(|| {
+                format!(
+                    "invalid SQLite URL {}",
+                    super::DatabaseUrl::new(url).redacted()
+                )
+            })?
             .read_only(true)
             .busy_timeout(Duration::from_secs(5))
             .disable_statement_logging();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use callhook::config::DatabaseSettings;
 use callhook::store::Store;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_backends;
@@ -453,6 +453,141 @@ async fn json_logs_carry_the_request_and_no_secrets() {
     );
 }
 
+/// A token mounted from a Kubernetes secret into the environment ends in a newline: it
+/// authenticates all the same, as `token=` and as a `Sign` (the whitespace around every
+/// secret is dropped when the configuration is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_trailing_newline_authenticates() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token_var = format!("CALLHOOK_TOKEN_{TOKEN_APP}");
+    let from_secret = format!("{TOKEN}\n");
+    let server = Server::start(
+        &[
+            "--database-url",
+            &db.url,
+            "--sdkappid",
+            &TOKEN_APP.to_string(),
+        ],
+        &[(&token_var, &from_secret)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let query = status_query(TOKEN_APP, "call_end");
+    let now = chrono::Utc::now().timestamp().to_string();
+    let sign = callhook::auth::sign(TOKEN, &now);
+    let attempts = [
+        ("nl-1", format!("{query}&token={TOKEN}")),
+        ("nl-2", format!("{query}&RequestTime={now}&Sign={sign}")),
+    ];
+    for (call_id, query) in &attempts {
+        let body = status_body(call_id, "u", "caller", "normal_end").to_string();
+        let resp = client
+            .post(server.url(&format!("/?{query}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, answer) = parse(resp).await;
+        assert_eq!(status, 200, "{call_id}: {answer}\n{}", server.log_text());
+    }
+    let store = Store::connect(&DatabaseSettings::new(db.url.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let stored: Vec<Option<String>> = read_events(&store)
+        .await
+        .into_iter()
+        .map(|e| e.call_id)
+        .collect();
+    assert_eq!(stored, [Some("nl-1".to_owned()), Some("nl-2".to_owned())]);
+    store.close().await;
+}
+
+/// At start, one log line per app says which checks its callbacks get, never a secret's
+/// value; an app whose TRTC callbacks are refused for want of a key is warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_log_names_each_apps_checks() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("callhook.toml");
+    std::fs::write(
+        &config,
+        "[[apps]]\nsdkappid = 1400000011\ntoken_env = \"T11\"\ncommands = [\"call_end\", \"reject\"]\n\
+         [[apps]]\nsdkappid = 1400000012\ntrtc_key = \"SECRET-key-12\"\n\
+         [[apps]]\nsdkappid = 1400000013\ntoken = \"SECRET-token-13\"\ntrtc_allow_unsigned = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(
+        &[
+            "--database-url",
+            &db.url,
+            "--config",
+            &config.display().to_string(),
+            "--sdkappid",
+            "1400000014",
+            "--log-format",
+            "json",
+        ],
+        &[("T11", "SECRET-token-11\n")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = server.log_lines();
+    let entries: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let checks = |id: i64| {
+        entries
+            .iter()
+            .find(|e| e["message"] == "app checks" && e["sdkappid"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no checks for {id}:\n{}", lines.join("\n")))
+    };
+    let fields = |id: i64| {
+        let e = checks(id);
+        [e["token"].clone(), e["commands"].clone(), e["trtc"].clone()]
+    };
+    assert_eq!(
+        fields(1_400_000_011),
+        [
+            json!("on"),
+            json!("2 listed"),
+            json!("refused (token but no trtc_key)")
+        ]
+    );
+    assert_eq!(
+        fields(1_400_000_012),
+        [json!("off"), json!("all"), json!("signed (trtc_key)")]
+    );
+    assert_eq!(
+        fields(1_400_000_013),
+        [
+            json!("on"),
+            json!("all"),
+            json!("unsigned allowed (trtc_allow_unsigned)")
+        ]
+    );
+    assert_eq!(
+        fields(1_400_000_014),
+        [
+            json!("off"),
+            json!("all"),
+            json!("unverified (no trtc_key, no token)")
+        ]
+    );
+    assert!(
+        entries.iter().any(|e| e["level"] == "WARN"
+            && e["sdkappid"] == 1_400_000_011
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CALLHOOK_TRTC_KEY_1400000011"))),
+        "{}",
+        lines.join("\n")
+    );
+    let all = lines.join("\n");
+    assert!(!all.contains("SECRET"), "no secret in the log:\n{all}");
+}
+
 /// Configuration problems: one line naming the problem, exit code 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_errors_exit_2_with_one_line() {
@@ -502,6 +637,49 @@ async fn configuration_errors_exit_2_with_one_line() {
         !dir.path().join("callhook.db").exists(),
         "nothing is created on a configuration error"
     );
+}
+
+/// `callhook migrate` prints the URL it migrated, and sqlx logs a connection parameter it
+/// does not know with its value: no form of a password shows in either, nor in the error
+/// of a URL that cannot be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_shows_no_password() {
+    let cluster = crate::pg::shared();
+    let base = cluster.create_database().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    // Parameters every server ignores (sqlx has no use for them).
+    let mut url = format!("{base}{sep}PassWord=SECRET-a&sslpassword=SECRET-b");
+    if cluster.owned() {
+        // The throwaway cluster trusts every local connection: any password does.
+        url = url.replacen("postgres://postgres@", "postgres://postgres:SECRET-c@", 1);
+        url.push_str("&password=SECRET-d");
+    }
+    let migrate = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .args(["migrate", "--database-url", url])
+            .env_remove("CALLHOOK_CONFIG")
+            .env_remove("CALLHOOK_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = migrate(&url);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("migrations applied to"), "{printed}");
+    assert!(printed.contains("sslpassword=REDACTED"), "{printed}");
+    assert!(!printed.contains("SECRET"), "{printed}");
+
+    let unreadable = "postgres://app:SECRET-e@db:port/calls?password=SECRET-f";
+    let out = migrate(unreadable);
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("invalid PostgreSQL URL"), "{printed}");
+    assert!(!printed.contains("SECRET"), "{printed}");
 }
 
 /// The SQLite events database checkpoints its WAL every 10,000 pages and cuts the WAL file

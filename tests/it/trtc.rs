@@ -858,3 +858,132 @@ both_backends! {
         assert_eq!(one_app.rooms, None, "another app's rooms are not counted");
     }
 }
+
+/// An app with a token that opted in to unsigned TRTC callbacks.
+const OPTED_IN_APP: i64 = 1_400_000_004;
+
+/// The value of a counter on `/metrics` with these labels (0 when it is not there yet).
+async fn counter(app: &TestApp, name_and_labels: &str) -> f64 {
+    let (_, text) = app.get("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn rejected_count(app: &TestApp) -> i64 {
+    scalar(app.store(), "SELECT count(*) FROM rejected_deliveries").await
+}
+
+both_backends! {
+    /// An app that protects its call callbacks with a token and has no TRTC key refuses
+    /// TRTC's callbacks (anyone could send them) and keeps nothing; with the opt-in they are
+    /// stored, marked unverified; an app with neither token nor key stores them as before.
+    async fn a_token_app_without_a_key_refuses_trtc_callbacks(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |s| {
+            let opted_in = AppSettings {
+                token: Some(Secret::new("another-token")),
+                trtc_allow_unsigned: true,
+                ..AppSettings::new(OPTED_IN_APP)
+            };
+            s.apps.insert(OPTED_IN_APP, opted_in);
+        })
+        .await;
+        let body = fixture("sign-example-204.json");
+        let token_app = TOKEN_APP.to_string();
+        for sign in [None, Some(EXAMPLE_SIGN)] {
+            let (status, answer) = post_trtc(&app, Some(&token_app), sign, body.clone()).await;
+            assert_eq!(status, 403, "{answer}");
+            assert_eq!((answer["code"].clone(), answer["ErrorCode"].clone()), (json!(71102), json!(71102)));
+            let message = answer["ErrorMessage"].as_str().unwrap_or_default();
+            for needed in ["trtc_key", "trtc_key_env", "CALLHOOK_TRTC_KEY_1400000002", "trtc_allow_unsigned"] {
+                assert!(message.contains(needed), "{needed} not in {message}");
+            }
+        }
+        assert!(app.events().await.is_empty(), "nothing stored");
+        assert_eq!(rejected_count(&app).await, 0, "nothing kept");
+
+        // Opted in: stored, with the note.
+        let (status, answer) =
+            post_trtc(&app, Some(&OPTED_IN_APP.to_string()), None, body.clone()).await;
+        assert_eq!((status, answer), (200, json!({"code": 0})));
+        // Neither token nor key: stored with the note, as before.
+        let (status, _) = post_trtc(&app, Some(&APP.to_string()), None, body.clone()).await;
+        assert_eq!(status, 200);
+        let stored = trtc_rows(app.store()).await;
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0][0], json!(OPTED_IN_APP as f64));
+        assert_eq!(stored[0][16], UNVERIFIED);
+        assert_eq!(stored[1][0], json!(APP as f64));
+        assert_eq!(stored[1][16], UNVERIFIED);
+        assert_eq!(rejected_count(&app).await, 0);
+
+        // The token app's call callbacks are unaffected.
+        let query = format!("{}&token={TOKEN}", status_query(TOKEN_APP, "call_end"));
+        let (status, answer) =
+            app.post(&query, status_body("c-1", "u", "caller", "normal_end").to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+both_backends! {
+    /// Refusals anyone could cause (a failed `Sign`, a body too large to check it) are kept
+    /// at most `failed_signatures_kept_per_minute` per app and minute; past the cap they are
+    /// answered the same, not kept, and counted. Retries of a kept one still count on its
+    /// row; refusals of an authenticated or unverified app are not capped.
+    async fn failed_signatures_past_the_cap_are_not_kept(backend: Backend) {
+        let app = spawn_with_cap(backend, 3).await;
+        let keyed = KEYED_APP.to_string();
+        let body = fixture("sign-example-204.json");
+        let capped_sign = "callhook_rejected_records_capped_total{reason=\"auth_failed\"}";
+        let capped_size = "callhook_rejected_records_capped_total{reason=\"body_too_large\"}";
+        let before = (counter(&app, capped_sign).await, counter(&app, capped_size).await);
+
+        let wrong = |n: usize| callhook::auth::trtc::sign(format!("wrong-key-{n}").as_bytes(), &body);
+        for n in 0..5 {
+            let (status, answer) = post_trtc(&app, Some(&keyed), Some(&wrong(n)), body.clone()).await;
+            assert_eq!((status, answer["code"].clone()), (403, json!(71102)), "{n}");
+        }
+        assert_eq!(rejected_count(&app).await, 3, "the cap");
+        // A retry of one that was kept: counted on its row, no new row.
+        let (status, _) = post_trtc(&app, Some(&keyed), Some(&wrong(0)), body.clone()).await;
+        assert_eq!(status, 403);
+        let rejected = app.rejected().await;
+        assert_eq!(rejected.len(), 3);
+        assert_eq!(rejected.iter().map(|r| r.deliveries).max(), Some(2));
+        // A retry of one that was not kept is not kept either.
+        let (status, _) = post_trtc(&app, Some(&keyed), Some(&wrong(4)), body.clone()).await;
+        assert_eq!(status, 403);
+        // Too large to check the Sign: as unauthenticated, so capped too.
+        let large = vec![b' '; 70 * 1024];
+        let (status, answer) = post_trtc(&app, Some(&keyed), Some(&wrong(9)), large).await;
+        assert_eq!((status, answer["code"].clone()), (413, json!(71203)));
+        assert_eq!(rejected_count(&app).await, 3);
+        let after = (counter(&app, capped_sign).await, counter(&app, capped_size).await);
+        // The metric is the process's: the other backend's run may add to it meanwhile.
+        assert!(after.0 - before.0 >= 3.0, "{before:?} -> {after:?}");
+        assert!(after.1 - before.1 >= 1.0, "{before:?} -> {after:?}");
+
+        // The signed delivery is stored all the same.
+        let (status, _) = post_trtc(&app, Some(&keyed), Some(EXAMPLE_SIGN), body.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(app.events().await.len(), 1);
+        // An app without a key has nothing to authenticate: its refusals are not capped.
+        for n in 0..5 {
+            let (status, _) = post_trtc(&app, Some(&APP.to_string()), None, format!("[{n}]")).await;
+            assert_eq!(status, 400);
+        }
+        assert_eq!(rejected_count(&app).await, 8);
+    }
+}
+
+async fn spawn_with_cap(backend: Backend, cap: u32) -> TestApp {
+    TestApp::spawn_with(backend, |s| {
+        let keyed = AppSettings {
+            trtc_key: Some(Secret::new(KEY)),
+            ..AppSettings::new(KEYED_APP)
+        };
+        s.apps.insert(KEYED_APP, keyed);
+        s.failed_signatures_kept_per_minute = cap;
+    })
+    .await
+}
