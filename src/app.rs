@@ -27,9 +27,8 @@ use crate::supervisor::{Lifetime, Supervisor, Tasks};
 const STARTUP_PING: Duration = Duration::from_secs(2);
 /// How long one attempt at applying migrations may take.
 const MIGRATE_DEADLINE: Duration = Duration::from_secs(600);
-/// How often the database is probed while it is down, and the journal checked.
-const TICK: Duration = Duration::from_millis(500);
-/// Every how many ticks the replay asks the journal itself whether it holds rows (5 s).
+/// Every how many ticks (`Settings::tick`) the replay asks the journal itself whether it
+/// holds rows (every 5 s at the default tick).
 const CHECK_EVERY: u32 = 10;
 
 /// Logs, once per app, which checks its callbacks get (never a secret's value): the token,
@@ -132,7 +131,12 @@ impl Application {
         let metrics = crate::metrics::install();
         let journal = match &settings.spool.dir {
             Some(dir) => Some(Arc::new(
-                Journal::open(dir, settings.spool.max_bytes).await?,
+                Journal::open_with(
+                    dir,
+                    settings.spool.max_bytes,
+                    settings.database.faults.clone(),
+                )
+                .await?,
             )),
             None => None,
         };
@@ -282,7 +286,7 @@ pub async fn shutdown_signal() {
 /// database that hangs cannot stall this task.
 #[tracing::instrument(name = "prober", skip_all)]
 async fn watch_database(state: SharedState) {
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(state.settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut complaint = Complaint::default();
     loop {
@@ -317,7 +321,7 @@ async fn watch_database(state: SharedState) {
 /// missed (or old segment files waiting for room) is never left behind.
 #[tracing::instrument(name = "journal_replay", skip_all)]
 async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(state.settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut complaint = Complaint::default();
     let mut idle = 0u32;

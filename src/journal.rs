@@ -32,6 +32,7 @@ mod replay;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
+use crate::faults::Faults;
 use crate::metrics as m;
 use crate::protocol::{EventRow, Millis};
 use crate::store::{
@@ -88,6 +89,8 @@ pub struct Journal {
     step: AtomicUsize,
     /// Whether old segment files still wait to be imported (the journal was full).
     legacy_pending: AtomicBool,
+    /// The randomized fault test's faults (none otherwise), for a fresh file too.
+    faults: Faults,
 }
 
 impl Journal {
@@ -95,17 +98,23 @@ impl Journal {
     /// aside, and imports any segment files an older callhook left there (as many as fit;
     /// the rest as the replay frees room).
     pub async fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        Self::open_with(dir, max_bytes, Faults::none()).await
+    }
+
+    /// [`Journal::open`], its statements under `faults` (the randomized fault test's).
+    pub async fn open_with(dir: &Path, max_bytes: u64, faults: Faults) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("creating spool directory {}: {e}", dir.display()))?;
         let lock = SpoolLock::take(dir)?;
         let path = dir.join(FILE_NAME);
         let db = match JournalDb::open(&path, max_bytes).await {
-            Ok(db) => db,
+            Ok(db) => db.with_faults(faults.clone()),
             Err(JournalOpenError::Corrupt(why)) => {
                 quarantine(&path, &why)?;
-                JournalDb::open(&path, max_bytes).await.map_err(|e| {
+                let fresh = JournalDb::open(&path, max_bytes).await.map_err(|e| {
                     anyhow::anyhow!("opening a fresh journal {}: {e}", path.display())
-                })?
+                })?;
+                fresh.with_faults(faults.clone())
             }
             Err(JournalOpenError::Other(e)) => {
                 return Err(e.context(format!("opening the outage journal {}", path.display())));
@@ -124,6 +133,7 @@ impl Journal {
             active: AtomicBool::new(false),
             step: AtomicUsize::new(0),
             legacy_pending: AtomicBool::new(true),
+            faults,
         };
         journal.recount().await?;
         let imported = journal.import_legacy().await?;
@@ -298,7 +308,7 @@ impl Journal {
             tracing::error!(error = %e, "could not move the corrupt journal aside");
         }
         match JournalDb::open(&path, self.max_bytes).await {
-            Ok(fresh) => *db = fresh,
+            Ok(fresh) => *db = fresh.with_faults(self.faults.clone()),
             Err(e) => tracing::error!(error = %e, "could not open a fresh outage journal"),
         }
         if let Err(e) = self.recount_locked(&db).await {

@@ -12,12 +12,13 @@
 //! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
 //! | tools | [`report`], [`events`], [`send`] | `callhook report`, `callhook events`, `callhook send` |
-//! | support | [`metrics`], [`logging`] | Prometheus metrics, log output |
+//! | support | [`metrics`], [`logging`], [`faults`] | Prometheus metrics, log output, the fault hooks of the randomized fault test |
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod ingest;

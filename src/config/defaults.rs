@@ -43,6 +43,9 @@ pub const SIGN_WINDOW_SECS: u64 = 300;
 /// `rejected_deliveries` per app and minute; the rest are answered the same, not kept.
 pub const FAILED_SIGNATURES_KEPT_PER_MINUTE: u32 = 100;
 
+/// How often the prober and the journal's replay look (not a configuration key).
+pub const TICK_MS: u64 = 500;
+
 impl Default for FileConfig {
     fn default() -> Self {
         Self {

@@ -71,6 +71,8 @@ impl DatabaseSettings {
             url: DatabaseUrl::new(url),
             pool_size: defaults::WRITERS as u32 + defaults::POOL_SPARE,
             acquire_timeout: Duration::from_millis(defaults::ACQUIRE_TIMEOUT_MS),
+            write_deadline: None,
+            faults: crate::faults::Faults::none(),
         }
     }
 }
@@ -187,6 +189,9 @@ pub struct Settings {
     /// Refused deliveries that failed authentication kept per app and minute.
     pub failed_signatures_kept_per_minute: u32,
     pub log_format: LogFormat,
+    /// How often the prober probes a database that is down, and the replay looks at the
+    /// journal: 500 ms. Not a configuration key (the randomized fault test shortens it).
+    pub tick: Duration,
 }
 
 impl Settings {
@@ -222,6 +227,7 @@ impl Settings {
             sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
             failed_signatures_kept_per_minute: d::FAILED_SIGNATURES_KEPT_PER_MINUTE,
             log_format: d::LOG_FORMAT,
+            tick: Duration::from_millis(d::TICK_MS),
         }
     }
 
@@ -271,6 +277,7 @@ impl Settings {
             )?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
+            tick: Duration::from_millis(defaults::TICK_MS),
         };
         validate::derived(settings, configured_pool_size)
     }

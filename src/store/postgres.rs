@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::fence::{Fence, Fences};
 use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
 use super::{DatabaseSettings, DatabaseUrl};
+use crate::faults::{Faults, Point};
 use crate::protocol::TrtcColumns;
 
 mod replay;
@@ -25,6 +26,8 @@ pub struct PgStore {
     fences: Arc<Fences>,
     /// How long a write may take before its outcome counts as unknown.
     write_timeout: Duration,
+    /// The randomized fault test's faults (none otherwise).
+    faults: Faults,
 }
 
 /// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
@@ -238,6 +241,7 @@ impl PgStore {
             pool,
             fences: Arc::new(Fences::default()),
             write_timeout: settings.write_timeout(),
+            faults: settings.faults.clone(),
         })
     }
 
@@ -259,7 +263,10 @@ impl PgStore {
     /// `SELECT 1`, retried once on a fresh connection when the pooled one turns out to be
     /// dead (after a database restart), so recovery is seen at the first probe.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let select = || sqlx::query("SELECT 1").execute(&self.pool);
+        let select = || {
+            self.faults
+                .run(Point::PgPing, sqlx::query("SELECT 1").execute(&self.pool))
+        };
         match select().await {
             Err(e) if is_stale_connection(&e) => select().await,
             other => other,
@@ -283,7 +290,11 @@ impl PgStore {
     ) -> Result<Vec<bool>, StoreError> {
         let fence = self.fences.next();
         let attempts = async {
-            match self.try_write(rows, rejected, fence).await {
+            let attempt = || {
+                self.faults
+                    .run(Point::PgWrite, self.try_write(rows, rejected, fence))
+            };
+            match attempt().await {
                 // A pooled connection may have died with a database restart; one
                 // immediate retry on a fresh connection hides that from the senders. The
                 // retry carries the same fence, so it cannot write the rows twice. A pool
@@ -292,7 +303,7 @@ impl PgStore {
                 Err(e) if is_stale_connection(&e) && !self.pool.is_closed() => {
                     tracing::debug!(error = %e, "batch failed on a stale connection; retrying once");
                     let first_maybe_sent = maybe_sent(&e);
-                    self.try_write(rows, rejected, fence)
+                    attempt()
                         .await
                         .map_err(|e| (first_maybe_sent || maybe_sent(&e), e))
                 }
@@ -604,6 +615,7 @@ impl PgStore {
             pool,
             fences: Arc::new(Fences::default()),
             write_timeout: Duration::from_secs(10),
+            faults: Faults::none(),
         })
     }
 }

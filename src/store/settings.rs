@@ -193,6 +193,12 @@ pub struct DatabaseSettings {
     /// Longest wait for a connection (and for a connection attempt): bounds how long a
     /// callback can hang when the database is gone.
     pub acquire_timeout: Duration,
+    /// The write deadline, when not derived from `acquire_timeout` (see
+    /// [`DatabaseSettings::write_timeout`]). Not a configuration key: the randomized fault
+    /// test shortens it to run many schedules quickly.
+    pub write_deadline: Option<Duration>,
+    /// Faults to inject at every statement (the randomized fault test's; none otherwise).
+    pub faults: crate::faults::Faults,
 }
 
 impl DatabaseSettings {
@@ -201,7 +207,9 @@ impl DatabaseSettings {
     /// A database that hangs (a frozen server, a network partition) must not hold the
     /// sender past a second or two.
     pub fn write_timeout(&self) -> Duration {
-        (self.acquire_timeout + Duration::from_millis(500)).max(Duration::from_millis(1500))
+        self.write_deadline.unwrap_or_else(|| {
+            (self.acquire_timeout + Duration::from_millis(500)).max(Duration::from_millis(1500))
+        })
     }
 }
 

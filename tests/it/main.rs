@@ -20,5 +20,6 @@ mod loss_paths;
 mod migrations;
 mod operations;
 mod send;
+mod simulation;
 mod supervision;
 mod trtc;

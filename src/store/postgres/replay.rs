@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{PgStore, classify, insert_events, insert_rejected};
+use crate::faults::Point;
 use crate::protocol::ErrorCode;
 use crate::store::fence::Fence;
 use crate::store::{JournalRow, RejectedRow, ReplayReport, StoreError, Undecodable, merge_counted};
@@ -103,7 +104,11 @@ impl PgStore {
         let mut settled: HashMap<Fence, bool> = HashMap::new();
         for fence in todo.iter().filter_map(|r| r.fence) {
             if let std::collections::hash_map::Entry::Vacant(slot) = settled.entry(fence) {
-                slot.insert(settle_fence(&mut tx, fence).await?);
+                let settled = self
+                    .faults
+                    .run(Point::PgReplaySettle, settle_fence(&mut tx, fence))
+                    .await?;
+                slot.insert(settled);
             }
         }
         let keep = todo.into_iter().filter(|r| {
@@ -113,15 +118,17 @@ impl PgStore {
         match action {
             Action::Store => {
                 let (batch, _) = merge_counted(keep.map(|r| (&r.row, r.deliveries)));
-                insert_events(&mut *tx, &batch, None).await?;
+                let write = insert_events(&mut *tx, &batch, None);
+                self.faults.run(Point::PgReplayWrite, write).await?;
             }
             Action::Refused(reason) => {
                 let rejected: Vec<RejectedRow> = keep.map(|r| refused_row(r, reason)).collect();
-                insert_rejected(&mut *tx, &rejected, None).await?;
+                let write = insert_rejected(&mut *tx, &rejected, None);
+                self.faults.run(Point::PgReplayWrite, write).await?;
             }
         }
         report.position = advance(&mut tx, journal_id, last, position).await?;
-        tx.commit().await?;
+        self.faults.run(Point::PgReplayCommit, tx.commit()).await?;
         Ok(report)
     }
 
@@ -144,9 +151,10 @@ impl PgStore {
             Place::Behind => report.behind = 1,
             Place::After => report.replayed = 1,
         }
-        insert_rejected(&mut *tx, std::slice::from_ref(&row.rejected), None).await?;
+        let write = insert_rejected(&mut *tx, std::slice::from_ref(&row.rejected), None);
+        self.faults.run(Point::PgReplayWrite, write).await?;
         report.position = advance(&mut tx, journal_id, (row.chunk, row.id), position).await?;
-        tx.commit().await?;
+        self.faults.run(Point::PgReplayCommit, tx.commit()).await?;
         Ok(report)
     }
 
@@ -156,27 +164,30 @@ impl PgStore {
     async fn begin_step(&self, journal_id: &str) -> Result<(Tx, (i64, i64)), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let statement_ms = (self.replay_deadline() + Duration::from_secs(1)).as_millis();
-        sqlx::query(
-            "SELECT set_config('lock_timeout', '5s', true), \
-                    set_config('statement_timeout', $1, true)",
-        )
-        .bind(statement_ms.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO journal_progress (journal_id, replayed_chunk, replayed_id) \
-             VALUES ($1, 0, 0) ON CONFLICT (journal_id) DO NOTHING",
-        )
-        .bind(journal_id)
-        .execute(&mut *tx)
-        .await?;
-        let position: (i64, i64) = sqlx::query_as(
-            "SELECT replayed_chunk, replayed_id FROM journal_progress \
-             WHERE journal_id = $1 FOR UPDATE",
-        )
-        .bind(journal_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let begin = async {
+            sqlx::query(
+                "SELECT set_config('lock_timeout', '5s', true), \
+                        set_config('statement_timeout', $1, true)",
+            )
+            .bind(statement_ms.to_string())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO journal_progress (journal_id, replayed_chunk, replayed_id) \
+                 VALUES ($1, 0, 0) ON CONFLICT (journal_id) DO NOTHING",
+            )
+            .bind(journal_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT replayed_chunk, replayed_id FROM journal_progress \
+                 WHERE journal_id = $1 FOR UPDATE",
+            )
+            .bind(journal_id)
+            .fetch_one(&mut *tx)
+            .await
+        };
+        let position = self.faults.run(Point::PgReplayBegin, begin).await?;
         Ok((tx, position))
     }
 }

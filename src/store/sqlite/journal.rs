@@ -27,6 +27,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::{EVENT_COLUMNS, Target, durable, insert_events};
+use crate::faults::{Faults, Point};
 use crate::protocol::{CallResult, CallType, ErrorCode, EventRow, Family, MediaType, Millis, Role};
 use crate::store::fence::{Fence, unique_id};
 use crate::store::{BatchRow, JournalEntry, JournalRow, RejectedRow, Undecodable, inserted_flags};
@@ -59,6 +60,8 @@ pub struct JournalDb {
     cap_pages: u64,
     /// The replay's cap: the size cap (or the file's size, if larger) plus the reserve.
     replay_pages: u64,
+    /// The randomized fault test's faults (none otherwise).
+    faults: Faults,
 }
 
 /// Whether SQLite says the database file is damaged: SQLITE_CORRUPT (11) or SQLITE_NOTADB
@@ -120,6 +123,7 @@ impl JournalDb {
             id: String::new(),
             cap_pages,
             replay_pages: cap_pages + RESERVE_PAGES,
+            faults: Faults::none(),
         };
         let opened = async {
             let id = db.check_and_migrate().await?;
@@ -180,6 +184,11 @@ impl JournalDb {
         }
     }
 
+    /// The same journal, its statements under `faults` (the randomized fault test's).
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Self { faults, ..self }
+    }
+
     /// The journal's identity: where PostgreSQL records how far it was replayed.
     pub fn id(&self) -> &str {
         &self.id
@@ -237,16 +246,20 @@ impl JournalDb {
         note: Option<(&str, &str)>,
     ) -> Result<u64, sqlx::Error> {
         let fence = fence.map(|f| f.to_bytes().to_vec()).unwrap_or_default();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let returned = insert_events(&mut tx, Target::Journal, rows, &fence).await?;
-        if let Some((key, value)) = note {
-            sqlx::query("INSERT OR REPLACE INTO journal_meta (key, value) VALUES (?1, ?2)")
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        let append = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let returned = insert_events(&mut tx, Target::Journal, rows, &fence).await?;
+            if let Some((key, value)) = note {
+                sqlx::query("INSERT OR REPLACE INTO journal_meta (key, value) VALUES (?1, ?2)")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(returned)
+        };
+        let returned = self.faults.run(Point::JournalAppend, append).await?;
         let new = inserted_flags(rows, &returned)
             .map(|flags| flags.into_iter().filter(|&f| f).count())
             .unwrap_or(rows.len());
@@ -285,20 +298,19 @@ impl JournalDb {
     ) -> Result<(u64, Vec<JournalEntry>), sqlx::Error> {
         let mut limit = limit.max(1);
         loop {
-            let result = self
-                .with_reserve(|conn| {
-                    Box::pin(async move {
-                        let mut tx = begin_immediate(conn).await?;
-                        let deleted = match finished {
-                            Some(chunk) => delete_chunk(&mut tx, chunk).await?,
-                            None => 0,
-                        };
-                        let rows = take_chunk(&mut tx, limit).await?;
-                        tx.commit().await?;
-                        Ok((deleted, rows))
-                    })
+            let take = self.with_reserve(|conn| {
+                Box::pin(async move {
+                    let mut tx = begin_immediate(conn).await?;
+                    let deleted = match finished {
+                        Some(chunk) => delete_chunk(&mut tx, chunk).await?,
+                        None => 0,
+                    };
+                    let rows = take_chunk(&mut tx, limit).await?;
+                    tx.commit().await?;
+                    Ok((deleted, rows))
                 })
-                .await;
+            });
+            let result = self.faults.run(Point::JournalTake, take).await;
             match result {
                 Err(e) if is_full(&e) && limit > 1 => {
                     limit /= 2;

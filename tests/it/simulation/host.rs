@@ -1,0 +1,192 @@
+//! callhook under test, started, stopped gracefully or crashed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use callhook::app::Application;
+use callhook::config::Settings;
+
+use crate::helpers::APP;
+
+// callhook under test: in a runtime of its own, so that a crash can drop everything it
+// runs at once; or, in process schedules, the real binary, killed with SIGKILL.
+
+pub(super) enum Stop {
+    Graceful,
+    Crash,
+}
+
+pub(super) enum Host {
+    Thread {
+        stop: Option<tokio::sync::oneshot::Sender<Stop>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Process(std::process::Child),
+}
+
+pub(super) struct Running {
+    pub(super) addr: SocketAddr,
+    pub(super) host: Host,
+}
+
+impl Running {
+    /// Starts callhook; waits (a bounded while) for the spool directory of a crashed
+    /// predecessor to be let go.
+    pub(super) async fn start(settings: Settings, process: bool) -> Result<Self, String> {
+        if process {
+            return Self::start_process(&settings).await;
+        }
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(serve(settings, addr_tx, stop_rx));
+            rt.shutdown_background();
+        });
+        let addr = addr_rx
+            .await
+            .map_err(|_| "callhook's thread ended before it served".to_owned())??;
+        Ok(Self {
+            addr,
+            host: Host::Thread {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+        })
+    }
+
+    /// `callhook serve` as a child process with the schedule's settings (and production
+    /// timings: the hidden ones cannot be set from outside), once `/healthz` answers.
+    pub(super) async fn start_process(settings: &Settings) -> Result<Self, String> {
+        let port = crate::process::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let spool = settings
+            .spool
+            .dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .arg("serve")
+            .args(["--database-url", settings.database.url.expose()])
+            .args(["--sdkappid", &APP.to_string(), "--spool-dir", &spool])
+            .args(["--max-batch", &settings.ingest.max_batch.to_string()])
+            .args(["--writers", &settings.ingest.writers.to_string()])
+            .args(["--listen", &addr.to_string()])
+            .env_remove("CALLHOOK_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning callhook: {e}"))?;
+        let running = Self {
+            addr,
+            host: Host::Process(child),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let healthy = client
+                .get(format!("{}/healthz", running.base()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                return Ok(running);
+            }
+            if Instant::now() > deadline {
+                return Err("callhook did not become healthy".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(super) fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it: gracefully, or as `kill -9` does (nothing more runs).
+    pub(super) async fn stop(self, how: Stop) {
+        match self.host {
+            Host::Thread {
+                mut stop,
+                mut thread,
+            } => {
+                if let Some(tx) = stop.take() {
+                    let _ = tx.send(how);
+                }
+                if let Some(thread) = thread.take() {
+                    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                }
+            }
+            Host::Process(mut child) => {
+                match how {
+                    Stop::Crash => {
+                        let _ = child.kill();
+                    }
+                    Stop::Graceful => {
+                        let _ = std::process::Command::new("kill")
+                            .arg("-TERM")
+                            .arg(child.id().to_string())
+                            .status();
+                    }
+                }
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
+        }
+    }
+}
+
+pub(super) async fn serve(
+    settings: Settings,
+    addr_tx: tokio::sync::oneshot::Sender<Result<SocketAddr, String>>,
+    stop_rx: tokio::sync::oneshot::Receiver<Stop>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let app = loop {
+        match Application::build(settings.clone()).await {
+            Ok(app) => break app,
+            // The crashed process's journal is still being dropped.
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                let _ = addr_tx.send(Err(format!("{e:#}")));
+                return;
+            }
+        }
+    };
+    let Ok(addr) = app.local_addr() else {
+        let _ = addr_tx.send(Err("no local address".into()));
+        return;
+    };
+    let _ = addr_tx.send(Ok(addr));
+    let (grace_tx, grace_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = app.run_until(async {
+        let _ = grace_rx.await;
+    });
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => {}
+        how = stop_rx => match how {
+            Ok(Stop::Crash) => {}
+            Ok(Stop::Graceful) | Err(_) => {
+                let _ = grace_tx.send(());
+                let _ = run.await;
+            }
+        },
+    }
+}
