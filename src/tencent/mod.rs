@@ -6,7 +6,12 @@
 //! Nothing here reads callhook's configuration or database: callers hand in the app's
 //! credentials and take back typed answers.
 
+pub mod callback_config;
+mod client;
+pub mod records;
 pub mod usersig;
+
+pub use client::{Answer, ApiError, Client, Credentials, RETRY_DELAYS, hint};
 
 /// The regions Tencent serves the REST APIs from, each with its own domain (an app's
 /// region is where its SDKAppID was created).
