@@ -26,6 +26,8 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod reconcile;
+pub mod register;
 pub mod report;
 pub mod send;
 pub mod store;

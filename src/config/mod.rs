@@ -14,6 +14,7 @@
 
 pub mod defaults;
 mod file;
+mod reconcile;
 mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,7 @@ use crate::cli::{
     ServeArgs,
 };
 pub use crate::store::{DatabaseSettings, DatabaseUrl};
+pub use reconcile::{ReconcileJob, RegisterJob, Window, parse_time, show as show_time};
 
 pub use defaults::DATABASE_URL as DEFAULT_DATABASE_URL;
 pub use file::{
@@ -384,6 +386,8 @@ pub enum Job {
         url: String,
         timeout: Duration,
     },
+    Reconcile(Box<ReconcileJob>),
+    Register(Box<RegisterJob>),
 }
 
 /// A command line, resolved: the log format and the job.
@@ -431,6 +435,14 @@ pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocat
             let url = healthcheck_url(&args, &file)?;
             let timeout = Duration::from_millis(args.timeout_ms);
             (shared_log_format, Job::Healthcheck { url, timeout })
+        }
+        Command::Reconcile(args) => {
+            let job = reconcile::reconcile_job(args, &file, env, crate::now_millis())?;
+            (shared_log_format, Job::Reconcile(Box::new(job)))
+        }
+        Command::Register(args) => {
+            let job = reconcile::register_job(args, &file, env)?;
+            (shared_log_format, Job::Register(Box::new(job)))
         }
     };
     Ok(Invocation { log_format, job })

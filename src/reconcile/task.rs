@@ -1,0 +1,1 @@
+//! The reconcile task of `serve` (`[reconcile] interval`).
