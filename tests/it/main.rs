@@ -20,6 +20,7 @@ mod loss_paths;
 mod migrations;
 mod operations;
 mod reconcile;
+mod register;
 mod send;
 mod simulation;
 mod supervision;
