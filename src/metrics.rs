@@ -32,6 +32,11 @@ pub const JOURNAL_BEHIND: &str = "callhook_journal_behind_total";
 pub const JOURNAL_STEP_TIMEOUTS: &str = "callhook_journal_step_timeouts_total";
 pub const WRITER_RESTARTS: &str = "callhook_writer_restarts_total";
 pub const TASK_RESTARTS: &str = "callhook_task_restarts_total";
+pub const RECONCILE_RUNS: &str = "callhook_reconcile_runs_total";
+pub const RECONCILE_LAST_SUCCESS: &str = "callhook_reconcile_last_success_timestamp_seconds";
+pub const RECONCILE_RECORDS: &str = "callhook_reconcile_records";
+pub const RECONCILE_RECORD_ONLY: &str = "callhook_reconcile_record_only_calls";
+pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -185,6 +190,28 @@ fn describe() {
     describe_counter!(
         TASK_RESTARTS,
         "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep) restarted after ending early, by task"
+    );
+    describe_counter!(
+        RECONCILE_RUNS,
+        "Reconcile runs of serve against Tencent's call records, by app and outcome (ok, failed)"
+    );
+    describe_gauge!(
+        RECONCILE_LAST_SUCCESS,
+        Unit::Seconds,
+        "When the app's last successful reconcile ended (Unix time)"
+    );
+    describe_gauge!(
+        RECONCILE_RECORDS,
+        "Tencent's records of the calls in the last successful reconcile's window, by app"
+    );
+    describe_gauge!(
+        RECONCILE_RECORD_ONLY,
+        "Calls of the last successful reconcile's window that Tencent recorded and no callback of which arrived, by app"
+    );
+    describe_gauge!(
+        RECONCILE_INTERVAL,
+        Unit::Seconds,
+        "How often serve reconciles the app"
     );
     metrics::gauge!(DATABASE_UP).set(0.0);
 }

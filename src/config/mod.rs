@@ -36,7 +36,9 @@ pub use file::{
     FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
     database_url, log_format,
 };
-pub use validate::{parse_duration, parse_listen, probe_address, validate_database_url};
+pub use validate::{
+    RECORDS_KEPT, parse_duration, parse_listen, probe_address, validate_database_url,
+};
 
 use crate::tencent::ApiRegion;
 

@@ -539,3 +539,77 @@ async fn no_answer_is_retried_then_named() {
     assert!(!e.contains("usersig") && !e.contains(KEY), "{e}");
     assert_eq!(c.requests(), 3);
 }
+
+/// An app with the fake as its REST API.
+fn api_app(id: i64, fake: &FakeTencent) -> callhook::config::AppSettings {
+    callhook::config::AppSettings {
+        api: callhook::config::ApiSettings {
+            secret_key: Some(callhook::config::Secret::new(KEY)),
+            admin_identifier: "administrator".into(),
+            endpoint: callhook::config::ApiEndpoint::Url(fake.url()),
+        },
+        ..callhook::config::AppSettings::new(id)
+    }
+}
+
+/// A metric's value in `/metrics`: the line of `name` that has every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+both_backends! {
+    /// `serve` with [reconcile] interval: the first run, right after start, reaches back to
+    /// the end of the last successful run's window (here a day and a half ago: callhook
+    /// was down), not just the 2-hour window; the metrics say how it went.
+    async fn serve_reconciles_and_covers_the_time_it_was_down(backend: Backend) {
+        let id = match backend { Backend::Postgres => 1_400_000_071, Backend::Sqlite => 1_400_000_072 };
+        let fake = FakeTencent::start([(id, FakeApp::new(KEY))]).await;
+        let now = chrono::Utc::now().timestamp();
+        let t = |ago: i64| now - ago;
+        fake.set_records(id, vec![
+            record("while-down", "a", &["b"], "NormalEnd", t(30 * 3600), t(30 * 3600) + 4, t(30 * 3600) + 90),
+            record("just-now", "a", &["b"], "NotAnswer", t(600), 0, t(570)),
+        ]);
+        // The last successful run, before callhook went down, ended 36 hours ago.
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&DatabaseSettings::new(&db.url)).await.unwrap_or_else(|e| panic!("{e}"));
+        store.migrate(Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}"));
+        let old = RunKey {
+            sdkappid: id,
+            from: (now - 38 * 3600) * 1000,
+            to: (now - 36 * 3600) * 1000,
+            page_size: 100,
+            trigger: Trigger::Serve,
+        };
+        let run = store.start_run(&old, old.to).await.unwrap_or_else(|e| panic!("{e}"));
+        store.finish_run(run.id, &callhook::store::RunEnd::Ok, 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let app = TestApp::spawn_on(db, |s| {
+            s.apps.insert(id, api_app(id, &fake));
+            s.reconcile.interval = Some(Duration::from_secs(3600));
+        }).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while scalar(app.store(), "SELECT count(*) FROM reconcile_runs WHERE status = 'ok' AND trigger = 'serve'").await < 2 {
+            assert!(std::time::Instant::now() < deadline, "no run within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls = rows(app.store(), &format!("SELECT call_id, source FROM calls WHERE sdkappid = {id}")).await;
+        assert_eq!(calls, [vec![s("just-now"), s("record_api")], vec![s("while-down"), s("record_api")]]);
+        let from = fake.seen()[0].body["StartTime"].as_i64().unwrap_or_default();
+        assert_eq!(from, now - 36 * 3600, "the window starts where the last success ended");
+        let (_, text) = app.get("/metrics").await;
+        let label = format!("sdkappid=\"{id}\"");
+        let app_label = [label.as_str()];
+        let ok = metric(&text, "callhook_reconcile_runs_total", &[&label, "outcome=\"ok\""]);
+        assert_eq!(ok, Some(1.0), "{text}");
+        assert_eq!(metric(&text, "callhook_reconcile_record_only_calls", &app_label), Some(2.0));
+        assert_eq!(metric(&text, "callhook_reconcile_records", &app_label), Some(2.0));
+        let last = metric(&text, "callhook_reconcile_last_success_timestamp_seconds", &app_label);
+        assert!(last.is_some_and(|t| (t - now as f64).abs() < 60.0), "{last:?}");
+        assert_eq!(metric(&text, "callhook_reconcile_interval_seconds", &app_label), Some(3600.0));
+        let (_, ready) = app.get("/readyz").await;
+        assert!(ready.contains("\"tasks_down\":[]"), "{ready}");
+    }
+}
