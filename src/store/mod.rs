@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
-pub use analytics::{DailyStats, DayRange, RecentEvent, RoomStats};
+pub use analytics::{Completeness, DailyStats, DayRange, RecentEvent, RoomStats};
 pub use backend::BackendKind;
 pub use fence::Fence;
 pub use postgres::PgStore;

@@ -263,6 +263,23 @@ both_backends! {
         }
         assert_eq!(scalar(store, "SELECT count(*) FROM calls").await, 15);
         assert_eq!(scalar(store, "SELECT count(*) FROM reconcile_runs WHERE status = 'ok'").await, 2);
+
+        // The report of the period says how complete the callbacks were, and counts the calls
+        // known only from the record in its totals.
+        let args = vec!["report".to_owned(), "--database-url".to_owned(), app.db.url.clone()];
+        let (code, out, err) = callhook(args, vec![]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("Completeness: 61.5% of the 13 calls Tencent recorded arrived as callbacks; 5 are known only from Tencent's record"), "{out}");
+        let total = out.lines().find(|l| l.starts_with("total")).unwrap_or_default();
+        assert!(total.split_whitespace().nth(2) == Some("15"), "{total}");
+        // The table: the same findings, one line for the app.
+        let mut args = window_args(&config, &app.db.url, from, to);
+        args.truncate(args.len() - 4);
+        let env = vec![("TEST_SECRET_KEY".to_owned(), KEY.to_owned())];
+        let (code, out, err) = callhook(args, env).await;
+        assert_eq!(code, 0, "{err}");
+        let line = out.lines().find(|l| l.starts_with(&APP.to_string())).unwrap_or_default();
+        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), [&APP.to_string(), "13", "8", "5", "2", "2", "1", "ok"], "{out}");
     }
 }
 
