@@ -465,6 +465,34 @@ pub struct SendArgs {
     /// Print no progress bar and no summary; the exit code still tells.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Also play Tencent's call record API on this address (e.g. 127.0.0.1:9090): serve
+    /// the records of the calls sent, those whose callbacks were withheld too
+    /// (--drop-percent), until Ctrl-C. Point an app's api_url at http://ADDR, give it
+    /// --record-api-key as its secret key, and run callhook reconcile.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "record_api_key",
+        conflicts_with = "example"
+    )]
+    pub record_api: Option<String>,
+
+    /// The secret key the record API checks each request's UserSig against (the app's
+    /// secret key in callhook's configuration).
+    #[arg(
+        long,
+        env = "CALLHOOK_SEND_RECORD_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub record_api_key: Option<String>,
+
+    /// Send none of the callbacks of this share of the calls, in percent (as a long outage
+    /// or a client too old to send them would): reconcile finds them in the record API.
+    /// Default: 10 with --record-api, else 0
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_percent: Option<u8>,
 }
 
 /// The token, the TRTC key and a token in the URLs never show.
@@ -490,6 +518,9 @@ impl std::fmt::Debug for SendArgs {
             .field("retry_schedule", &self.retry_schedule)
             .field("summary_json", &self.summary_json)
             .field("quiet", &self.quiet)
+            .field("record_api", &self.record_api)
+            .field("record_api_key", &hidden(&self.record_api_key))
+            .field("drop_percent", &self.drop_percent)
             .finish()
     }
 }

@@ -735,6 +735,10 @@ mod tests {
                 "SECRET-5",
                 "--trtc-key",
                 "SECRET-6",
+                "--record-api",
+                "127.0.0.1:1",
+                "--record-api-key",
+                "SECRET-9",
             ],
         ];
         for args in commands {

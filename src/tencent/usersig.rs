@@ -14,7 +14,7 @@
 //! differ (another deflate implementation), which Tencent does not care about: it inflates.
 //! The unit tests pin signatures made with the reference library for fixed inputs.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac as _};
@@ -77,6 +77,65 @@ pub fn user_sig(key: &str, input: &UserSigInput<'_>) -> String {
             c => c,
         })
         .collect()
+}
+
+/// Why a UserSig is not accepted (what `callhook send --record-api` answers, as Tencent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    #[error("the UserSig cannot be decoded")]
+    Undecodable,
+    #[error("the UserSig is not this app's and identifier's, or not signed with its key")]
+    Mismatch,
+    #[error("the UserSig has expired")]
+    Expired,
+}
+
+/// Checks a UserSig as Tencent does: it decodes, it names `identifier` and `sdkappid`,
+/// its `TLS.sig` is HMAC-SHA256(key) over its lines, and it has not expired at `now`.
+pub fn verify(
+    key: &str,
+    sdkappid: i64,
+    identifier: &str,
+    sig: &str,
+    now: i64,
+) -> Result<(), SigError> {
+    let standard: String = sig
+        .chars()
+        .map(|c| match c {
+            '*' => '+',
+            '-' => '/',
+            '_' => '=',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(standard)
+        .map_err(|_| SigError::Undecodable)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::ZlibDecoder::new(bytes.as_slice()).take(64 * 1024),
+        &mut text,
+    )
+    .map_err(|_| SigError::Undecodable)?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|_| SigError::Undecodable)?;
+    let int = |k: &str| doc[k].as_i64().ok_or(SigError::Undecodable);
+    let (time, expire) = (int("TLS.time")?, int("TLS.expire")?);
+    let input = UserSigInput {
+        sdkappid,
+        identifier,
+        time,
+        expire,
+    };
+    let same = doc["TLS.identifier"].as_str() == Some(identifier)
+        && doc["TLS.sdkappid"].as_i64() == Some(sdkappid)
+        && doc["TLS.sig"].as_str() == Some(signature(key, &input).as_str());
+    if !same {
+        return Err(SigError::Mismatch);
+    }
+    if time.saturating_add(expire) < now {
+        return Err(SigError::Expired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,6 +247,36 @@ mod tests {
         assert_eq!(sig(0), "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4=");
         assert_eq!(sig(1), "+GVrNEZRazslwh+YqLb1Bpa+rSVNAXRPNxexiIqZ5Qk=");
         assert_eq!(sig(3), "U372ZXhA8Ptxh/VfyAJ1GE7++ZahWZi01NseTxouOzA=");
+    }
+
+    #[test]
+    fn the_reference_signatures_verify_until_they_expire() {
+        for (sdkappid, key, identifier, time, expire, reference) in VECTORS {
+            assert_eq!(
+                verify(key, sdkappid, identifier, reference, time + expire),
+                Ok(())
+            );
+            assert_eq!(
+                verify(key, sdkappid, identifier, reference, time + expire + 1),
+                Err(SigError::Expired)
+            );
+            assert_eq!(
+                verify("another key", sdkappid, identifier, reference, time),
+                Err(SigError::Mismatch)
+            );
+            assert_eq!(
+                verify(key, sdkappid + 1, identifier, reference, time),
+                Err(SigError::Mismatch)
+            );
+            assert_eq!(
+                verify(key, sdkappid, "someone", reference, time),
+                Err(SigError::Mismatch)
+            );
+        }
+        assert_eq!(
+            verify("k", 1, "a", "not*a-sig", 0),
+            Err(SigError::Undecodable)
+        );
     }
 
     #[test]

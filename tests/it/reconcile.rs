@@ -630,3 +630,52 @@ both_backends! {
         assert!(ready.contains("\"tasks_down\":[]"), "{ready}");
     }
 }
+
+both_backends! {
+    /// `callhook send --record-api` plays both sides on one machine: it sends the callbacks
+    /// of generated calls but withholds a quarter of the calls' callbacks, and serves
+    /// Tencent's records of all of them; `callhook reconcile` against it finds exactly the
+    /// withheld calls, and nothing that disagrees.
+    async fn send_plays_the_record_api_end_to_end(backend: Backend) {
+        use std::io::{BufRead as _, BufReader};
+        let app = TestApp::spawn(backend).await;
+        let port = crate::process::free_port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .args(["send", "--url", &app.url("/"), "--sdkappid", &APP.to_string(), "--calls", "40",
+                   "--family", "all", "--seed", "7", "--record-api", &format!("127.0.0.1:{port}"),
+                   "--record-api-key", KEY, "--drop-percent", "25", "--retry-schedule", "0"])
+            .env_remove("CALLHOOK_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let line = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("record API"))
+        }).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no record API line"));
+        let withheld: i64 = line.split(" of them").next().and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        assert!(line.contains("40 calls' records") && (5..=15).contains(&withheld), "{line}");
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("callhook.toml");
+        std::fs::write(&path, format!(
+            "[[apps]]\nsdkappid = {APP}\nsecret_key_env = \"TEST_SECRET_KEY\"\napi_url = \"http://127.0.0.1:{port}\"\n"
+        )).unwrap_or_else(|e| panic!("{e}"));
+        let args: Vec<String> = ["reconcile", "--config", &path.display().to_string(), "--database-url",
+            &app.db.url, "--since", "25h", "--format", "json"].iter().map(|s| (*s).to_owned()).collect();
+        let (code, out, err) = callhook(args, vec![("TEST_SECRET_KEY".to_owned(), KEY.to_owned())]).await;
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "send ends cleanly on SIGTERM: {status:?}");
+        assert_eq!(code, 0, "{out}\n{err}");
+        let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(r[0]["records"], 40);
+        assert_eq!(
+            r[0]["findings"],
+            json!({"also_callbacks": 40 - withheld, "record_only": withheld, "callbacks_only": 0, "disagree": 0})
+        );
+        assert_eq!(scalar(app.store(), "SELECT count(*) FROM calls WHERE source = 'record_api'").await, withheld);
+        assert_eq!(scalar(app.store(), "SELECT count(*) FROM call_gaps WHERE kind <> 'missing_callbacks'").await, 0);
+    }
+}
