@@ -189,7 +189,7 @@ fn describe() {
     describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
     describe_counter!(
         TASK_RESTARTS,
-        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep) restarted after ending early, by task"
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile) restarted after ending early, by task"
     );
     describe_counter!(
         RECONCILE_RUNS,

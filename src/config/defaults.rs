@@ -195,6 +195,19 @@ mod tests {
                 "shutdown_timeout_ms",
                 d.limits.shutdown_timeout_ms.to_string(),
             ),
+            (
+                "sdkappid",
+                "every configured app with a secret key".to_owned(),
+            ),
+            ("rate", d.reconcile.rate.to_string()),
+            ("page_size", d.reconcile.page_size.to_string()),
+            (
+                "since",
+                format!(
+                    "{}h",
+                    super::super::reconcile::DEFAULT_SINCE.as_secs() / 3600
+                ),
+            ),
         ];
         let cli = Cli::command();
         let args = cli
@@ -203,6 +216,12 @@ mod tests {
                 cli.find_subcommand("serve")
                     .into_iter()
                     .flat_map(|c| c.get_arguments()),
+            )
+            .chain(
+                cli.find_subcommand("reconcile")
+                    .into_iter()
+                    .flat_map(|c| c.get_arguments())
+                    .filter(|a| a.get_id() != "database_url"),
             )
             .chain(
                 cli.find_subcommand("healthcheck")
@@ -231,7 +250,7 @@ mod tests {
                 ),
             }
         }
-        // The serve flags once, plus the healthcheck's --listen.
+        // The serve and reconcile flags once, plus the healthcheck's --listen.
         assert_eq!(seen, stated.len() + 1);
     }
 }

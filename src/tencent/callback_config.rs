@@ -1,5 +1,6 @@
 //! The callback configuration API (`call_config`): the URL Tencent posts TUICallKit's v4
-//! callbacks to, and which of them. Setting it overwrites what was there.
+//! callbacks to, and which of them. Setting it overwrites what was there. (Its sibling
+//! that deletes the configuration is not used: `callhook register` only sets and reads.)
 
 use serde::Deserialize;
 
@@ -7,7 +8,6 @@ use super::client::{ApiError, Client};
 
 pub const SET: &str = "call_config/set_callback";
 pub const GET: &str = "call_config/get_callback";
-pub const DELETE: &str = "call_config/delete_callback";
 
 /// Tencent's code for "no callback is configured" (as we read the documentation).
 pub const NOTHING_CONFIGURED: i64 = 999;
@@ -50,12 +50,4 @@ pub async fn get(client: &Client) -> Result<Option<CallbackConfig>, ApiError> {
         Err(e) if e.code() == Some(NOTHING_CONFIGURED) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Removes the app's callback configuration.
-pub async fn delete(client: &Client) -> Result<(), ApiError> {
-    client
-        .call(DELETE, &serde_json::json!({}))
-        .await
-        .map(|_| ())
 }
