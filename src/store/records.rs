@@ -78,6 +78,16 @@ pub enum RunEnd {
     Failed(String),
 }
 
+impl RunEnd {
+    /// `reconcile_runs.status` and `error`.
+    pub(crate) fn columns(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Self::Ok => ("ok", None),
+            Self::Failed(e) => ("failed", Some(e.as_str())),
+        }
+    }
+}
+
 /// What a run found: the records it saw this time against the app's callbacks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Findings {
@@ -89,6 +99,19 @@ pub struct Findings {
     pub callbacks_only: i64,
     /// Recorded calls whose callbacks say another result or other times.
     pub disagree: i64,
+}
+
+impl From<(i64, i64, i64, i64)> for Findings {
+    /// The columns of the backends' findings query, in order.
+    fn from(row: (i64, i64, i64, i64)) -> Self {
+        let (also_callbacks, record_only, callbacks_only, disagree) = row;
+        Self {
+            also_callbacks,
+            record_only,
+            callbacks_only,
+            disagree,
+        }
+    }
 }
 
 /// The last successful run of an app: its window's end and when it started fetching.

@@ -79,6 +79,29 @@ pub fn user_sig(key: &str, input: &UserSigInput<'_>) -> String {
         .collect()
 }
 
+/// The JSON text inside a UserSig: Tencent's base64 alphabet back to the standard one,
+/// then zlib (at most 64 KiB of it).
+fn document_text(sig: &str) -> Option<String> {
+    let standard: String = sig
+        .chars()
+        .map(|c| match c {
+            '*' => '+',
+            '-' => '/',
+            '_' => '=',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(standard)
+        .ok()?;
+    let mut text = String::new();
+    flate2::read::ZlibDecoder::new(bytes.as_slice())
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// Why a UserSig is not accepted (what `callhook send --record-api` answers, as Tencent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {
@@ -99,24 +122,7 @@ pub fn verify(
     sig: &str,
     now: i64,
 ) -> Result<(), SigError> {
-    let standard: String = sig
-        .chars()
-        .map(|c| match c {
-            '*' => '+',
-            '-' => '/',
-            '_' => '=',
-            c => c,
-        })
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(standard)
-        .map_err(|_| SigError::Undecodable)?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::ZlibDecoder::new(bytes.as_slice()).take(64 * 1024),
-        &mut text,
-    )
-    .map_err(|_| SigError::Undecodable)?;
+    let text = document_text(sig).ok_or(SigError::Undecodable)?;
     let doc: serde_json::Value = serde_json::from_str(&text).map_err(|_| SigError::Undecodable)?;
     let int = |k: &str| doc[k].as_i64().ok_or(SigError::Undecodable);
     let (time, expire) = (int("TLS.time")?, int("TLS.expire")?);
@@ -140,8 +146,6 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read as _;
-
     use super::*;
 
     /// Signatures made with Tencent's reference library, `pip install tls-sig-api-v2`
@@ -187,25 +191,9 @@ mod tests {
         ),
     ];
 
-    /// The JSON inside a UserSig, decoded independently of [`user_sig`].
+    /// The JSON inside a UserSig.
     fn inflate(sig: &str) -> String {
-        let b64: String = sig
-            .chars()
-            .map(|c| match c {
-                '*' => '+',
-                '-' => '/',
-                '_' => '=',
-                c => c,
-            })
-            .collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap_or_else(|e| panic!("{sig}: {e}"));
-        let mut text = String::new();
-        flate2::read::ZlibDecoder::new(bytes.as_slice())
-            .read_to_string(&mut text)
-            .unwrap_or_else(|e| panic!("{sig}: {e}"));
-        text
+        document_text(sig).unwrap_or_else(|| panic!("cannot decode {sig}"))
     }
 
     #[test]

@@ -120,7 +120,7 @@ async fn a_day_of_calls(app: &TestApp) -> Vec<Value> {
 }
 
 /// Runs the real binary; returns its exit code, stdout and stderr.
-async fn callhook(args: Vec<String>, envs: Vec<(String, String)>) -> (i32, String, String) {
+pub async fn callhook(args: Vec<String>, envs: Vec<(String, String)>) -> (i32, String, String) {
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
             .args(&args)

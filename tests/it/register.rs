@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{APP, TOKEN};
-use crate::reconcile::KEY;
+use crate::reconcile::{KEY, callhook};
 use crate::tencent_fake::{FakeApp, FakeTencent};
 
 async fn register(config: &str, args: &[&str]) -> (i32, String, String) {
@@ -16,22 +16,14 @@ async fn register(config: &str, args: &[&str]) -> (i32, String, String) {
         config.to_owned(),
     ];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
-            .args(&all)
-            .env_remove("CALLHOOK_CONFIG")
-            .env("TEST_SECRET_KEY", KEY)
-            .env("TEST_TOKEN", TOKEN)
-            .output()
-            .unwrap_or_else(|e| panic!("running callhook: {e}"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let env = [("TEST_SECRET_KEY", KEY), ("TEST_TOKEN", TOKEN)];
+    callhook(
+        all,
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
     )
+    .await
 }
 
 fn config(dir: &tempfile::TempDir, fake: &FakeTencent, extra: &str) -> String {

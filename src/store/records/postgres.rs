@@ -219,10 +219,7 @@ impl PgStore {
         end: &RunEnd,
         requests: u64,
     ) -> Result<(), StoreError> {
-        let (status, error) = match end {
-            RunEnd::Ok => ("ok", None),
-            RunEnd::Failed(e) => ("failed", Some(e.as_str())),
-        };
+        let (status, error) = end.columns();
         sqlx::query(FINISH)
             .bind(run)
             .bind(status)
@@ -239,21 +236,15 @@ impl PgStore {
         key: &RunKey,
         seen_since: crate::protocol::Millis,
     ) -> Result<Findings, StoreError> {
-        let (also_callbacks, record_only, callbacks_only, disagree): (i64, i64, i64, i64) =
-            sqlx::query_as(&findings_sql())
-                .bind(key.sdkappid)
-                .bind(seen_since)
-                .bind(key.from)
-                .bind(key.to)
-                .fetch_one(self.pool())
-                .await
-                .map_err(classify)?;
-        Ok(Findings {
-            also_callbacks,
-            record_only,
-            callbacks_only,
-            disagree,
-        })
+        let row: (i64, i64, i64, i64) = sqlx::query_as(&findings_sql())
+            .bind(key.sdkappid)
+            .bind(seen_since)
+            .bind(key.from)
+            .bind(key.to)
+            .fetch_one(self.pool())
+            .await
+            .map_err(classify)?;
+        Ok(Findings::from(row))
     }
 
     pub(crate) async fn last_successful_run(

@@ -174,10 +174,7 @@ impl SqliteStore {
         end: &RunEnd,
         requests: u64,
     ) -> Result<(), StoreError> {
-        let (status, error) = match end {
-            RunEnd::Ok => ("ok", None),
-            RunEnd::Failed(e) => ("failed", Some(e.as_str())),
-        };
+        let (status, error) = end.columns();
         sqlx::query(FINISH)
             .bind(run)
             .bind(status)
@@ -195,21 +192,15 @@ impl SqliteStore {
         key: &RunKey,
         seen_since: Millis,
     ) -> Result<Findings, StoreError> {
-        let (also_callbacks, record_only, callbacks_only, disagree): (i64, i64, i64, i64) =
-            sqlx::query_as(FINDINGS)
-                .bind(key.sdkappid)
-                .bind(iso(seen_since)?)
-                .bind(iso(key.from)?)
-                .bind(iso(key.to)?)
-                .fetch_one(self.pool())
-                .await
-                .map_err(classify)?;
-        Ok(Findings {
-            also_callbacks,
-            record_only,
-            callbacks_only,
-            disagree,
-        })
+        let row: (i64, i64, i64, i64) = sqlx::query_as(FINDINGS)
+            .bind(key.sdkappid)
+            .bind(iso(seen_since)?)
+            .bind(iso(key.from)?)
+            .bind(iso(key.to)?)
+            .fetch_one(self.pool())
+            .await
+            .map_err(classify)?;
+        Ok(Findings::from(row))
     }
 
     pub(crate) async fn last_successful_run(
