@@ -223,6 +223,83 @@ mod tests {
         assert_eq!(parse_time("yesterday"), None);
     }
 
+    fn args(extra: &[&str]) -> ReconcileArgs {
+        use clap::Parser as _;
+        let mut all = vec!["callhook", "reconcile"];
+        all.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(all).map(|c| c.command) {
+            Ok(crate::cli::Command::Reconcile(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_apps_reconciled_are_those_with_a_secret_key() -> Result<(), ConfigError> {
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\nsecret_key = \"k1\"\n[[apps]]\nsdkappid = 2\n",
+        )?;
+        let env = |k: &str| (k == "CALLHOOK_SECRET_KEY_3").then(|| "k3".to_owned());
+        let ids = |a: &[&str]| {
+            reconcile_job(args(a), &file, &env, NOW)
+                .map(|j| j.apps.iter().map(|a| a.sdkappid).collect::<Vec<_>>())
+        };
+        assert_eq!(ids(&[])?, [1], "every app with a key");
+        assert_eq!(
+            ids(&["--sdkappid", "3"])?,
+            [3],
+            "a key from the environment alone"
+        );
+        let e = ids(&["--sdkappid", "2"])
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(
+            e.contains("app 2 has no secret key") && e.contains("CALLHOOK_SECRET_KEY_2"),
+            "{e}"
+        );
+        let none = FileConfig::parse("[[apps]]\nsdkappid = 2\n")?;
+        let e = reconcile_job(args(&[]), &none, &env, NOW)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(e.contains("no app has a secret key"), "{e}");
+        let j = reconcile_job(
+            args(&["--since", "90m", "--rate", "5", "--page-size", "50"]),
+            &file,
+            &env,
+            NOW,
+        )?;
+        assert_eq!(
+            j.window,
+            Window {
+                from: NOW - 90 * 60_000,
+                to: NOW
+            }
+        );
+        assert_eq!((j.rate, j.page_size), (5.0, 50));
+        let j = reconcile_job(
+            args(&["--from", "2025-12-05", "--to", "1765000000"]),
+            &file,
+            &env,
+            NOW,
+        )?;
+        assert_eq!(
+            j.window,
+            Window {
+                from: 1_764_892_800_000,
+                to: NOW
+            }
+        );
+        assert_eq!(
+            reconcile_job(args(&[]), &file, &env, NOW)?.window.from,
+            NOW - DAY,
+            "24h by default"
+        );
+        assert!(reconcile_job(args(&["--rate", "0"]), &file, &env, NOW).is_err());
+        assert!(reconcile_job(args(&["--since", "soon"]), &file, &env, NOW).is_err());
+        Ok(())
+    }
+
     #[test]
     fn a_window_past_seven_days_is_refused_never_clamped() {
         assert!(
