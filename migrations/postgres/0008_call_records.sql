@@ -56,9 +56,17 @@ ALTER VIEW call_rollup RENAME TO callback_rollup;
 
 -- One row per call known from its callbacks, its record, or both. Where the callbacks do
 -- not say (no event has a result, a start, …), the record does; otherwise the callbacks
--- decide, as before. `day` is the callbacks' (0002's rule) when there are callbacks, else
--- the record's. `source`: callbacks, record_api or both. Calls known only from a record
--- have no events (0) and no reported TotalNum.
+-- decide, as before. A call whose callbacks say nobody answered (not_answer, reject,
+-- call_busy, cancel) takes no accept time from its record, so it has no ring or talk time
+-- (an interrupted call may have been answered, and takes it). `day` is the callbacks'
+-- (0002's rule) when there are callbacks, else the record's. `source`: callbacks,
+-- record_api or both. Calls known only from a record have no events (0) and no reported
+-- TotalNum.
+--
+-- The record of a call with callbacks is read by correlated subqueries on its primary
+-- key, and each only when the callbacks leave its column empty (COALESCE evaluates no
+-- further), so that call_stats_daily, which reads neither `source` nor the start, probes
+-- call_records only for what it lacks (docs/BENCHMARKS.md, "Analytics").
 CREATE VIEW call_rollup AS
 SELECT x.sdkappid,
        x.call_id,
@@ -78,19 +86,31 @@ SELECT x.sdkappid,
 FROM (
     SELECT b.sdkappid,
            b.call_id,
-           coalesce(b.caller, k.caller) AS caller,
-           coalesce(b.media_type, k.media_type) AS media_type,
-           coalesce(b.call_type, k.call_type) AS call_type,
-           coalesce(b.outcome, k.call_result) AS outcome,
-           coalesce(b.started_at, k.started_at) AS started_at,
-           coalesce(b.accepted_at, k.accepted_at) AS accepted_at,
-           coalesce(b.ended_at, k.ended_at) AS ended_at,
+           coalesce(b.caller, (SELECT k.caller FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS caller,
+           coalesce(b.media_type, (SELECT k.media_type FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS media_type,
+           coalesce(b.call_type, (SELECT k.call_type FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS call_type,
+           coalesce(b.outcome, (SELECT k.call_result FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS outcome,
+           coalesce(b.started_at, (SELECT k.started_at FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS started_at,
+           coalesce(b.accepted_at,
+                    CASE WHEN b.outcome IS NULL
+                              OR b.outcome NOT IN ('not_answer', 'reject', 'call_busy', 'cancel')
+                         THEN (SELECT k.accepted_at FROM call_records k
+                               WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)
+                    END) AS accepted_at,
+           coalesce(b.ended_at, (SELECT k.ended_at FROM call_records k
+                     WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS ended_at,
            b.total_num,
            b.events,
            b.day,
-           CASE WHEN k.call_id IS NULL THEN 'callbacks' ELSE 'both' END AS source
+           CASE WHEN EXISTS (SELECT 1 FROM call_records k
+                             WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)
+                THEN 'both' ELSE 'callbacks' END AS source
     FROM callback_rollup b
-    LEFT JOIN call_records k ON k.sdkappid = b.sdkappid AND k.call_id = b.call_id
     UNION ALL
     SELECT k.sdkappid,
            k.call_id,

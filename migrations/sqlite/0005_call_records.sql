@@ -7,7 +7,8 @@
 -- every view that read call_rollup, calls or call_rooms is dropped and created again.
 -- SQLite pushes a condition on `day` into neither a grouped subquery that is joined nor
 -- through a join's aggregate (docs/BENCHMARKS.md, "Analytics"), so a call's record is read
--- through correlated subqueries on its primary key, never joined to the fold.
+-- through correlated subqueries on its primary key, never joined to the fold, each only
+-- when the callbacks leave its column empty (as in PostgreSQL's 0008, which says why).
 
 CREATE TABLE call_records (
     sdkappid     INTEGER NOT NULL,
@@ -150,7 +151,12 @@ FROM (
            coalesce(b.call_type, (SELECT k.call_type FROM call_records k WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS call_type,
            coalesce(b.outcome, (SELECT k.call_result FROM call_records k WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS outcome,
            coalesce(b.started_at, (SELECT k.started_at FROM call_records k WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS started_at,
-           coalesce(b.accepted_at, (SELECT k.accepted_at FROM call_records k WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS accepted_at,
+           coalesce(b.accepted_at,
+                    CASE WHEN b.outcome IS NULL
+                              OR b.outcome NOT IN ('not_answer', 'reject', 'call_busy', 'cancel')
+                         THEN (SELECT k.accepted_at FROM call_records k
+                               WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)
+                    END) AS accepted_at,
            coalesce(b.ended_at, (SELECT k.ended_at FROM call_records k WHERE k.sdkappid = b.sdkappid AND k.call_id = b.call_id)) AS ended_at,
            b.total_num,
            b.events,

@@ -283,6 +283,51 @@ both_backends! {
     }
 }
 
+both_backends! {
+    /// A call whose callbacks say nobody answered takes no accept time from a record that
+    /// has one, so it has no ring or talk time; an interrupted call (it may have been
+    /// answered) does take it. What the callbacks leave unsaid otherwise (here the start
+    /// and the end) still comes from the record.
+    async fn unanswered_calls_take_no_accept_time_from_their_record(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let store = store_of(&app).await;
+        let fake = FakeTencent::start([(APP, FakeApp::new(KEY))]).await;
+        let t0 = day_start();
+        let at = |i: i64| (t0 + i * 600, t0 + i * 600 + 5, t0 + i * 600 + 65);
+        let mut records = Vec::new();
+        for (i, id, callbacks, result) in [
+            (0, "not-answered", "not_answer", "NormalEnd"),
+            (1, "rejected", "reject", "Reject"),
+            (2, "interrupted", "interrupt", "Interrupt"),
+        ] {
+            let (s, a, e) = at(i);
+            deliver(&app, id, callbacks, (s, a, e)).await;
+            records.push(record(id, &format!("{id}-a"), &[&format!("{id}-b")], result, s, a, e));
+        }
+        fake.set_records(APP, records);
+        let r = reconcile_once(&store, &client(&fake, APP, KEY, 100.0), key(APP, 100)).await;
+        assert_eq!((r.status, r.records), ("ok", 3), "{r:?}");
+        let got = rows(&store, "SELECT call_id, outcome, \
+             CASE WHEN accepted_at IS NULL THEN 'null' ELSE 'set' END, \
+             CAST(CAST(ring_seconds AS INTEGER) AS TEXT), CAST(CAST(talk_seconds AS INTEGER) AS TEXT), \
+             CASE WHEN started_at IS NULL OR ended_at IS NULL THEN 'unknown' ELSE 'known' END, \
+             source FROM calls").await;
+        assert_eq!(got, [
+            vec![s("interrupted"), s("interrupt"), s("set"), s("5"), s("60"), s("known"), s("both")],
+            vec![s("not-answered"), s("not_answer"), s("null"), None, None, s("known"), s("both")],
+            vec![s("rejected"), s("reject"), s("null"), None, None, s("known"), s("both")],
+        ]);
+        // Its callbacks have no times at all: the interrupted call's ring and talk times are
+        // its record's. Callbacks without an accept time disagree with no record's.
+        let gaps = scalar(&store, "SELECT count(*) FROM call_gaps WHERE kind = 'accepted_at'").await;
+        assert_eq!(gaps, 0);
+        // The day's talk time is the interrupted call's alone.
+        let talk = rows(&store, "SELECT CAST(CAST(avg_talk_seconds AS INTEGER) AS TEXT), \
+             CAST(answered AS TEXT) FROM call_stats_daily").await;
+        assert_eq!(talk, [vec![s("60"), s("0")]]);
+    }
+}
+
 /// A client of the fake with short pauses between attempts.
 fn client(fake: &FakeTencent, app: i64, key: &str, rate: f64) -> Client {
     Client::new(
