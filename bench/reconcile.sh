@@ -13,7 +13,8 @@
 # call record API; callhook's default, 20, bounds 100,000 records at 100 a page to 50 s),
 # PAGE_SIZE (100). Needs cargo, /usr/bin/time and PostgreSQL's server binaries
 # (/usr/lib/postgresql/*/bin, or CALLHOOK_PG_BIN); the script starts its own cluster on a
-# Unix socket and removes it at the end (KEEP=1 keeps everything).
+# Unix socket and removes it at the end (KEEP=1 keeps everything). Everything printed is
+# also written to bench/results/reconcile-<timestamp>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,12 @@ PAGE_SIZE=${PAGE_SIZE:-100}
 WORK=${WORKDIR:-$(mktemp -d /tmp/callhook-reconcile-XXXXXX)}
 APP=1400000001
 KEY=bench-secret-key
+mkdir -p bench/results
+RESULTS=bench/results/reconcile-$(date +%Y%m%d-%H%M%S).txt
+exec > >(tee "$RESULTS") 2>&1
+echo "== $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown):" \
+  "RECORDS=$RECORDS RUNS=$RUNS RATE=$RATE PAGE_SIZE=$PAGE_SIZE; $(nproc) cores," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== building (release)"
 cargo build --release --quiet --bin callhook
@@ -101,3 +108,4 @@ for backend in ("sqlite", "postgres"):
         print(f"{backend:9} {kind:6} runs={len(sel)} seconds={med(2):.1f} requests={med(3):.0f} "
               f"records={med(4):.0f} max_rss={med(5)/1024:.1f} MiB")
 PY
+echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); results: $RESULTS"
