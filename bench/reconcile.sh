@@ -44,7 +44,8 @@ if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
 fi
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir -p "$WORK/pg"
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK/pg"; fi
+# As root, the cluster runs as the postgres user, who must reach $WORK (mktemp's is 0700).
+if [ "$(id -u)" = 0 ]; then chmod a+x "$WORK"; chown postgres "$WORK/pg"; fi
 as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w -o \
   "-c listen_addresses='' -c unix_socket_directories='$WORK/pg' -c shared_buffers=256MB" \
