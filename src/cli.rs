@@ -125,7 +125,8 @@ pub struct ReconcileArgs {
 
 The callbacks registered are the v4 call callbacks this app accepts (its [[apps]] commands
 list, or all four). An app with a token gets ?token=… added to the URL. Exit code 0 when
-Tencent has (or now has) what this deployment expects; 1 otherwise.")]
+Tencent has (or now has) what this deployment expects; 1 otherwise (or when Tencent refused);
+2 for a configuration problem.")]
 pub struct RegisterArgs {
     /// The app (it needs a secret key). Default: the one configured app with a secret key.
     #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
