@@ -26,6 +26,7 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod quality;
 pub mod reconcile;
 pub mod register;
 pub mod report;

@@ -37,6 +37,9 @@ pub const RECONCILE_LAST_SUCCESS: &str = "callhook_reconcile_last_success_timest
 pub const RECONCILE_RECORDS: &str = "callhook_reconcile_records";
 pub const RECONCILE_RECORD_ONLY: &str = "callhook_reconcile_record_only_calls";
 pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
+pub const CALLS_ENDED: &str = "callhook_calls_ended_total";
+pub const CALLS_ZERO_TALK: &str = "callhook_calls_zero_talk_total";
+pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -48,6 +51,11 @@ pub fn install() -> Option<PrometheusHandle> {
             let latency = [
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ];
+            // Tencent sends a status callback seconds after the call; its retries reach
+            // 12 s, TRTC's a minute.
+            let lag = [
+                1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+            ];
             let sizes = [
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
             ];
@@ -57,7 +65,8 @@ pub fn install() -> Option<PrometheusHandle> {
                     b.set_buckets_for_metric(Matcher::Full(COMMIT_DURATION.into()), &latency)
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), &latency))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CALLBACK_LAG.into()), &lag));
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(e) => {
@@ -212,6 +221,19 @@ fn describe() {
         RECONCILE_INTERVAL,
         Unit::Seconds,
         "How often serve reconciles the app"
+    );
+    describe_counter!(
+        CALLS_ENDED,
+        "Calls ended, by app, the family that said so (status: the caller's call_end; v4: Call.CallbackAfterEndCall) and result"
+    );
+    describe_counter!(
+        CALLS_ZERO_TALK,
+        "Calls ended normal_end with under a second between answer and hang-up, by app and family"
+    );
+    describe_histogram!(
+        CALLBACK_LAG,
+        Unit::Seconds,
+        "Time from Tencent's event time to the callback's arrival, by family"
     );
     metrics::gauge!(DATABASE_UP).set(0.0);
 }

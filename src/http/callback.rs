@@ -40,6 +40,7 @@ use crate::protocol::{
     CallbackQuery, Context, EventRow, Kind, Rejection, classify, dedupe_key, known_commands,
     parse_delivery,
 };
+use crate::quality::Signals;
 use crate::store::RejectedRow;
 
 /// Labels with bounded cardinality: a known command's own spelling, else `other`.
@@ -163,7 +164,12 @@ impl CallbackDelivery<'_> {
     async fn process(&self, body: Body) -> Result<Outcome, Refusal> {
         let (sdkappid, app) = self.admit().map_err(Refusal::not_kept)?;
         let rows = check(self, sdkappid, app, body).await?;
-        Ok(self.st.ingest.submit(rows).await?)
+        let signals = Signals::of(&rows);
+        let outcome = self.st.ingest.submit(rows).await?;
+        if outcome != Outcome::Duplicate {
+            signals.record();
+        }
+        Ok(outcome)
     }
 
     /// Steps 1–3: the app is named, configured, and the request authenticated. Refusals

@@ -45,6 +45,7 @@ use crate::protocol::reply::ErrorCode;
 use crate::protocol::{
     Context, EventRow, Rejection, TRTC_COMMAND, dedupe_key, parse_trtc_delivery,
 };
+use crate::quality::Signals;
 use crate::store::RejectedRow;
 
 /// The note on rows stored for an app without a TRTC key (their origin is not checked).
@@ -121,10 +122,12 @@ impl TrtcDelivery<'_> {
             Err(refusal) => return ("trtc", Err(refusal)),
         };
         let family = family(&rows);
-        (
-            family,
-            self.st.ingest.submit(rows).await.map_err(Refusal::from),
-        )
+        let signals = Signals::of(&rows);
+        let result = self.st.ingest.submit(rows).await.map_err(Refusal::from);
+        if result.as_ref().is_ok_and(|o| *o != Outcome::Duplicate) {
+            signals.record();
+        }
+        (family, result)
     }
 
     /// Steps 1–5. A refusal of steps 1–2 ([`Self::admit`]) is never kept; one of steps

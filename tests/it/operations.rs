@@ -720,3 +720,74 @@ async fn sqlite_checkpoints_every_ten_thousand_pages() {
     drop((a, b));
     store.close().await;
 }
+
+/// The value of a sample on `/metrics`: the line starting with `name_and_labels` (0 when
+/// there is none yet).
+async fn sample(app: &TestApp, name_and_labels: &str) -> f64 {
+    let (_, text) = app.get("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+both_backends! {
+    /// The call-quality metrics count each call once, from the caller's status callback or
+    /// v4's end record, never a callee's, a retry or a refused delivery; a completed call
+    /// without talk time is counted apart; every callback's lag is observed.
+    async fn call_quality_metrics_count_each_call_once(backend: Backend) {
+        // The recorder is global to the test process: an app of this test's own, per
+        // backend, keeps the counts apart from every other test's.
+        let app_id: i64 = match backend {
+            Backend::Postgres => 1_400_000_771,
+            Backend::Sqlite => 1_400_000_772,
+        };
+        let app = TestApp::spawn_with(backend, |s| {
+            s.apps.insert(app_id, callhook::config::AppSettings::new(app_id));
+        })
+        .await;
+        let post = |body: Value| {
+            let app = &app;
+            async move {
+                let (status, answer) = app.post(&status_query(app_id, "call_end"), body.to_string()).await;
+                assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{answer}");
+            }
+        };
+        post(status_body("q-1", "alice", "caller", "normal_end")).await;
+        post(status_body("q-1", "alice", "caller", "normal_end")).await; // a retry
+        post(status_body("q-1", "bob", "callee", "normal_end")).await;
+        post(status_body("q-2", "alice", "caller", "interrupt")).await;
+        post(status_body("q-3", "alice", "caller", "not_answer")).await;
+        post(status_body("q-3", "bob", "callee", "not_answer")).await;
+        let mut zero = status_body("q-4", "alice", "caller", "normal_end");
+        zero["AcceptTs"] = json!(1_704_856_885);
+        post(zero).await;
+        let end = json!({
+            "CallbackCommand": "Call.CallbackAfterEndCall",
+            "EventTime": 1_704_856_890_000_i64,
+            "CallRecord": {
+                "CallId": "q-5",
+                "Caller_Account": "alice",
+                "CalleeList_Account": ["bob"],
+                "StartTime": 1_704_856_873,
+                "AcceptTime": 0,
+                "EndTime": 1_704_856_885,
+                "CallResult": "Cancel"
+            }
+        });
+        let (status, answer) = app.post(&v4_query(app_id, "Call.CallbackAfterEndCall"), end.to_string()).await;
+        assert_eq!((status, answer["ErrorCode"].as_i64()), (200, Some(0)), "{answer}");
+        let stored: i64 = scalar(app.store(), &format!("SELECT count(*) FROM call_events WHERE sdkappid = {app_id}")).await;
+        assert_eq!(stored, 7, "the retry merged, everything else stored");
+
+        let ended = |family: &str, result: &str| {
+            format!("callhook_calls_ended_total{{sdkappid=\"{app_id}\",family=\"{family}\",result=\"{result}\"}}")
+        };
+        assert_eq!(sample(&app, &ended("status", "normal_end")).await, 2.0, "q-1 and q-4, once each");
+        assert_eq!(sample(&app, &ended("status", "interrupt")).await, 1.0);
+        assert_eq!(sample(&app, &ended("status", "not_answer")).await, 1.0, "the callee's callback is not a second call");
+        assert_eq!(sample(&app, &ended("v4", "cancel")).await, 1.0);
+        let zero_talk = format!("callhook_calls_zero_talk_total{{sdkappid=\"{app_id}\",family=\"status\"}}");
+        assert_eq!(sample(&app, &zero_talk).await, 1.0, "q-4");
+        assert!(sample(&app, "callhook_callback_lag_seconds_count{family=\"status\"}").await >= 6.0);
+    }
+}
