@@ -516,9 +516,12 @@ both_backends! {
         fake.set_records(APP, records_of(APP, 10));
         let r = reconcile_once(&store, &client(&fake, APP, KEY, 10.0), key(APP, 2)).await;
         assert_eq!((r.status, r.records), ("ok", 10));
+        // 5 requests at 10/s start 4 × 100 ms apart. The fake sees them arrive: the first
+        // one's arrival includes the connection's setup, which on a busy machine took 16 ms
+        // once, so 3 of the 4 periods are asked for (unpaced, 5 requests take a few ms).
         let seen = fake.seen();
         let spread = seen.last().map(|l| l.at.duration_since(seen[0].at)).unwrap_or_default();
-        assert!(spread >= Duration::from_millis(390), "5 requests at 10/s: {spread:?}");
+        assert!(spread >= Duration::from_millis(300), "5 requests at 10/s: {spread:?}");
 
         fake.forget_requests();
         fake.limit_per_second(Some(2));
