@@ -168,6 +168,19 @@ impl Application {
         background.spawn("prober", Lifetime::UntilAborted, move || {
             watch_database(Arc::clone(&prober))
         });
+        if state.settings.reconcile.interval.is_some() {
+            let (store, health) = (state.store.clone(), Arc::clone(&state.health));
+            let apps: Vec<_> = state.settings.apps.values().cloned().collect();
+            let settings = state.settings.reconcile.clone();
+            background.spawn("reconcile", Lifetime::UntilAborted, move || {
+                crate::reconcile::task::run_task(
+                    store.clone(),
+                    apps.clone(),
+                    settings.clone(),
+                    Arc::clone(&health),
+                )
+            });
+        }
         if let Some(journal) = &state.journal {
             let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
             background.spawn("journal-replay", Lifetime::UntilAborted, move || {

@@ -53,6 +53,93 @@ pub enum Command {
     /// Exit 0 when a running callhook answers its health check (for container HEALTHCHECK
     /// instructions, where no curl is installed).
     Healthcheck(HealthcheckArgs),
+    /// Fetch Tencent's own record of every call in a window (at most 7 days old), store it
+    /// in call_records, and say which calls never arrived as callbacks (needs the app's
+    /// secret key).
+    Reconcile(ReconcileArgs),
+    /// Set the callback URL and callbacks Tencent posts for an app, through Tencent's
+    /// callback configuration API; or, with --check, compare what Tencent has with this
+    /// deployment (needs the app's secret key).
+    Register(RegisterArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReconcileFormat {
+    /// One line per app and what it found.
+    Table,
+    /// A JSON array, one object per app.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  The last 24 hours of every app that has a secret key:
+    CALLHOOK_SECRET_KEY_1400000001=… callhook reconcile --sdkappid 1400000001
+  A fixed window (an interrupted run of the same window resumes where it stopped):
+    callhook reconcile --config callhook.toml --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z
+
+Times: RFC 3339 (2026-12-01T08:00:00Z), a UTC day (2026-12-01), or Unix seconds. Tencent keeps
+records for 7 days: an older window is refused. Exit code 0 when every app was reconciled,
+1 when Tencent or the database refused (the message names Tencent's code and what to fix),
+2 for a configuration problem.")]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Only this app (it needs a secret key: [[apps]] secret_key_env, or
+    /// CALLHOOK_SECRET_KEY_<ID>). Default: every configured app with a secret key.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub sdkappid: Option<i64>,
+
+    /// The window: from this long ago until now (90m, 24h, 7d). Default: 24h
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"])]
+    pub since: Option<String>,
+
+    /// The window's start (calls that started at or after it).
+    #[arg(long, value_name = "TIME", requires = "to")]
+    pub from: Option<String>,
+
+    /// The window's end (calls that started before it).
+    #[arg(long, value_name = "TIME", requires = "from")]
+    pub to: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReconcileFormat::Table)]
+    pub format: ReconcileFormat,
+
+    /// Requests a second to Tencent, at most (file: reconcile.rate). Default: 20
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+
+    /// Records asked for per page (file: reconcile.page_size). Default: 100
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  Point Tencent at this deployment (step one of the deployment guide):
+    CALLHOOK_SECRET_KEY_1400000001=… callhook register --sdkappid 1400000001 --url https://hooks.example.com/
+  See what Tencent has, and whether it differs from this deployment:
+    callhook register --sdkappid 1400000001 --check --url https://hooks.example.com/
+
+The callbacks registered are the v4 call callbacks this app accepts (its [[apps]] commands
+list, or all four). An app with a token gets ?token=… added to the URL. Exit code 0 when
+Tencent has (or now has) what this deployment expects; 1 otherwise (or when Tencent refused);
+2 for a configuration problem.")]
+pub struct RegisterArgs {
+    /// The app (it needs a secret key). Default: the one configured app with a secret key.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub sdkappid: Option<i64>,
+
+    /// The callback URL Tencent should post to: https://<your host><callback_path>.
+    #[arg(long, value_name = "URL", required_unless_present = "check")]
+    pub url: Option<String>,
+
+    /// Only show what Tencent has configured, and how it differs from this deployment
+    /// (and from --url, when given); change nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -379,6 +466,34 @@ pub struct SendArgs {
     /// Print no progress bar and no summary; the exit code still tells.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Also play Tencent's call record API on this address (e.g. 127.0.0.1:9090): serve
+    /// the records of the calls sent, those whose callbacks were withheld too
+    /// (--drop-percent), until Ctrl-C. Point an app's api_url at http://ADDR, give it
+    /// --record-api-key as its secret key, and run callhook reconcile.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "record_api_key",
+        conflicts_with = "example"
+    )]
+    pub record_api: Option<String>,
+
+    /// The secret key the record API checks each request's UserSig against (the app's
+    /// secret key in callhook's configuration).
+    #[arg(
+        long,
+        env = "CALLHOOK_SEND_RECORD_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub record_api_key: Option<String>,
+
+    /// Send none of the callbacks of this share of the calls, in percent (as a long outage
+    /// or a client too old to send them would): reconcile finds them in the record API.
+    /// Default: 10 with --record-api, else 0
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_percent: Option<u8>,
 }
 
 /// The token, the TRTC key and a token in the URLs never show.
@@ -404,6 +519,9 @@ impl std::fmt::Debug for SendArgs {
             .field("retry_schedule", &self.retry_schedule)
             .field("summary_json", &self.summary_json)
             .field("quiet", &self.quiet)
+            .field("record_api", &self.record_api)
+            .field("record_api_key", &hidden(&self.record_api_key))
+            .field("drop_percent", &self.drop_percent)
             .finish()
     }
 }

@@ -9,10 +9,10 @@
 //! | HTTP | [`http`], [`auth`] | routes, admission (app, token, `Sign`), the answer envelope |
 //! | protocol | [`protocol`] | pure: query and body parsing into rows, dedupe keys, error codes |
 //! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | the write path (`ingest/`: the handle, `queue.rs`, `writer.rs`, `batch.rs`, `handoff.rs` to the journal, `outcome.rs`), the outage journal, task supervision, database health |
-//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads |
+//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads; Tencent's call records and the reconcile runs |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
-//! | tools | [`report`], [`events`], [`send`] | `callhook report`, `callhook events`, `callhook send` |
-//! | support | [`metrics`], [`logging`], [`faults`] | Prometheus metrics, log output, the fault hooks of the randomized fault test |
+//! | tools | [`report`], [`events`], [`send`], [`reconcile`], [`register`] | `callhook report`, `callhook events`, `callhook send`, `callhook reconcile` (and its task in `serve`), `callhook register` |
+//! | support | [`metrics`], [`logging`], [`faults`], [`tencent`] | Prometheus metrics, log output, the fault hooks of the randomized fault test, Tencent's REST APIs (UserSig, client, call records, callback configuration) |
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -27,10 +27,13 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod quality;
+pub mod reconcile;
+pub mod register;
 pub mod report;
 pub mod send;
 pub mod store;
 pub mod supervisor;
+pub mod tencent;
 
 pub use app::shutdown_signal;
 

@@ -66,6 +66,8 @@ async fn run(job: Job) -> anyhow::Result<()> {
         Job::Events(args, url) => callhook::events::run(&args, &url).await,
         Job::Send(args) => callhook::send::run(args).await,
         Job::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
+        Job::Reconcile(job) => callhook::reconcile::run(*job).await,
+        Job::Register(job) => callhook::register::run(*job).await,
     }
 }
 

@@ -32,6 +32,11 @@ pub const JOURNAL_BEHIND: &str = "callhook_journal_behind_total";
 pub const JOURNAL_STEP_TIMEOUTS: &str = "callhook_journal_step_timeouts_total";
 pub const WRITER_RESTARTS: &str = "callhook_writer_restarts_total";
 pub const TASK_RESTARTS: &str = "callhook_task_restarts_total";
+pub const RECONCILE_RUNS: &str = "callhook_reconcile_runs_total";
+pub const RECONCILE_LAST_SUCCESS: &str = "callhook_reconcile_last_success_timestamp_seconds";
+pub const RECONCILE_RECORDS: &str = "callhook_reconcile_records";
+pub const RECONCILE_RECORD_ONLY: &str = "callhook_reconcile_record_only_calls";
+pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
 pub const CALLS_ENDED: &str = "callhook_calls_ended_total";
 pub const CALLS_ZERO_TALK: &str = "callhook_calls_zero_talk_total";
 pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
@@ -193,7 +198,29 @@ fn describe() {
     describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
     describe_counter!(
         TASK_RESTARTS,
-        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep) restarted after ending early, by task"
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile) restarted after ending early, by task"
+    );
+    describe_counter!(
+        RECONCILE_RUNS,
+        "Reconcile runs of serve against Tencent's call records, by app and outcome (ok, failed)"
+    );
+    describe_gauge!(
+        RECONCILE_LAST_SUCCESS,
+        Unit::Seconds,
+        "When the app's last successful reconcile ended (Unix time)"
+    );
+    describe_gauge!(
+        RECONCILE_RECORDS,
+        "Tencent's records of the calls in the last successful reconcile's window, by app"
+    );
+    describe_gauge!(
+        RECONCILE_RECORD_ONLY,
+        "Calls of the last successful reconcile's window that Tencent recorded and no callback of which arrived, by app"
+    );
+    describe_gauge!(
+        RECONCILE_INTERVAL,
+        Unit::Seconds,
+        "How often serve reconciles the app"
     );
     describe_counter!(
         CALLS_ENDED,

@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::DatabaseUrl;
-use crate::store::{DailyStats, DayRange, RoomStats, Store};
+use crate::store::{Completeness, DailyStats, DayRange, RoomStats, Store};
 
 mod html;
 
@@ -36,6 +36,9 @@ pub struct Report {
     /// Time in TRTC rooms from room events, beside the call callbacks' talk time; `None`
     /// when the period has no TRTC room event.
     pub rooms: Option<RoomStats>,
+    /// How many of Tencent's recorded calls of the period arrived as callbacks; `None`
+    /// when no record of Tencent's is stored for the period (never reconciled).
+    pub completeness: Option<Completeness>,
 }
 
 impl Report {
@@ -55,6 +58,21 @@ impl Report {
             r.talk_seconds / 60.0,
             r.talk_calls,
             plural(r.talk_calls),
+        ))
+    }
+
+    /// "Completeness: 97.5% of the 1,200 calls Tencent recorded arrived as callbacks; 30
+    /// are known only from Tencent's record (source record_api).", or `None`.
+    pub fn completeness_summary(&self) -> Option<String> {
+        let c = self.completeness?;
+        let missing = c.recorded - c.with_callbacks;
+        Some(format!(
+            "Completeness: {:.1}% of the {} calls Tencent recorded arrived as callbacks; {} {} known \
+             only from Tencent's record (callhook reconcile; source record_api in calls).",
+            100.0 * c.with_callbacks as f64 / c.recorded as f64,
+            c.recorded,
+            missing,
+            if missing == 1 { "is" } else { "are" },
         ))
     }
 
@@ -223,7 +241,7 @@ pub async fn build(
     sdkappid: Option<i64>,
 ) -> anyhow::Result<Report> {
     // Independent reads, two of them folding the period's calls: run them side by side.
-    let (days, talk_ms, noted, rooms) = tokio::try_join!(
+    let (days, talk_ms, noted, rooms, completeness) = tokio::try_join!(
         async {
             store
                 .daily_stats(range, sdkappid)
@@ -248,6 +266,12 @@ pub async fn build(
                 .await
                 .context("reading the time in TRTC rooms")
         },
+        async {
+            store
+                .completeness(range, sdkappid)
+                .await
+                .context("reading Tencent's call records")
+        },
     )?;
     let mut totals = Totals::default();
     for d in &days {
@@ -269,6 +293,7 @@ pub async fn build(
         talk_histogram: histogram(&talk_ms),
         noted,
         rooms,
+        completeness,
     })
 }
 
@@ -377,6 +402,9 @@ fn table(report: &Report) -> String {
     columns.line(&mut out, &total);
     if let Some(rooms) = report.rooms_summary() {
         let _ = write!(out, "\n{rooms}\n");
+    }
+    if let Some(complete) = report.completeness_summary() {
+        let _ = write!(out, "\n{complete}\n");
     }
     if let Some(noted) = report.noted_summary() {
         let _ = write!(

@@ -1,6 +1,7 @@
 //! Supervision of the long-lived tasks: the batch writers (`writer`), the database prober
 //! (`prober`), the outage journal's replay (`journal-replay`) and the metrics upkeep
-//! (`metrics-upkeep`).
+//! (`metrics-upkeep`) and, with `[reconcile] interval`, the reconcile against Tencent's call
+//! records (`reconcile`).
 //!
 //! Each runs under [`Supervisor::spawn`]. A task that ends early (it panics, or returns
 //! although it should run until shutdown) is logged, counted in

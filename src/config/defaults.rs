@@ -7,7 +7,9 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use super::file::{FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool};
+use super::file::{
+    FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
+};
 use crate::cli::LogFormat;
 
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -43,6 +45,20 @@ pub const SIGN_WINDOW_SECS: u64 = 300;
 /// `rejected_deliveries` per app and minute; the rest are answered the same, not kept.
 pub const FAILED_SIGNATURES_KEPT_PER_MINUTE: u32 = 100;
 
+/// The app administrator account that signs REST API requests (`[[apps]] admin_identifier`).
+pub const ADMIN_IDENTIFIER: &str = "administrator";
+/// The region of an app's REST API when neither `api_region` nor `api_url` is set.
+pub const API_REGION: &str = "china";
+
+/// How often `serve` reconciles against Tencent's call records: off.
+pub const RECONCILE_INTERVAL: &str = "off";
+/// How far back each reconcile of `serve` looks.
+pub const RECONCILE_WINDOW: &str = "2h";
+/// Requests a second to Tencent's REST APIs, at most (Tencent allows 200).
+pub const RECONCILE_RATE: f64 = 20.0;
+/// Records asked for per page of the call record API.
+pub const RECONCILE_PAGE_SIZE: u32 = 100;
+
 /// How often the prober and the journal's replay look (not a configuration key).
 pub const TICK_MS: u64 = 500;
 
@@ -59,6 +75,7 @@ impl Default for FileConfig {
             ingest: FileIngest::default(),
             spool: FileSpool::default(),
             auth: FileAuth::default(),
+            reconcile: FileReconcile::default(),
             apps: Vec::new(),
         }
     }
@@ -115,6 +132,17 @@ impl Default for FileAuth {
     }
 }
 
+impl Default for FileReconcile {
+    fn default() -> Self {
+        Self {
+            interval: RECONCILE_INTERVAL.to_owned(),
+            window: RECONCILE_WINDOW.to_owned(),
+            rate: RECONCILE_RATE,
+            page_size: RECONCILE_PAGE_SIZE,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory as _, ValueEnum as _};
@@ -167,6 +195,19 @@ mod tests {
                 "shutdown_timeout_ms",
                 d.limits.shutdown_timeout_ms.to_string(),
             ),
+            (
+                "sdkappid",
+                "every configured app with a secret key".to_owned(),
+            ),
+            ("rate", d.reconcile.rate.to_string()),
+            ("page_size", d.reconcile.page_size.to_string()),
+            (
+                "since",
+                format!(
+                    "{}h",
+                    super::super::reconcile::DEFAULT_SINCE.as_secs() / 3600
+                ),
+            ),
         ];
         let cli = Cli::command();
         let args = cli
@@ -175,6 +216,12 @@ mod tests {
                 cli.find_subcommand("serve")
                     .into_iter()
                     .flat_map(|c| c.get_arguments()),
+            )
+            .chain(
+                cli.find_subcommand("reconcile")
+                    .into_iter()
+                    .flat_map(|c| c.get_arguments())
+                    .filter(|a| a.get_id() != "database_url"),
             )
             .chain(
                 cli.find_subcommand("healthcheck")
@@ -203,7 +250,7 @@ mod tests {
                 ),
             }
         }
-        // The serve flags once, plus the healthcheck's --listen.
+        // The serve and reconcile flags once, plus the healthcheck's --listen.
         assert_eq!(seen, stated.len() + 1);
     }
 }

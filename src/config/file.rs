@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub ingest: FileIngest,
     pub spool: FileSpool,
     pub auth: FileAuth,
+    pub reconcile: FileReconcile,
     pub apps: Vec<FileApp>,
 }
 
@@ -83,6 +84,19 @@ pub struct FileAuth {
     pub failed_signatures_kept_per_minute: u32,
 }
 
+/// `[reconcile]`: the reconcile task of `serve`, and the pace of every reconcile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileReconcile {
+    /// `off`, or a duration (`15m`, `1h`).
+    pub interval: String,
+    /// A duration of at most 7 days.
+    pub window: String,
+    pub rate: f64,
+    pub page_size: u32,
+}
+
 /// One `[[apps]]` entry: an SDKAppID and, optionally, its secrets and command list.
 #[derive(Clone, PartialEq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -98,6 +112,14 @@ pub struct FileApp {
     /// Accept TRTC's callbacks unsigned although the app has a token (unsafe).
     #[serde(default)]
     pub trtc_allow_unsigned: bool,
+    /// The app's secret key (the console's), for the REST APIs' UserSig.
+    pub secret_key: Option<String>,
+    pub secret_key_env: Option<String>,
+    /// The app administrator account the REST API requests are made as.
+    pub admin_identifier: Option<String>,
+    /// The region of the app's REST API (`china`, `singapore`, …), or a base URL instead.
+    pub api_region: Option<String>,
+    pub api_url: Option<String>,
 }
 
 /// The URL's password never shows.
@@ -112,7 +134,7 @@ impl std::fmt::Debug for FileDatabase {
     }
 }
 
-/// The token and the key never show (the names of their variables do).
+/// The token and the keys never show (the names of their variables do).
 impl std::fmt::Debug for FileApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "REDACTED");
@@ -124,6 +146,11 @@ impl std::fmt::Debug for FileApp {
             .field("trtc_key", &hidden(&self.trtc_key))
             .field("trtc_key_env", &self.trtc_key_env)
             .field("trtc_allow_unsigned", &self.trtc_allow_unsigned)
+            .field("secret_key", &hidden(&self.secret_key))
+            .field("secret_key_env", &self.secret_key_env)
+            .field("admin_identifier", &self.admin_identifier)
+            .field("api_region", &self.api_region)
+            .field("api_url", &self.api_url)
             .finish()
     }
 }

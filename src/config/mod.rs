@@ -14,6 +14,7 @@
 
 pub mod defaults;
 mod file;
+mod reconcile;
 mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,13 +29,18 @@ use crate::cli::{
     ServeArgs,
 };
 pub use crate::store::{DatabaseSettings, DatabaseUrl};
+pub use reconcile::{ReconcileJob, RegisterJob, Window, parse_time, show as show_time};
 
 pub use defaults::DATABASE_URL as DEFAULT_DATABASE_URL;
 pub use file::{
-    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool, database_url,
-    log_format,
+    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
+    database_url, log_format,
 };
-pub use validate::{parse_listen, probe_address, validate_database_url};
+pub use validate::{
+    RECORDS_KEPT, parse_duration, parse_listen, probe_address, validate_database_url,
+};
+
+use crate::tencent::ApiRegion;
 
 /// A configuration problem, reported as one line and exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +98,61 @@ pub struct AppSettings {
     /// `trtc_allow_unsigned = true`: TRTC's callbacks are stored unverified even though the
     /// app has a token. Off by default; unsafe (anyone who knows the URL can write rows).
     pub trtc_allow_unsigned: bool,
+    /// How callhook calls Tencent's REST APIs for this app (`reconcile`, `register`).
+    pub api: ApiSettings,
+}
+
+/// Where an app's REST API requests go: its region's domain, or a base URL that replaces
+/// it (a proxy, or a test's fake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    Region(ApiRegion),
+    Url(String),
+}
+
+impl ApiEndpoint {
+    /// The base URL the API paths (`/v4/…`) are appended to, without a trailing `/`.
+    pub fn base_url(&self) -> String {
+        match self {
+            Self::Region(r) => r.base_url(),
+            Self::Url(u) => u.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+/// An app's credentials for Tencent's REST APIs: the secret key signs a UserSig for the
+/// administrator account; requests go to the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// `secret_key`, `secret_key_env` or `CALLHOOK_SECRET_KEY_<SDKAPPID>`; without it the
+    /// app cannot be reconciled or registered.
+    pub secret_key: Option<Secret>,
+    pub admin_identifier: String,
+    pub endpoint: ApiEndpoint,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            admin_identifier: defaults::ADMIN_IDENTIFIER.to_owned(),
+            endpoint: ApiEndpoint::Region(ApiRegion::China),
+        }
+    }
+}
+
+/// `[reconcile]`: the task of `serve` (off without an interval) and the pace of every
+/// reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileSettings {
+    /// How often `serve` reconciles; `None`: never.
+    pub interval: Option<Duration>,
+    /// How far back each of its runs looks (at most 7 days).
+    pub window: Duration,
+    /// Requests a second to Tencent, at most.
+    pub rate: f64,
+    /// Records asked for per page.
+    pub page_size: u32,
 }
 
 /// How TRTC's own callbacks (on `trtc_path`) are checked for an app.
@@ -129,6 +190,7 @@ impl AppSettings {
             commands: None,
             trtc_key: None,
             trtc_allow_unsigned: false,
+            api: ApiSettings::default(),
         }
     }
 
@@ -188,6 +250,7 @@ pub struct Settings {
     pub sign_window: Duration,
     /// Refused deliveries that failed authentication kept per app and minute.
     pub failed_signatures_kept_per_minute: u32,
+    pub reconcile: ReconcileSettings,
     pub log_format: LogFormat,
     /// How often the prober probes a database that is down, and the replay looks at the
     /// journal: 500 ms. Not a configuration key (the randomized fault test shortens it).
@@ -226,6 +289,12 @@ impl Settings {
             },
             sign_window: Duration::from_secs(d::SIGN_WINDOW_SECS),
             failed_signatures_kept_per_minute: d::FAILED_SIGNATURES_KEPT_PER_MINUTE,
+            reconcile: ReconcileSettings {
+                interval: None,
+                window: Duration::from_secs(2 * 3600),
+                rate: d::RECONCILE_RATE,
+                page_size: d::RECONCILE_PAGE_SIZE,
+            },
             log_format: d::LOG_FORMAT,
             tick: Duration::from_millis(d::TICK_MS),
         }
@@ -275,6 +344,7 @@ impl Settings {
             failed_signatures_kept_per_minute: validate::kept_per_minute(
                 c.auth.failed_signatures_kept_per_minute,
             )?,
+            reconcile: validate::reconcile(&c.reconcile)?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
             tick: Duration::from_millis(defaults::TICK_MS),
@@ -318,6 +388,8 @@ pub enum Job {
         url: String,
         timeout: Duration,
     },
+    Reconcile(Box<ReconcileJob>),
+    Register(Box<RegisterJob>),
 }
 
 /// A command line, resolved: the log format and the job.
@@ -366,6 +438,14 @@ pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocat
             let timeout = Duration::from_millis(args.timeout_ms);
             (shared_log_format, Job::Healthcheck { url, timeout })
         }
+        Command::Reconcile(args) => {
+            let job = reconcile::reconcile_job(args, &file, env, crate::now_millis())?;
+            (shared_log_format, Job::Reconcile(Box::new(job)))
+        }
+        Command::Register(args) => {
+            let job = reconcile::register_job(args, &file, env)?;
+            (shared_log_format, Job::Register(Box::new(job)))
+        }
     };
     Ok(Invocation { log_format, job })
 }
@@ -410,6 +490,9 @@ mod tests {
                         "sdkappid =",
                         "token_env =",
                         "trtc_allow_unsigned =",
+                        "secret_key_env =",
+                        "admin_identifier =",
+                        "api_region =",
                     ]
                     .iter()
                     .any(|k| rest.starts_with(k)) =>
@@ -421,7 +504,14 @@ mod tests {
                 _ => format!("{l}\n"),
             })
             .collect();
-        let env = |k: &str| (k == "CALLHOOK_TOKEN_1400000002").then(|| "from-env".to_owned());
+        let env = |k: &str| {
+            [
+                "CALLHOOK_TOKEN_1400000002",
+                "CALLHOOK_SECRET_KEY_1400000001",
+            ]
+            .contains(&k)
+            .then(|| "from-env".to_owned())
+        };
         let s = Settings::resolve(
             &ServeArgs::default(),
             FileConfig::parse(&uncommented)?,
@@ -429,6 +519,15 @@ mod tests {
             &env,
         )?;
         assert_eq!(s.apps.len(), 2);
+        let api = &s.apps[&1_400_000_001].api;
+        assert_eq!(
+            api.secret_key.as_ref().map(Secret::expose),
+            Some("from-env")
+        );
+        assert_eq!(
+            api.endpoint,
+            ApiEndpoint::Region(crate::tencent::ApiRegion::Singapore)
+        );
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.database.pool_size, 4);
         Ok(())
@@ -636,6 +735,10 @@ mod tests {
                 "SECRET-5",
                 "--trtc-key",
                 "SECRET-6",
+                "--record-api",
+                "127.0.0.1:1",
+                "--record-api-key",
+                "SECRET-9",
             ],
         ];
         for args in commands {
@@ -722,6 +825,127 @@ mod tests {
         assert_eq!(kept("5000")?, 5000);
         assert!(kept("100001").is_err());
         assert!(kept("-1").is_err());
+        Ok(())
+    }
+
+    /// The REST API credentials of an app: the secret key from the file, its variable or
+    /// CALLHOOK_SECRET_KEY_<ID> (which wins), trimmed, never shown; the administrator
+    /// account and the endpoint, checked.
+    #[test]
+    fn rest_api_credentials() -> Result<(), ConfigError> {
+        let env = |k: &str| match k {
+            "MY_SECRET" => Some("s1\n".to_owned()),
+            "CALLHOOK_SECRET_KEY_2" => Some(" s2 ".to_owned()),
+            "CALLHOOK_SECRET_KEY_3" => Some("s3-from-env".to_owned()),
+            _ => None,
+        };
+        let file = FileConfig::parse(
+            "[[apps]]\nsdkappid = 1\nsecret_key_env = \"MY_SECRET\"\napi_region = \"Frankfurt\"\n\
+             [[apps]]\nsdkappid = 3\nsecret_key = \"SECRET-in-file\"\nadmin_identifier = \" ops \"\napi_url = \"http://127.0.0.1:9/base/\"\n",
+        )?;
+        let args = ServeArgs {
+            sdkappids: vec!["2".into(), "4".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, file, None, &env)?;
+        let key = |id: i64| s.apps[&id].api.secret_key.as_ref().map(Secret::expose);
+        assert_eq!(
+            [key(1), key(2), key(3), key(4)],
+            [Some("s1"), Some("s2"), Some("s3-from-env"), None]
+        );
+        let api = |id: i64| s.apps[&id].api.clone();
+        assert_eq!(
+            api(1).endpoint.base_url(),
+            "https://adminapiger.im.qcloud.com"
+        );
+        assert_eq!(api(2).endpoint.base_url(), "https://console.tim.qq.com");
+        assert_eq!(api(3).endpoint.base_url(), "http://127.0.0.1:9/base");
+        assert_eq!(api(1).admin_identifier, "administrator");
+        assert_eq!(api(3).admin_identifier, "ops");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s1") && !shown.contains("s3-from-env"),
+            "{shown}"
+        );
+        let file = FileConfig::parse("[[apps]]\nsdkappid = 3\nsecret_key = \"SECRET-in-file\"\n")?;
+        assert!(!format!("{file:?}").contains("SECRET"), "{file:?}");
+
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        for (bad, says) in [
+            ("api_region = \"mars\"", "silicon-valley"),
+            (
+                "api_region = \"china\"\napi_url = \"https://x\"",
+                "not both",
+            ),
+            ("api_url = \"ftp://x\"", "base URL"),
+            ("api_url = \"https://x/?a=1\"", "base URL"),
+            ("secret_key = \" \"", "secret key is empty"),
+            ("secret_key = \"a\"\nsecret_key_env = \"B\"", "not both"),
+            ("secret_key_env = \"UNSET_VARIABLE\"", "is not set"),
+            ("admin_identifier = \"\"", "admin_identifier is empty"),
+        ] {
+            let e = resolve(one(), &format!("[[apps]]\nsdkappid = 1\n{bad}\n"))
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains(says)),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = FileConfig::parse("[[apps]]\nsdkappid = 1\nsecret_kye = \"x\"\n")
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.starts_with("line 3:") && m.contains("secret_kye")),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_reconcile_section() -> Result<(), ConfigError> {
+        let one = || ServeArgs {
+            sdkappids: vec!["1".into()],
+            ..Default::default()
+        };
+        let d = resolve(one(), "")?.reconcile;
+        assert_eq!(d.interval, None);
+        assert_eq!(d.window, Duration::from_secs(7200));
+        assert_eq!((d.rate, d.page_size), (20.0, 100));
+        let env = |k: &str| (k == "CALLHOOK_SECRET_KEY_1").then(|| "k".to_owned());
+        let file = FileConfig::parse(
+            "[reconcile]\ninterval = \"15m\"\nwindow = \"7d\"\nrate = 5\npage_size = 50\n",
+        )?;
+        let r = Settings::resolve(&one(), file, None, &env)?.reconcile;
+        assert_eq!(r.interval, Some(Duration::from_secs(900)));
+        assert_eq!(r.window, Duration::from_secs(7 * 86_400));
+        assert_eq!((r.rate, r.page_size), (5.0, 50));
+        for (bad, says) in [
+            ("interval = \"15m\"", "no app has a secret key"),
+            ("interval = \"soon\"", "not a duration"),
+            ("interval = \"10s\"", "at least 1m"),
+            ("window = \"8d\"", "7 days"),
+            ("window = \"2 hours\"", "not a duration"),
+            ("rate = 0", "outside"),
+            ("rate = 201", "outside"),
+            ("page_size = 0", "outside"),
+        ] {
+            let e = resolve(one(), &format!("[reconcile]\n{bad}\n"))
+                .err()
+                .map(|e| e.0);
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains(says)),
+                "{bad}: {e:?}"
+            );
+        }
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("-1h"), None);
         Ok(())
     }
 

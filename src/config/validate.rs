@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::file::{FileApp, FileDatabase, FileIngest, FileSpool};
-use super::{AppSettings, ConfigError, DatabaseSettings, DatabaseUrl, IngestSettings};
-use super::{Secret, Settings, SpoolSettings, defaults, err};
+use super::file::{FileApp, FileDatabase, FileIngest, FileReconcile, FileSpool};
+use super::{ApiEndpoint, ApiSettings, AppSettings, ConfigError, DatabaseSettings, DatabaseUrl};
+use super::{IngestSettings, ReconcileSettings, Secret, Settings, SpoolSettings, defaults, err};
 use crate::protocol::query::parse_sdkappid;
 use crate::store::BackendKind;
+use crate::tencent::ApiRegion;
 
 // ---------------------------------------------------------------------------------------
 // database
@@ -159,6 +160,71 @@ pub(super) fn kept_per_minute(n: u32) -> Result<u32, ConfigError> {
 }
 
 // ---------------------------------------------------------------------------------------
+// reconcile
+
+/// The most Tencent keeps call records for, and so the widest reconcile window.
+pub const RECORDS_KEPT: Duration = Duration::from_secs(7 * 86_400);
+
+/// A duration as the configuration and `--since` write it: a whole number and a unit, `s`,
+/// `m`, `h` or `d` (`90s`, `15m`, `2h`, `7d`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let unit = t.chars().last()?;
+    let secs_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: u64 = t[..t.len() - 1].trim().parse().ok()?;
+    n.checked_mul(secs_per).map(Duration::from_secs)
+}
+
+/// `[reconcile]`.
+pub(super) fn reconcile(c: &FileReconcile) -> Result<ReconcileSettings, ConfigError> {
+    let duration = |key: &str, text: &str| {
+        parse_duration(text).ok_or_else(|| {
+            ConfigError(format!(
+                "reconcile.{key} {text:?} is not a duration such as 90s, 15m, 2h or 7d"
+            ))
+        })
+    };
+    let interval = match c.interval.trim() {
+        "off" | "" => None,
+        text => Some(duration("interval", text)?),
+    };
+    if interval.is_some_and(|i| i < Duration::from_secs(60)) {
+        return err("reconcile.interval must be at least 1m (or \"off\")");
+    }
+    let window = duration("window", &c.window)?;
+    if window < Duration::from_secs(60) || window > RECORDS_KEPT {
+        return err(format!(
+            "reconcile.window {:?} is outside 1m..=7d: Tencent keeps call records for 7 days",
+            c.window
+        ));
+    }
+    if !(c.rate.is_finite() && c.rate > 0.0 && c.rate <= 200.0) {
+        return err(format!(
+            "reconcile.rate {} is outside (0, 200] requests a second (Tencent allows 200)",
+            c.rate
+        ));
+    }
+    if !(1..=1000).contains(&c.page_size) {
+        return err(format!(
+            "reconcile.page_size {} is outside 1..=1000",
+            c.page_size
+        ));
+    }
+    Ok(ReconcileSettings {
+        interval,
+        window,
+        rate: c.rate,
+        page_size: c.page_size,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // apps: the file's [[apps]], then --sdkappid, then the per-app environment variables
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -193,6 +259,20 @@ pub(super) fn apps(
                 "app {id}: the TRTC key is empty (or only whitespace)"
             ));
         }
+        env_secret(
+            &mut app.api.secret_key,
+            env(&format!("CALLHOOK_SECRET_KEY_{id}")),
+        );
+        if app
+            .api
+            .secret_key
+            .as_ref()
+            .is_some_and(|k| k.expose().is_empty())
+        {
+            return err(format!(
+                "app {id}: the secret key is empty (or only whitespace)"
+            ));
+        }
         if app.trtc_key.is_some() && app.trtc_allow_unsigned {
             return err(format!(
                 "app {id}: trtc_allow_unsigned = true and a TRTC key (trtc_key, trtc_key_env or CALLHOOK_TRTC_KEY_{id}) are both set; with a key every TRTC callback must be signed, so remove one"
@@ -219,13 +299,71 @@ fn file_app(a: FileApp, env: Env<'_>) -> Result<AppSettings, ConfigError> {
         Some(list) => Some(list.iter().map(|c| c.trim().to_ascii_lowercase()).collect()),
         None => None,
     };
+    let secret_key = file_secret(id, "secret_key", a.secret_key, a.secret_key_env, env)?;
     Ok(AppSettings {
         sdkappid: id,
         token,
         commands,
         trtc_key,
         trtc_allow_unsigned: a.trtc_allow_unsigned,
+        api: ApiSettings {
+            secret_key,
+            admin_identifier: admin_identifier(id, a.admin_identifier)?,
+            endpoint: endpoint(id, a.api_region, a.api_url)?,
+        },
     })
+}
+
+/// `admin_identifier`: an account name, trimmed; the default when not set.
+fn admin_identifier(id: i64, v: Option<String>) -> Result<String, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        None => Ok(defaults::ADMIN_IDENTIFIER.to_owned()),
+        Some("") => err(format!("[[apps]] {id}: admin_identifier is empty")),
+        Some(name) => Ok(name.to_owned()),
+    }
+}
+
+/// `api_region` or `api_url` (not both); the default region when neither is set.
+fn endpoint(
+    id: i64,
+    region: Option<String>,
+    url: Option<String>,
+) -> Result<ApiEndpoint, ConfigError> {
+    let names = || {
+        ApiRegion::ALL
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (region, url) {
+        (Some(_), Some(_)) => err(format!(
+            "[[apps]] {id}: set api_region or api_url, not both"
+        )),
+        (Some(name), None) => ApiRegion::parse(&name)
+            .map(ApiEndpoint::Region)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "[[apps]] {id}: api_region {name:?} is not one of {}",
+                    names()
+                ))
+            }),
+        (None, Some(url)) => {
+            let u = url.trim();
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && !u.contains(['?', '#'])
+                && reqwest::Url::parse(u).is_ok();
+            if !ok {
+                return err(format!(
+                    "[[apps]] {id}: api_url {u:?} is not an http(s) base URL without a query"
+                ));
+            }
+            Ok(ApiEndpoint::Url(u.trim_end_matches('/').to_owned()))
+        }
+        (None, None) => Ok(ApiEndpoint::Region(
+            ApiRegion::parse(defaults::API_REGION).unwrap_or(ApiRegion::China),
+        )),
+    }
 }
 
 /// A secret as configured, without the whitespace around it: a token or key read from a
@@ -253,7 +391,8 @@ fn file_secret(
     }
 }
 
-/// `CALLHOOK_TOKEN_<ID>` / `CALLHOOK_TRTC_KEY_<ID>` override what the file says.
+/// `CALLHOOK_TOKEN_<ID>`, `CALLHOOK_TRTC_KEY_<ID>` and `CALLHOOK_SECRET_KEY_<ID>` override
+/// what the file says.
 fn env_secret(slot: &mut Option<Secret>, from_env: Option<String>) {
     if let Some(v) = from_env {
         *slot = Some(trimmed(&v));
@@ -289,6 +428,11 @@ pub(super) fn derived(mut s: Settings, pool_size: Option<u32>) -> Result<Setting
             "trtc_path and callback_path are both {:?}; TRTC's callbacks need a path of their own",
             s.trtc_path
         ));
+    }
+    if s.reconcile.interval.is_some() && !s.apps.values().any(|a| a.api.secret_key.is_some()) {
+        return err(
+            "reconcile.interval is set but no app has a secret key: set [[apps]] secret_key_env (or secret_key), or CALLHOOK_SECRET_KEY_<SDKAPPID>",
+        );
     }
     if s.apps.is_empty() {
         return err(

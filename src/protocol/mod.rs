@@ -14,6 +14,7 @@
 //! `notes` saying what could not be read.
 
 pub mod bounded;
+pub mod call_record;
 pub mod canonical;
 pub mod command;
 pub mod fields;
@@ -297,7 +298,7 @@ impl EventRow {
 /// not before 2010 and not more than a day after the delivery arrived. Any other value
 /// stays in the payload, is noted, and leaves the column NULL, so that the views fall back
 /// to `received_at`. `0` means "not applicable" in Tencent's bodies and is absent.
-fn plausible_time(
+pub(crate) fn plausible_time(
     name: impl FnOnce() -> String,
     value: Option<i64>,
     received_at: Millis,

@@ -202,8 +202,15 @@ fn charts(out: &mut String, report: &Report) {
     );
 }
 
-/// The room time and the noted events, when the period has any.
+/// The completeness, the room time and the noted events, when the period has any.
 fn summaries(out: &mut String, report: &Report) {
+    if let Some(complete) = report.completeness_summary() {
+        let _ = write!(
+            out,
+            "<section>\n<h2>Completeness</h2>\n<p class=\"note\">{}</p>\n</section>\n",
+            esc(&complete)
+        );
+    }
     if let Some(rooms) = report.rooms_summary() {
         let _ = write!(
             out,

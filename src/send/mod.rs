@@ -10,6 +10,7 @@
 
 pub mod deliver;
 pub mod generate;
+pub mod record_api;
 pub mod summary;
 pub mod trtc;
 pub mod trtc_deliver;
@@ -59,9 +60,47 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     run_until(args, crate::shutdown_signal()).await
 }
 
+/// The record API's side of a run (`--record-api`): where the records go, and which calls'
+/// callbacks are withheld.
+pub struct Withholding {
+    pub api: Option<record_api::RecordApi>,
+    /// Calls whose callbacks are not sent, in percent.
+    pub percent: u8,
+    /// How many calls' callbacks were withheld.
+    pub withheld: AtomicUsize,
+}
+
+impl Withholding {
+    /// No record API, every callback sent.
+    pub fn none() -> Self {
+        Self {
+            api: None,
+            percent: 0,
+            withheld: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether a call's callbacks are withheld: a fixed share of calls, chosen by call id.
+    fn withholds(&self, call_id: &str) -> bool {
+        self.percent > 0 && crc32fast::hash(call_id.as_bytes()) % 100 < u32::from(self.percent)
+    }
+}
+
 /// [`run`], stopping when `stop` resolves.
 pub async fn run_until(args: SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let summary = execute(&args, stop).await?;
+    let api = match (&args.record_api, &args.record_api_key) {
+        (Some(addr), Some(key)) => {
+            Some(record_api::RecordApi::start(addr, args.sdkappid, key).await?)
+        }
+        _ => None,
+    };
+    let default_drop = if api.is_some() { 10 } else { 0 };
+    let withholding = Withholding {
+        percent: args.drop_percent.unwrap_or(default_drop),
+        api,
+        withheld: AtomicUsize::new(0),
+    };
+    let summary = execute_withholding(&args, stop, &withholding).await?;
     let json_to_stdout = args.summary_json.as_deref() == Some(std::path::Path::new("-"));
     if let Some(path) = &args.summary_json {
         let mut json = serde_json::to_string_pretty(&summary)?;
@@ -82,10 +121,25 @@ pub async fn run_until(args: SendArgs, stop: impl Future<Output = ()>) -> anyhow
             summary.unfinished
         );
     }
+    if let Some(api) = &withholding.api {
+        serve_records(api, &withholding).await;
+    }
     if summary.dropped > 0 {
         return Err(Dropped(summary.dropped).into());
     }
     Ok(())
+}
+
+/// After the calls are sent: says where the record API is, and serves it until Ctrl-C.
+async fn serve_records(api: &record_api::RecordApi, w: &Withholding) {
+    println!(
+        "record API    http://{} (sdkappid's api_url): {} calls' records, {} of them calls whose callbacks were withheld; Ctrl-C stops it",
+        api.addr,
+        api.len(),
+        w.withheld.load(Ordering::Relaxed)
+    );
+    let _ = std::io::stdout().flush();
+    crate::shutdown_signal().await;
 }
 
 /// Whether `--family all` sends TRTC's own callbacks too: when the TRTC side is configured
@@ -100,6 +154,15 @@ fn with_trtc(args: &SendArgs) -> bool {
 /// Sends what `args` asks for and returns the summary (without printing it). A progress
 /// bar is drawn on stderr when it is a terminal and `--quiet` is not given.
 pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    execute_withholding(args, stop, &Withholding::none()).await
+}
+
+/// [`execute`], with the record API's side of the run.
+pub async fn execute_withholding(
+    args: &SendArgs,
+    stop: impl Future<Output = ()>,
+    withholding: &Withholding,
+) -> anyhow::Result<Summary> {
     if args.family == SendFamily::Trtc && !args.example {
         return trtc_deliver::execute(args, stop).await;
     }
@@ -116,7 +179,7 @@ pub async fn execute(args: &SendArgs, stop: impl Future<Output = ()>) -> anyhow:
         !args.quiet && !args.example && std::io::stderr().is_terminal(),
         calls,
     );
-    let deliveries = deliveries(args, seed, calls, end_time);
+    let deliveries = deliveries(args, seed, calls, end_time, withholding, &progress);
     let started = Instant::now();
     let ticker = tokio::spawn(tick(Arc::clone(&engine), progress.clone()));
     tokio::pin!(stop);
@@ -188,12 +251,14 @@ fn what_runs(args: &SendArgs) -> (&'static str, u64) {
 /// What is sent to the call-callback URL, lazily: the example request, or the deliveries
 /// of `calls` generated calls, each with the count of its call's deliveries still to go
 /// (shared by them, for the progress bar).
-fn deliveries(
+fn deliveries<'a>(
     args: &SendArgs,
     seed: u64,
     calls: u64,
     end_time: i64,
-) -> Box<dyn Iterator<Item = (Delivery, Arc<AtomicUsize>)> + Send> {
+    withholding: &'a Withholding,
+    progress: &ProgressBar,
+) -> Box<dyn Iterator<Item = (Delivery, Arc<AtomicUsize>)> + Send + 'a> {
     if args.example {
         let one = Arc::new(AtomicUsize::new(1));
         return Box::new(std::iter::once((example_delivery(args.sdkappid), one)));
@@ -207,9 +272,22 @@ fn deliveries(
         SendFamily::Trtc => Families::NONE,
     };
     let sdkappid = args.sdkappid;
+    let progress = progress.clone();
     Box::new(Generator::new(seed, calls, end_time).flat_map(move |call| {
         let mut out = Vec::new();
-        generate::render(&call, families, sdkappid, &mut out);
+        if let Some(api) = &withholding.api {
+            api.add(
+                &call.call_id,
+                call.start() / 1000,
+                generate::record_json(&call),
+            );
+        }
+        if withholding.withholds(&call.call_id) {
+            withholding.withheld.fetch_add(1, Ordering::Relaxed);
+            progress.inc(1);
+        } else {
+            generate::render(&call, families, sdkappid, &mut out);
+        }
         let left = Arc::new(AtomicUsize::new(out.len()));
         out.into_iter().map(move |d| (d, Arc::clone(&left)))
     }))

@@ -88,6 +88,16 @@ pub struct RoomStats {
     pub room_only_calls: i64,
 }
 
+/// How complete the call callbacks are for a period, by Tencent's own record of its calls
+/// (`call_records`, by the day each call counts on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Completeness {
+    /// The calls Tencent recorded.
+    pub recorded: i64,
+    /// Of those, the calls at least one callback of which arrived.
+    pub with_callbacks: i64,
+}
+
 fn serialize_day<S: serde::Serializer>(day: &chrono::NaiveDate, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&day.format("%Y-%m-%d"))
 }
@@ -198,6 +208,23 @@ impl Store {
             Self::Postgres(s) => s.period_rows(query, range, sdkappid).await,
             Self::Sqlite(s) => s.period_rows(query, range, sdkappid).await,
         }
+    }
+
+    /// The period's completeness (`None` when no record of Tencent's is stored for it, or
+    /// the table does not exist yet): read through call_records' day index only.
+    pub async fn completeness(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<Option<Completeness>, StoreError> {
+        let (recorded, with_callbacks): (i64, i64) = match self {
+            Self::Postgres(s) => s.completeness(range, sdkappid).await?,
+            Self::Sqlite(s) => s.completeness(range, sdkappid).await?,
+        };
+        Ok((recorded > 0).then_some(Completeness {
+            recorded,
+            with_callbacks,
+        }))
     }
 
     /// Whether the analytics views exist (migration 0002 has been applied).

@@ -9,6 +9,7 @@ mod analytics;
 mod backend;
 mod fence;
 mod postgres;
+mod records;
 mod settings;
 mod sqlite;
 
@@ -16,12 +17,15 @@ use std::time::Duration;
 
 use crate::protocol::{DedupeKey, EventRow, Millis};
 
-pub use analytics::{DailyStats, DayRange, RecentEvent, RoomStats};
+pub use analytics::{Completeness, DailyStats, DayRange, RecentEvent, RoomStats};
 pub use backend::BackendKind;
 pub use fence::Fence;
 pub use postgres::PgStore;
+pub use records::{Findings, LastRun, PageWrite, RunEnd, RunKey, RunStart, Trigger};
 pub use settings::{DatabaseSettings, DatabaseUrl};
-pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
+pub use sqlite::{
+    JournalDb, JournalOpenError, SqliteStore, iso_millis, journal_is_corrupt, journal_is_full,
+};
 
 /// One distinct event of a batch and how many deliveries of it the batch holds.
 #[derive(Debug, Clone, Copy)]

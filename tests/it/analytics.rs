@@ -777,7 +777,23 @@ both_backends! {
             columns("calls").await,
             ["sdkappid", "call_id", "caller", "callees", "media_type", "call_type", "outcome",
              "started_at", "accepted_at", "ended_at", "ring_seconds", "talk_seconds",
-             "participants", "events", "day"]
+             "participants", "events", "day", "source"]
+        );
+        assert_eq!(
+            columns("all_calls").await,
+            ["sdkappid", "call_id", "caller", "callees", "media_type", "call_type", "outcome",
+             "started_at", "accepted_at", "ended_at", "ring_seconds", "talk_seconds",
+             "participants", "events", "day", "source", "call_source"]
+        );
+        assert_eq!(
+            columns("call_records").await,
+            ["sdkappid", "call_id", "caller", "callees", "media_type", "call_type",
+             "call_result", "started_at", "accepted_at", "ended_at", "room_id", "room_id_type",
+             "day", "record", "notes", "fetched_at", "last_seen_at"]
+        );
+        assert_eq!(
+            columns("call_gaps").await,
+            ["sdkappid", "call_id", "day", "call_time", "kind", "callbacks", "record"]
         );
         assert_eq!(
             columns("call_stats_daily").await,

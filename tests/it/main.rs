@@ -19,7 +19,11 @@ mod journal;
 mod loss_paths;
 mod migrations;
 mod operations;
+mod reconcile;
+mod register;
 mod send;
 mod simulation;
 mod supervision;
+#[allow(dead_code)]
+mod tencent_fake;
 mod trtc;

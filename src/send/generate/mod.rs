@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use generator::Generator;
 pub use model::{Act, Call, CallOutcome, Person, Platform, Step};
-pub use render::{Families, render};
+pub use render::{Families, record_json, render};
 pub use rng::{Rng, random_seed};
 pub use tables::{GROUP_PERCENT, SINGLE_OUTCOMES, VIDEO_PERCENT};
 pub use wire::{Delivery, v1_query, v4_query};

@@ -391,23 +391,7 @@ impl<'a> Renderer<'a> {
         let body = V4Wire {
             callback_command: cmd::END_CALL,
             call_info: None,
-            call_record: Some(V4CallRecord {
-                call_id: &call.call_id,
-                caller_account: &call.people[0].user_id,
-                media_type: if call.video { "Video" } else { "Audio" },
-                call_type: if call.is_group() {
-                    "MultiCall"
-                } else {
-                    "SingleCall"
-                },
-                start_time: call.start() / 1000,
-                end_time: end / 1000,
-                accept_time: self.first_accept.map_or(0, |a| a / 1000),
-                call_result: call.outcome.v4(),
-                callee_list_account: call.people.iter().map(|p| p.user_id.as_str()).collect(),
-                room_id: &call.room_id,
-                room_id_type: if call.room_id_numeric { 1 } else { 2 },
-            }),
+            call_record: Some(call_record(call, self.first_accept)),
             call_id: None,
             user_list: None,
             changed_user_list: None,
@@ -474,4 +458,31 @@ impl<'a> Renderer<'a> {
             })
             .collect()
     }
+}
+
+/// Tencent's record of a call, as `Call.CallbackAfterEndCall` carries it and the call record
+/// API serves it (`accepted`: when the first callee answered).
+fn call_record(call: &Call, accepted: Option<i64>) -> V4CallRecord<'_> {
+    V4CallRecord {
+        call_id: &call.call_id,
+        caller_account: &call.people[0].user_id,
+        media_type: if call.video { "Video" } else { "Audio" },
+        call_type: if call.is_group() {
+            "MultiCall"
+        } else {
+            "SingleCall"
+        },
+        start_time: call.start() / 1000,
+        end_time: call.end() / 1000,
+        accept_time: accepted.map_or(0, |a| a / 1000),
+        call_result: call.outcome.v4(),
+        callee_list_account: call.people.iter().map(|p| p.user_id.as_str()).collect(),
+        room_id: &call.room_id,
+        room_id_type: if call.room_id_numeric { 1 } else { 2 },
+    }
+}
+
+/// The call record API's record of a call, as JSON text.
+pub fn record_json(call: &Call) -> String {
+    to_json(&call_record(call, call.accepted()))
 }

@@ -59,6 +59,16 @@ FROM (SELECT coalesce(sum(talk_seconds), 0)::float8 AS talk,
       WHERE day >= $1::date AND day < $2::date AND ($3::bigint IS NULL OR sdkappid = $3)) o
 "#;
 
+/// Tencent's recorded calls of the period and how many of them arrived as callbacks (no
+/// rows when call_records does not exist yet).
+const COMPLETENESS: &str = r#"
+SELECT count(*),
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM call_events e
+                                      WHERE e.sdkappid = k.sdkappid AND e.call_id = k.call_id))
+FROM call_records k
+WHERE k.day >= $1::date AND k.day < $2::date AND ($3::bigint IS NULL OR k.sdkappid = $3)
+"#;
+
 /// The latest events, newest `$1` by id, returned oldest first.
 const RECENT_EVENTS: &str = r#"
 SELECT id, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS received_at,
@@ -153,6 +163,30 @@ impl PgStore {
             .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         Ok(Some(row.into()))
+    }
+
+    pub(crate) async fn completeness(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<(i64, i64), StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('call_records') IS NOT NULL")
+            .fetch_one(self.pool())
+            .await
+            .map_err(classify)?;
+        if !exists {
+            return Ok((0, 0));
+        }
+        let mut tx = self.analytics_tx().await?;
+        let row = sqlx::query_as(COMPLETENESS)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string())
+            .bind(sdkappid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(row)
     }
 
     pub(crate) async fn recent_events(

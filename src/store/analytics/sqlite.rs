@@ -44,6 +44,15 @@ FROM (
 ORDER BY id
 "#;
 
+/// Tencent's recorded calls of the period and how many of them arrived as callbacks.
+const COMPLETENESS: &str = r#"
+SELECT count(*),
+       coalesce(sum(EXISTS (SELECT 1 FROM call_events e
+                            WHERE e.sdkappid = k.sdkappid AND e.call_id = k.call_id)), 0)
+FROM call_records k
+WHERE k.day >= ?1 AND k.day < ?2 AND (?3 IS NULL OR k.sdkappid = ?3)
+"#;
+
 /// Whether the period has TRTC room events (through the room index), and the room views.
 const HAS_ROOM_EVENTS: &str = r#"
 SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = 'call_presence')
@@ -131,6 +140,29 @@ impl SqliteStore {
             .await
             .map_err(classify)?;
         Ok(Some(row.into()))
+    }
+
+    pub(crate) async fn completeness(
+        &self,
+        range: DayRange,
+        sdkappid: Option<i64>,
+    ) -> Result<(i64, i64), StoreError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'call_records'",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(classify)?;
+        if !exists {
+            return Ok((0, 0));
+        }
+        sqlx::query_as(COMPLETENESS)
+            .bind(range.since.to_string())
+            .bind(range.until.to_string())
+            .bind(sdkappid)
+            .fetch_one(self.pool())
+            .await
+            .map_err(classify)
     }
 
     pub(crate) async fn recent_events(
