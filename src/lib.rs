@@ -30,6 +30,7 @@ pub mod report;
 pub mod send;
 pub mod store;
 pub mod supervisor;
+pub mod webhook;
 
 pub use app::shutdown_signal;
 

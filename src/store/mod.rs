@@ -8,6 +8,7 @@
 mod analytics;
 mod backend;
 mod fence;
+mod outbox;
 mod postgres;
 mod settings;
 mod sqlite;
@@ -19,6 +20,10 @@ use crate::protocol::{DedupeKey, EventRow, Millis};
 pub use analytics::{DailyStats, DayRange, RecentEvent, RoomStats};
 pub use backend::BackendKind;
 pub use fence::Fence;
+pub use outbox::{
+    Backlog, Claimed, DestinationStatus, ForwardedEvent, Next, RetryFilter, Route, Routes, Settled,
+    message_id,
+};
 pub use postgres::PgStore;
 pub use settings::{DatabaseSettings, DatabaseUrl};
 pub use sqlite::{JournalDb, JournalOpenError, SqliteStore, journal_is_corrupt, journal_is_full};
