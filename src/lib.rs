@@ -7,11 +7,12 @@
 //! |---|---|---|
 //! | entry | `main.rs`, [`app`] | resolve the command line; build, run and stop the receiver |
 //! | HTTP | [`http`], [`auth`] | routes, admission (app, token, `Sign`), the answer envelope |
-//! | protocol | [`protocol`] | pure: query and body parsing into rows, dedupe keys, error codes |
+//! | protocol | [`protocol`], [`webhook`] | pure: query and body parsing into rows, dedupe keys, error codes; Standard Webhooks signatures |
 //! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | the write path (`ingest/`: the handle, `queue.rs`, `writer.rs`, `batch.rs`, `handoff.rs` to the journal, `outcome.rs`), the outage journal, task supervision, database health |
-//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads |
+//! | forwarding | [`forward`] | the outbox's delivery workers (claim, send, record, schedule), the message body, `callhook forward status` and `retry` |
+//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store` (with the forwarding outbox, written with the events); the analytics reads |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
-//! | tools | [`report`], [`events`], [`send`] | `callhook report`, `callhook events`, `callhook send` |
+//! | tools | [`report`], [`events`], [`send`], [`listen`] | `callhook report`, `callhook events`, `callhook send`, `callhook listen` |
 //! | support | [`metrics`], [`logging`], [`faults`] | Prometheus metrics, log output, the fault hooks of the randomized fault test |
 pub mod app;
 pub mod auth;
@@ -19,10 +20,12 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod faults;
+pub mod forward;
 pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod journal;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

@@ -66,6 +66,11 @@ async fn run(job: Job) -> anyhow::Result<()> {
         Job::Events(args, url) => callhook::events::run(&args, &url).await,
         Job::Send(args) => callhook::send::run(args).await,
         Job::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
+        Job::ForwardStatus(args, url, names) => {
+            callhook::forward::status(&args, &url, &names).await
+        }
+        Job::ForwardRetry(args, url) => callhook::forward::retry(&args, &url).await,
+        Job::Listen(args) => callhook::listen::run(&args).await,
     }
 }
 

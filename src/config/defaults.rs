@@ -46,6 +46,24 @@ pub const FAILED_SIGNATURES_KEPT_PER_MINUTE: u32 = 100;
 /// How often the prober and the journal's replay look (not a configuration key).
 pub const TICK_MS: u64 = 500;
 
+/// `[[forward]]`, per destination: how long an attempt may take, the delay before each
+/// attempt (the first is made at once; after the last, the entry is dead), and the most
+/// attempts in flight at once.
+pub const FORWARD_TIMEOUT_MS: u64 = 5000;
+pub const FORWARD_RETRY_SCHEDULE: [&str; 8] = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
+pub const FORWARD_MAX_IN_FLIGHT: usize = 16;
+
+// serde's `default = "…"` takes functions.
+pub(super) fn forward_timeout_ms() -> u64 {
+    FORWARD_TIMEOUT_MS
+}
+pub(super) fn forward_retry_schedule() -> Vec<String> {
+    FORWARD_RETRY_SCHEDULE.map(str::to_owned).to_vec()
+}
+pub(super) fn forward_max_in_flight() -> usize {
+    FORWARD_MAX_IN_FLIGHT
+}
+
 impl Default for FileConfig {
     fn default() -> Self {
         Self {
@@ -60,6 +78,7 @@ impl Default for FileConfig {
             spool: FileSpool::default(),
             auth: FileAuth::default(),
             apps: Vec::new(),
+            forward: Vec::new(),
         }
     }
 }
@@ -133,6 +152,8 @@ mod tests {
         let mut defaults = serde_json::to_value(FileConfig::default())?;
         if let Some(map) = defaults.as_object_mut() {
             map.remove("apps");
+            // An example, commented out (config::forward's tests hold it to the defaults).
+            map.remove("forward");
         }
         assert_eq!(serde_json::to_value(example)?, defaults);
         Ok(())

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub spool: FileSpool,
     pub auth: FileAuth,
     pub apps: Vec<FileApp>,
+    /// `[[forward]]`: where events are forwarded (`forward.rs`).
+    pub forward: Vec<super::forward::FileForward>,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]

@@ -14,6 +14,7 @@
 
 pub mod defaults;
 mod file;
+mod forward;
 mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -24,8 +25,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::cli::{
-    Cli, Command, DatabaseArgs, EventsArgs, HealthcheckArgs, LogFormat, ReportArgs, SendArgs,
-    ServeArgs,
+    Cli, Command, DatabaseArgs, EventsArgs, ForwardCommand, ForwardRetryArgs, ForwardStatusArgs,
+    HealthcheckArgs, ListenArgs, LogFormat, ReportArgs, SendArgs, ServeArgs,
 };
 pub use crate::store::{DatabaseSettings, DatabaseUrl};
 
@@ -34,6 +35,7 @@ pub use file::{
     FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool, database_url,
     log_format,
 };
+pub use forward::{Destination, FileForward, parse_duration, redacted_url};
 pub use validate::{parse_listen, probe_address, validate_database_url};
 
 /// A configuration problem, reported as one line and exit code 2.
@@ -192,6 +194,8 @@ pub struct Settings {
     /// How often the prober probes a database that is down, and the replay looks at the
     /// journal: 500 ms. Not a configuration key (the randomized fault test shortens it).
     pub tick: Duration,
+    /// `[[forward]]`: where stored events are forwarded (none by default).
+    pub forward: Vec<Destination>,
 }
 
 impl Settings {
@@ -228,6 +232,7 @@ impl Settings {
             failed_signatures_kept_per_minute: d::FAILED_SIGNATURES_KEPT_PER_MINUTE,
             log_format: d::LOG_FORMAT,
             tick: Duration::from_millis(d::TICK_MS),
+            forward: Vec::new(),
         }
     }
 
@@ -275,6 +280,7 @@ impl Settings {
             failed_signatures_kept_per_minute: validate::kept_per_minute(
                 c.auth.failed_signatures_kept_per_minute,
             )?,
+            forward: forward::destinations(&c.forward, env)?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
             tick: Duration::from_millis(defaults::TICK_MS),
@@ -318,6 +324,10 @@ pub enum Job {
         url: String,
         timeout: Duration,
     },
+    /// With the destinations the configuration names.
+    ForwardStatus(ForwardStatusArgs, DatabaseUrl, Vec<String>),
+    ForwardRetry(ForwardRetryArgs, DatabaseUrl),
+    Listen(ListenArgs),
 }
 
 /// A command line, resolved: the log format and the job.
@@ -366,8 +376,25 @@ pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocat
             let timeout = Duration::from_millis(args.timeout_ms);
             (shared_log_format, Job::Healthcheck { url, timeout })
         }
+        Command::Forward(args) => (shared_log_format, forward_job(args.command, &file)?),
+        Command::Listen(args) => (shared_log_format, Job::Listen(args)),
     };
     Ok(Invocation { log_format, job })
+}
+
+/// `callhook forward status` or `retry`, with the database URL the other commands use.
+fn forward_job(command: ForwardCommand, file: &FileConfig) -> Result<Job, ConfigError> {
+    Ok(match command {
+        ForwardCommand::Status(args) => {
+            let url = database(&args.db, file)?;
+            let names = file.forward.iter().map(|f| f.name.clone()).collect();
+            Job::ForwardStatus(args, url, names)
+        }
+        ForwardCommand::Retry(args) => {
+            let url = database(&args.db, file)?;
+            Job::ForwardRetry(args, url)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -398,7 +425,9 @@ mod tests {
         )?;
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
         // Its commented-out examples are valid too.
-        let uncommented: String = text
+        // (Up to the [[forward]] examples, which config::forward's tests read.)
+        let apps_part = text.split("\n# [[forward]]").next().unwrap_or(text);
+        let uncommented: String = apps_part
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
