@@ -65,8 +65,11 @@ pub struct Application {
     listener: TcpListener,
     state: SharedState,
     writers: Writers,
-    /// The prober, the journal's replay and the metrics upkeep: aborted at shutdown.
+    /// The prober, the journal's replay, the metrics upkeep and the forwarding workers:
+    /// aborted at shutdown.
     background: Supervisor,
+    /// The forwarding workers' own connections, when destinations are configured.
+    forwarding: Option<Store>,
 }
 
 impl Application {
@@ -180,17 +183,20 @@ impl Application {
         }
         // The delivery workers look for due entries every two ticks (a second) when no
         // commit of this process wakes them.
-        crate::forward::start(
+        let forwarding = crate::forward::start(
             &mut background,
             &state.store,
+            &state.settings.database,
             &state.settings.forward,
             state.settings.tick * 2,
-        )?;
+        )
+        .await?;
         Ok(Self {
             listener,
             state,
             writers,
             background,
+            forwarding,
         })
     }
 
@@ -211,6 +217,7 @@ impl Application {
             state,
             writers,
             mut background,
+            forwarding,
         } = self;
         let addr = listener.local_addr()?;
         tracing::info!(
@@ -261,6 +268,9 @@ impl Application {
                 journal.close().await;
             }
             state.store.close().await;
+            if let Some(store) = &forwarding {
+                store.close().await;
+            }
         })
         .await;
         if closed.is_err() {

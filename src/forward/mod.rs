@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::Destination;
+use crate::config::{DatabaseSettings, Destination};
 use crate::store::{Route, Routes, Store};
 use crate::supervisor::{Lifetime, Supervisor};
 pub use attempt::Outcome;
@@ -43,17 +43,29 @@ pub fn routes(destinations: &[Destination]) -> Arc<Routes> {
     ))
 }
 
-/// Starts a worker per destination and the backlog gauges, under `supervisor`. `poll` is
-/// how often a worker looks for due entries when nothing wakes it.
-pub fn start(
+/// Starts a worker per destination and the backlog gauges, under `supervisor`, on a pool
+/// of their own (a connection per destination and one for the gauges, at most 8), so
+/// forwarding never takes a connection the batch writers wait for. `store` is the one the
+/// writers use: its commits wake the workers. `poll` is how often a worker looks for due
+/// entries when nothing wakes it. Returns the workers' store, to close at shutdown.
+pub async fn start(
     supervisor: &mut Supervisor,
     store: &Store,
+    database: &DatabaseSettings,
     destinations: &[Destination],
     poll: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Store>> {
     if destinations.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    let own = DatabaseSettings {
+        pool_size: (destinations.len() as u32 + 1).min(8),
+        ..database.clone()
+    };
+    let store = Store::connect(&own)
+        .await
+        .context("connecting the forwarding workers to the database")?
+        .with_routes(Arc::clone(store.routes()));
     crate::install_tls_provider();
     for d in destinations {
         let client = reqwest::Client::builder()
@@ -86,9 +98,9 @@ pub fn start(
         });
     }
     let names: Vec<String> = destinations.iter().map(|d| d.name().to_owned()).collect();
-    let store = store.clone();
+    let gauges = store.clone();
     supervisor.spawn(UPKEEP_TASK, Lifetime::UntilAborted, move || {
-        upkeep::run(store.clone(), names.clone(), upkeep::PERIOD)
+        upkeep::run(gauges.clone(), names.clone(), upkeep::PERIOD)
     });
-    Ok(())
+    Ok(Some(store))
 }
