@@ -8,6 +8,7 @@
 
 mod commands;
 mod delivery;
+mod messages;
 mod outbox;
 
 use std::io::{BufRead, BufReader};
