@@ -13,7 +13,7 @@
 //! | storage | [`store`] | PostgreSQL and SQLite behind one `Store` (with the forwarding outbox, written with the events); the analytics reads |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
 //! | tools | [`report`], [`events`], [`send`], [`listen`] | `callhook report`, `callhook events`, `callhook send`, `callhook listen` |
-//! | support | [`metrics`], [`logging`], [`faults`] | Prometheus metrics, log output, the fault hooks of the randomized fault test |
+//! | support | [`metrics`], [`logging`], [`faults`], [`text_table`] | Prometheus metrics, log output, the fault hooks of the randomized fault test |
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -33,6 +33,7 @@ pub mod report;
 pub mod send;
 pub mod store;
 pub mod supervisor;
+pub mod text_table;
 pub mod webhook;
 
 pub use app::shutdown_signal;

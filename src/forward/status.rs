@@ -1,8 +1,6 @@
 //! `callhook forward status` (the outbox per destination, read-only) and `callhook forward
 //! retry` (makes delivered or dead entries due again).
 
-use std::fmt::Write as _;
-
 use crate::cli::{EventsFormat, ForwardRetryArgs, ForwardStatusArgs};
 use crate::config::{DatabaseSettings, DatabaseUrl, parse_duration};
 use crate::protocol::Millis;
@@ -65,9 +63,13 @@ pub async fn retry(args: &ForwardRetryArgs, url: &DatabaseUrl) -> anyhow::Result
     } else {
         "delivered or dead"
     };
+    let (noun, verb) = if n == 1 {
+        ("entry", "is")
+    } else {
+        ("entries", "are")
+    };
     println!(
-        "{n} {which} entr{} of {} due again (the same webhook-id; the retry schedule starts over)",
-        if n == 1 { "y is" } else { "ies are" },
+        "{n} {which} {noun} of {} {verb} due again (the same webhook-id; the retry schedule starts over)",
         args.name
     );
     Ok(())
@@ -108,7 +110,7 @@ fn table(rows: &[DestinationStatus]) -> String {
     if rows.is_empty() {
         return "no destination configured and no outbox entries\n".to_owned();
     }
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let error = match (&r.last_error_at, &r.last_error) {
@@ -116,7 +118,7 @@ fn table(rows: &[DestinationStatus]) -> String {
                 (None, Some(e)) => e.clone(),
                 _ => "-".to_owned(),
             };
-            [
+            vec![
                 r.destination.clone(),
                 r.pending.to_string(),
                 r.due.to_string(),
@@ -127,36 +129,7 @@ fn table(rows: &[DestinationStatus]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |row: &[String]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            match i {
-                0 => {
-                    let _ = write!(s, "{cell:<w$}");
-                }
-                1..=5 => {
-                    let _ = write!(s, "  {cell:>w$}");
-                }
-                _ => {
-                    let _ = write!(s, "  {cell}");
-                }
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&HEADERS.map(str::to_owned));
-    for row in &cells {
-        line(row);
-    }
-    out
+    crate::text_table::aligned(&HEADERS, &cells, &[1, 2, 3, 4, 5])
 }
 
 #[cfg(test)]

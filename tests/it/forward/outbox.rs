@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use callhook::protocol::{Context, EventRow, Kind, parse_delivery};
 use callhook::store::Store;
 
 use super::*;
@@ -137,20 +136,8 @@ both_backends! {
 }
 
 /// A status event's row as the journal holds it.
-fn row(call: &str) -> EventRow {
-    let ctx = Context {
-        sdkappid: APP,
-        command: "call_end",
-        client_ip: None,
-        opt_platform: None,
-        remote_addr: None,
-        received_at: callhook::now_millis(),
-    };
-    let body = status_body(call, "u", "callee", "not_answer").to_string();
-    parse_delivery(Kind::Status, false, &ctx, body.as_bytes())
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .unwrap_or_else(|| panic!("a status row"))
+fn row(call: &str) -> callhook::protocol::EventRow {
+    status_row(call, callhook::now_millis())
 }
 
 /// The journal's replay stores events exactly once, in steps of their own: each step writes
@@ -177,7 +164,7 @@ async fn the_journal_replay_writes_entries_for_new_events_only() {
     }
     // j2's retry reached the database directly.
     let (status, _) = app
-        .post_status("call_end", &status_body("j2", "u", "callee", "not_answer"))
+        .post_status("call_end", &status_body("j2", "u", "caller", "cancel"))
         .await;
     assert_eq!(status, 200);
     let replayed = journal
