@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use super::file::{FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileSpool};
+use super::forward::{MaxInFlight, RetrySchedule, TimeoutMs};
 use crate::cli::LogFormat;
 
 pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -52,17 +53,6 @@ pub const TICK_MS: u64 = 500;
 pub const FORWARD_TIMEOUT_MS: u64 = 5000;
 pub const FORWARD_RETRY_SCHEDULE: [&str; 8] = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
 pub const FORWARD_MAX_IN_FLIGHT: usize = 16;
-
-// serde's `default = "…"` takes functions.
-pub(super) fn forward_timeout_ms() -> u64 {
-    FORWARD_TIMEOUT_MS
-}
-pub(super) fn forward_retry_schedule() -> Vec<String> {
-    FORWARD_RETRY_SCHEDULE.map(str::to_owned).to_vec()
-}
-pub(super) fn forward_max_in_flight() -> usize {
-    FORWARD_MAX_IN_FLIGHT
-}
 
 impl Default for FileConfig {
     fn default() -> Self {
@@ -122,6 +112,24 @@ impl Default for FileSpool {
             dir: PathBuf::from(SPOOL_DIR),
             max_bytes: SPOOL_MAX_BYTES,
         }
+    }
+}
+
+impl Default for TimeoutMs {
+    fn default() -> Self {
+        Self(FORWARD_TIMEOUT_MS)
+    }
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self(FORWARD_RETRY_SCHEDULE.map(str::to_owned).to_vec())
+    }
+}
+
+impl Default for MaxInFlight {
+    fn default() -> Self {
+        Self(FORWARD_MAX_IN_FLIGHT)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use super::{ConfigError, defaults, err};
+use super::{ConfigError, err};
 use crate::protocol::{CallResult, Family};
 use crate::store::Route;
 use crate::webhook::SigningKey;
@@ -33,21 +33,48 @@ pub struct FileForward {
     pub families: Option<Vec<String>>,
     pub commands: Option<Vec<String>>,
     pub results: Option<Vec<String>>,
-    #[serde(
-        default = "defaults::forward_timeout_ms",
-        deserialize_with = "timeout_ms"
-    )]
-    pub timeout_ms: u64,
-    #[serde(
-        default = "defaults::forward_retry_schedule",
-        deserialize_with = "retry_schedule"
-    )]
-    pub retry_schedule: Vec<String>,
-    #[serde(
-        default = "defaults::forward_max_in_flight",
-        deserialize_with = "max_in_flight"
-    )]
-    pub max_in_flight: usize,
+    #[serde(default)]
+    pub timeout_ms: TimeoutMs,
+    #[serde(default)]
+    pub retry_schedule: RetrySchedule,
+    #[serde(default)]
+    pub max_in_flight: MaxInFlight,
+}
+
+// The keys with a default: each a type whose `Deserialize` checks it as it is read, and
+// whose `Default` is in defaults.rs, the one table of defaults.
+
+/// `timeout_ms`, 100 to 120000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize), serde(transparent))]
+pub struct TimeoutMs(pub u64);
+
+/// `retry_schedule`: 1 to 100 delays, the first `0s`, none over 7 days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize), serde(transparent))]
+pub struct RetrySchedule(pub Vec<String>);
+
+/// `max_in_flight`, 1 to 256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize), serde(transparent))]
+pub struct MaxInFlight(pub usize);
+
+impl<'de> Deserialize<'de> for TimeoutMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        timeout_ms(d).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetrySchedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        retry_schedule(d).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxInFlight {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        max_in_flight(d).map(Self)
+    }
 }
 
 /// The secret never shows (the name of its variable does).
@@ -316,9 +343,9 @@ fn destination(f: &FileForward, env: Env<'_>) -> Result<Destination, ConfigError
         },
         url: f.url.clone(),
         key,
-        timeout: Duration::from_millis(f.timeout_ms),
-        retry_schedule: schedule(&f.retry_schedule).map_err(ConfigError)?,
-        max_in_flight: f.max_in_flight,
+        timeout: Duration::from_millis(f.timeout_ms.0),
+        retry_schedule: schedule(&f.retry_schedule.0).map_err(ConfigError)?,
+        max_in_flight: f.max_in_flight.0,
     })
 }
 
@@ -481,9 +508,9 @@ mod tests {
         let [f] = file.forward.as_slice() else {
             return err(format!("one destination expected: {uncommented}"));
         };
-        assert_eq!(f.timeout_ms, defaults::FORWARD_TIMEOUT_MS);
-        assert_eq!(f.retry_schedule, defaults::forward_retry_schedule());
-        assert_eq!(f.max_in_flight, defaults::FORWARD_MAX_IN_FLIGHT);
+        assert_eq!(f.timeout_ms, TimeoutMs::default());
+        assert_eq!(f.retry_schedule, RetrySchedule::default());
+        assert_eq!(f.max_in_flight, MaxInFlight::default());
         let keys = [
             "name",
             "url",
