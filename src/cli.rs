@@ -39,7 +39,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the callback receiver (applies pending database migrations first).
+    /// Run the callback receiver (applies pending database migrations first), and forward
+    /// stored events to the config file's [[forward]] destinations, if any.
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
@@ -83,8 +84,17 @@ pub struct ForwardStatusArgs {
     pub db: DatabaseArgs,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = EventsFormat::Table)]
-    pub format: EventsFormat,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// An aligned table, a row per destination.
+    Table,
+    /// A JSON array, an object per destination with the table's columns and when the last
+    /// error happened.
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,8 +142,9 @@ pub struct ListenArgs {
     )]
     pub secret: String,
 
-    /// `text`: a line per message and its body, pretty-printed; `json`: one JSON object per
-    /// line (the headers, whether it verified, the body).
+    /// `text`: a line per message (time, webhook-id, type, verified or why not), then its
+    /// body as received; `json`: one JSON object per line (the time, the headers, whether it
+    /// verified, the body).
     #[arg(long, value_enum, default_value_t = ListenFormat::Text)]
     pub format: ListenFormat,
 }

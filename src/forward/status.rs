@@ -1,7 +1,7 @@
 //! `callhook forward status` (the outbox per destination, read-only) and `callhook forward
 //! retry` (makes delivered or dead entries due again).
 
-use crate::cli::{EventsFormat, ForwardRetryArgs, ForwardStatusArgs};
+use crate::cli::{ForwardRetryArgs, ForwardStatusArgs, StatusFormat};
 use crate::config::{DatabaseSettings, DatabaseUrl, parse_duration};
 use crate::protocol::Millis;
 use crate::store::{DestinationStatus, RetryFilter, Store};
@@ -33,8 +33,8 @@ pub async fn status(
     }
     rows.sort_by(|a, b| a.destination.cmp(&b.destination));
     let text = match args.format {
-        EventsFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
-        EventsFormat::Table => table(&rows),
+        StatusFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
+        StatusFormat::Table => table(&rows),
     };
     print!("{text}");
     Ok(())
