@@ -28,7 +28,7 @@ started=$(date +%s)
 set +e
 CALLHOOK_SIM_SCHEDULES=$SCHEDULES CALLHOOK_SIM_SEED=$SEED CALLHOOK_SIM_PARALLEL=$PARALLEL \
   cargo test --release --quiet --test it simulation -- --nocapture 2>&1 \
-  | grep -E '^(simulation|schedule|  )' | tee "$OUT"
+  | grep --line-buffered -E '^(simulation|schedule|  )' | tee "$OUT"
 status=${PIPESTATUS[0]}
 set -e
 echo "wall time: $(($(date +%s) - started)) s; machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT"

@@ -127,8 +127,8 @@ trap 'exit 130' INT TERM
 # --- deployment files ------------------------------------------------------------------
 check_deploy_files() {
   step "alert rules, compose.yaml, CI scripts"
-  shellcheck .ci/run ci/container-test.sh || fail "shellcheck"
-  ok "shellcheck .ci/run ci/container-test.sh"
+  shellcheck .ci/run ci/container-test.sh ci/report-browser-test.sh || fail "shellcheck"
+  ok "shellcheck .ci/run ci/container-test.sh ci/report-browser-test.sh"
   promtool check rules deploy/prometheus/alerts.yml >"$WORK/promtool.log" 2>&1 ||
     { cat "$WORK/promtool.log" >&2; fail "promtool check rules"; }
   ok "promtool check rules deploy/prometheus/alerts.yml"

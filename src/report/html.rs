@@ -2,6 +2,11 @@
 //! nothing fetched) that reads without explanation — headline numbers, calls per day
 //! stacked by result, the answer rate per day, the talk-time distribution, and the daily
 //! table. The markup is well-formed XML (void elements self-closed), so it is easy to check.
+//!
+//! Each chart is drawn twice, for a wide screen (and print) and for a phone, and CSS shows
+//! the one that fits: an SVG scales as a whole, so one drawing 960 units wide shrunk onto a
+//! 390 px phone has 4 px labels. The legends are HTML, so they wrap.
+//! `ci/report-browser-test.sh` opens the page in Chromium at both widths and checks it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,7 +27,37 @@ const SERIES: [(&str, &str); 7] = [
 ];
 
 const ACCENT: &str = "#1565c0";
-const WIDTH: f64 = 960.0;
+
+/// The two drawings of every chart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Size {
+    /// 960 units for a screen (or page) of 640 px and more.
+    Wide,
+    /// 360 units for a phone, drawn with larger text (`svg.narrow` in the CSS).
+    Narrow,
+}
+
+impl Size {
+    fn width(self) -> f64 {
+        match self {
+            Size::Wide => 960.0,
+            Size::Narrow => 360.0,
+        }
+    }
+    /// The width of one character of the axis labels, in drawing units, about.
+    fn char_width(self) -> f64 {
+        match self {
+            Size::Wide => 6.6,
+            Size::Narrow => 7.8,
+        }
+    }
+    fn class(self) -> &'static str {
+        match self {
+            Size::Wide => "wide",
+            Size::Narrow => "narrow",
+        }
+    }
+}
 
 const STYLE: &str = r#"
 body { margin: 0; background: #f5f6f8; color: #1f2933; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
@@ -31,13 +66,21 @@ h1 { font-size: 26px; margin: 0 0 4px; }
 h2 { font-size: 18px; margin: 0 0 2px; }
 p.sub { margin: 0 0 20px; color: #52606d; }
 p.note { margin: 0 0 10px; color: #52606d; font-size: 14px; }
-.cards { display: grid; grid-template-columns: repeat(4, 1fr); gap: 14px; margin-bottom: 18px; }
-.card { background: #fff; border-radius: 8px; padding: 14px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 14px; margin-bottom: 18px; }
+.card { min-width: 0; overflow-wrap: anywhere; background: #fff; border-radius: 8px; padding: 14px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 .card .label { color: #52606d; font-size: 13px; text-transform: uppercase; letter-spacing: .04em; }
 .card .value { font-size: 30px; font-weight: 650; margin: 2px 0; }
 .card .detail { color: #52606d; font-size: 13px; }
 section { background: #fff; border-radius: 8px; padding: 16px 18px 10px; margin-bottom: 18px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 svg { display: block; width: 100%; height: auto; }
+svg.narrow { display: none; }
+svg.narrow text { font-size: 14px; }
+svg.narrow .value-label { font-size: 13px; }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 16px; margin: 6px 0 4px; padding: 0; list-style: none; font-size: 13px; color: #3e4c59; }
+.legend li { display: flex; align-items: center; gap: 6px; }
+.legend .box { width: 12px; height: 12px; border-radius: 2px; }
+.legend .line { width: 18px; border-top: 2.5px solid; }
+.legend .dashed { border-top-style: dashed; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 12px; fill: #3e4c59; }
 svg .axis-title { font-size: 13px; fill: #1f2933; }
 svg .value-label { font-size: 11px; fill: #1f2933; }
@@ -50,6 +93,22 @@ th { color: #52606d; font-weight: 600; white-space: normal; vertical-align: bott
 tr.total td { font-weight: 700; border-top: 2px solid #9aa5b1; }
 footer { color: #52606d; font-size: 13px; }
 footer p { margin: 4px 0; }
+@media (max-width: 640px) {
+  main { padding: 18px 12px 28px; }
+  h1 { font-size: 22px; }
+  section { padding: 14px 12px 8px; }
+  .cards { grid-template-columns: 1fr 1fr; gap: 10px; }
+  .card { padding: 12px; }
+  .card .value { font-size: 24px; }
+  svg.wide { display: none; }
+  svg.narrow { display: block; }
+}
+@media print {
+  body { background: #fff; }
+  section, .card { box-shadow: none; border: 1px solid #e4e7eb; break-inside: avoid; }
+  svg.wide { display: block; }
+  svg.narrow { display: none; }
+}
 "#;
 
 /// The whole page.
@@ -103,8 +162,10 @@ fn charts(out: &mut String, report: &Report) {
     let _ = write!(
         out,
         "<section>\n<h2>Calls per day, by result</h2>\n\
-         <p class=\"note\">Each bar is one day; its coloured parts show how the calls ended.</p>\n{}</section>\n",
-        calls_chart(report, &per_day)
+         <p class=\"note\">Each bar is one day; its coloured parts show how the calls ended.</p>\n{}{}{}</section>\n",
+        legend(&calls_legend(report)),
+        calls_chart(&per_day, Size::Wide),
+        calls_chart(&per_day, Size::Narrow)
     );
     let whole = t.answer_rate.map_or_else(String::new, |r| {
         format!(
@@ -115,8 +176,13 @@ fn charts(out: &mut String, report: &Report) {
     let _ = write!(
         out,
         "<section>\n<h2>Answer rate per day</h2>\n\
-         <p class=\"note\">Share of the day’s calls that were answered.{whole}</p>\n{}</section>\n",
-        rate_chart(report, &per_day)
+         <p class=\"note\">Share of the day’s calls that were answered.{whole}</p>\n{}{}{}</section>\n",
+        legend(&[
+            ("Answer rate that day", ACCENT, Mark::Line),
+            ("Whole period", "#52606d", Mark::Dashed),
+        ]),
+        rate_chart(report, &per_day, Size::Wide),
+        rate_chart(report, &per_day, Size::Narrow)
     );
     let talk_note = match (t.talk.p50_seconds, t.talk.p90_seconds) {
         (Some(p50), Some(p90)) => format!(
@@ -129,9 +195,10 @@ fn charts(out: &mut String, report: &Report) {
     };
     let _ = write!(
         out,
-        "<section>\n<h2>How long calls lasted</h2>\n<p class=\"note\">Talk time, from answer to hang-up. {}</p>\n{}</section>\n",
+        "<section>\n<h2>How long calls lasted</h2>\n<p class=\"note\">Talk time, from answer to hang-up. {}</p>\n{}{}</section>\n",
         esc(&talk_note),
-        talk_chart(report)
+        talk_chart(report, Size::Wide),
+        talk_chart(report, Size::Narrow)
     );
 }
 
@@ -230,6 +297,7 @@ fn per_day(report: &Report) -> BTreeMap<NaiveDate, [i64; 7]> {
 
 /// The plot area of a chart.
 struct Frame {
+    size: Size,
     height: f64,
     left: f64,
     right: f64,
@@ -238,8 +306,23 @@ struct Frame {
 }
 
 impl Frame {
+    /// A frame of `height` with room on the left for the y axis's labels (and, wide, its
+    /// title) and below for the x axis's (`bottom`).
+    fn new(size: Size, height: f64, bottom: f64) -> Self {
+        Self {
+            size,
+            height,
+            left: if size == Size::Wide { 64.0 } else { 46.0 },
+            right: if size == Size::Wide { 16.0 } else { 8.0 },
+            top: 20.0,
+            bottom,
+        }
+    }
+    fn width(&self) -> f64 {
+        self.size.width()
+    }
     fn plot_width(&self) -> f64 {
-        WIDTH - self.left - self.right
+        self.width() - self.left - self.right
     }
     fn plot_height(&self) -> f64 {
         self.height - self.top - self.bottom
@@ -250,7 +333,9 @@ impl Frame {
     fn open(&self, out: &mut String, title: &str) {
         let _ = write!(
             out,
-            "<svg viewBox=\"0 0 {WIDTH} {}\" role=\"img\" aria-label=\"{}\">\n<title>{}</title>\n",
+            "<svg class=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n<title>{}</title>\n",
+            self.size.class(),
+            self.width(),
             self.height,
             esc(title),
             esc(title)
@@ -273,13 +358,17 @@ impl Frame {
                 "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{}\" stroke-width=\"1\" />\n\
                  <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
                 self.left,
-                WIDTH - self.right,
+                self.width() - self.right,
                 if v == 0.0 { "#9aa5b1" } else { "#e4e7eb" },
                 self.left - 8.0,
                 y + 4.0,
                 esc(&label(v))
             );
             v += step;
+        }
+        // A phone's chart has no room for the title; its section's heading says it.
+        if self.size == Size::Narrow {
+            return;
         }
         let cy = self.top + self.plot_height() / 2.0;
         let _ = writeln!(
@@ -296,6 +385,17 @@ impl Frame {
             self.height - self.bottom + 18.0,
             day.format("%b %-d")
         );
+    }
+    /// Every how many of `slots` labels a label goes, so that labels of `chars`
+    /// characters do not collide.
+    fn label_every(&self, slots: usize, chars: usize) -> usize {
+        let label = (chars as f64 + 2.0) * self.size.char_width();
+        let fit = (self.plot_width() / label).floor().max(1.0) as usize;
+        slots.div_ceil(fit).max(1)
+    }
+    /// Whether values fit above bars or dots `slot` units apart.
+    fn values_fit(&self, slot: f64) -> bool {
+        slot >= 5.0 * self.size.char_width()
     }
     fn x_title(&self, out: &mut String, title: &str) {
         let _ = writeln!(
@@ -331,56 +431,48 @@ fn nice_scale(max: i64) -> (f64, f64) {
     ((max / step).ceil() * step, step)
 }
 
-/// Every n-th day is labelled, so that labels do not collide.
-fn label_every(days: usize) -> usize {
-    days.div_ceil(16).max(1)
+/// How a legend entry is marked.
+#[derive(Clone, Copy)]
+enum Mark {
+    Box,
+    Line,
+    Dashed,
 }
 
-/// Legend entries in a row at the top: (label, colour, dashed line instead of a box).
-fn legend(out: &mut String, items: &[(&str, &str, bool)], left: f64) {
-    let mut x = left;
-    for (label, colour, line) in items {
-        if *line {
-            let _ = writeln!(
-                out,
-                "<line x1=\"{x:.1}\" y1=\"16\" x2=\"{:.1}\" y2=\"16\" stroke=\"{colour}\" stroke-width=\"2.5\"{} />",
-                x + 18.0,
-                if label.starts_with("Whole") {
-                    " stroke-dasharray=\"6 4\""
-                } else {
-                    ""
-                }
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "<rect x=\"{x:.1}\" y=\"10\" width=\"12\" height=\"12\" rx=\"2\" fill=\"{colour}\" />"
-            );
-        }
-        let tx = x + if *line { 24.0 } else { 17.0 };
-        let _ = writeln!(out, "<text x=\"{tx:.1}\" y=\"20\">{}</text>", esc(label));
-        x = tx + label.chars().count() as f64 * 7.0 + 22.0;
+/// A chart's legend, in HTML so that it wraps on a narrow screen.
+fn legend(items: &[(&str, &str, Mark)]) -> String {
+    let mut out = String::from("<ul class=\"legend\">");
+    for (label, colour, mark) in items {
+        let (class, style) = match mark {
+            Mark::Box => ("box", format!("background:{colour}")),
+            Mark::Line => ("line", format!("border-color:{colour}")),
+            Mark::Dashed => ("line dashed", format!("border-color:{colour}")),
+        };
+        let _ = write!(
+            out,
+            "<li><span class=\"{class}\" style=\"{style}\"></span>{}</li>",
+            esc(label)
+        );
     }
+    out.push_str("</ul>\n");
+    out
 }
 
-fn calls_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> String {
-    let f = Frame {
-        height: 340.0,
-        left: 64.0,
-        right: 16.0,
-        top: 44.0,
-        bottom: 56.0,
-    };
-    let mut out = String::new();
-    f.open(&mut out, "Calls per day, stacked by result");
+/// The results the daily chart shows: the six named ones, and "Other" when there is any.
+fn calls_legend(report: &Report) -> Vec<(&'static str, &'static str, Mark)> {
     let show_other = report.totals.other() > 0;
-    let items: Vec<(&str, &str, bool)> = SERIES
+    SERIES
         .iter()
         .enumerate()
         .filter(|(i, _)| *i < 6 || show_other)
-        .map(|(_, (l, c))| (*l, *c, false))
-        .collect();
-    legend(&mut out, &items, f.left);
+        .map(|(_, (l, c))| (*l, *c, Mark::Box))
+        .collect()
+}
+
+fn calls_chart(per_day: &BTreeMap<NaiveDate, [i64; 7]>, size: Size) -> String {
+    let f = Frame::new(size, if size == Size::Wide { 316.0 } else { 300.0 }, 56.0);
+    let mut out = String::new();
+    f.open(&mut out, "Calls per day, stacked by result");
     let max_calls = per_day
         .values()
         .map(|v| v.iter().sum::<i64>())
@@ -391,7 +483,7 @@ fn calls_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> Stri
     let n = per_day.len().max(1);
     let slot = f.plot_width() / n as f64;
     let bar = (slot * 0.7).min(56.0);
-    let every = label_every(n);
+    let every = f.label_every(n, 6);
     for (i, (day, counts)) in per_day.iter().enumerate() {
         let cx = f.left + slot * (i as f64 + 0.5);
         let mut base = 0i64;
@@ -411,7 +503,7 @@ fn calls_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> Stri
             );
             base += count;
         }
-        if base > 0 && n <= 31 {
+        if base > 0 && n <= 31 && f.values_fit(slot) {
             let _ = writeln!(
                 out,
                 "<text class=\"value-label\" x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{base}</text>",
@@ -430,24 +522,10 @@ fn calls_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> Stri
     out
 }
 
-fn rate_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> String {
-    let f = Frame {
-        height: 300.0,
-        left: 64.0,
-        right: 16.0,
-        top: 44.0,
-        bottom: 56.0,
-    };
+fn rate_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>, size: Size) -> String {
+    let f = Frame::new(size, if size == Size::Wide { 276.0 } else { 260.0 }, 56.0);
     let mut out = String::new();
     f.open(&mut out, "Answer rate per day");
-    legend(
-        &mut out,
-        &[
-            ("Answer rate that day", ACCENT, true),
-            ("Whole period", "#52606d", true),
-        ],
-        f.left,
-    );
     f.y_axis(
         &mut out,
         1.0,
@@ -457,7 +535,7 @@ fn rate_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> Strin
     );
     let n = per_day.len().max(1);
     let slot = f.plot_width() / n as f64;
-    let every = label_every(n);
+    let every = f.label_every(n, 6);
     let (segments, dots) = rate_points(&f, per_day, slot);
     for (i, (day, _)) in per_day.iter().enumerate() {
         if i % every == 0 {
@@ -470,7 +548,7 @@ fn rate_chart(report: &Report, per_day: &BTreeMap<NaiveDate, [i64; 7]>) -> Strin
             out,
             "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#52606d\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"><title>Whole period: {}</title></line>",
             f.left,
-            WIDTH - f.right,
+            f.width() - f.right,
             percent(Some(rate))
         );
     }
@@ -498,7 +576,7 @@ fn rate_points(
     per_day: &BTreeMap<NaiveDate, [i64; 7]>,
     slot: f64,
 ) -> (Vec<Vec<(f64, f64)>>, String) {
-    let labelled = per_day.len() <= 21;
+    let labelled = per_day.len() <= 21 && f.values_fit(slot);
     let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     let mut dots = String::new();
     for (i, (day, counts)) in per_day.iter().enumerate() {
@@ -533,14 +611,13 @@ fn rate_points(
     (segments, dots)
 }
 
-fn talk_chart(report: &Report) -> String {
-    let f = Frame {
-        height: 300.0,
-        left: 64.0,
-        right: 16.0,
-        top: 24.0,
-        bottom: 56.0,
-    };
+fn talk_chart(report: &Report, size: Size) -> String {
+    // A phone's labels are slanted, so they need more room below.
+    let f = Frame::new(
+        size,
+        if size == Size::Wide { 300.0 } else { 340.0 },
+        if size == Size::Wide { 56.0 } else { 112.0 },
+    );
     let mut out = String::new();
     f.open(&mut out, "Calls by talk time");
     let max_count = report.talk_histogram.iter().copied().max().unwrap_or(0);
@@ -563,12 +640,25 @@ fn talk_chart(report: &Report) -> String {
                 y - 5.0
             );
         }
-        let _ = writeln!(
-            out,
-            "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            f.height - f.bottom + 18.0,
-            esc(label)
-        );
+        let y = f.height - f.bottom + 18.0;
+        match size {
+            Size::Wide => {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{cx:.1}\" y=\"{y:.1}\" text-anchor=\"middle\">{}</text>",
+                    esc(label)
+                );
+            }
+            Size::Narrow => {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"end\" transform=\"rotate(-50 {:.1} {y:.1})\">{}</text>",
+                    cx + 4.0,
+                    cx + 4.0,
+                    esc(label)
+                );
+            }
+        }
     }
     if max_count == 0 {
         f.empty(&mut out, "No call with a known talk time in this period");

@@ -1071,12 +1071,14 @@ fn assert_well_formed(html: &str) {
 }
 
 both_backends! {
-    /// The HTML page: well-formed, self-contained, three charts, and the headline numbers.
+    /// The HTML page: well-formed, self-contained, three charts (each drawn for a wide and a
+    /// narrow screen), and the headline numbers.
     async fn report_html_is_self_contained(backend: Backend) {
         let (_app, r) = scenario_report(backend).await;
         let html = render(&r, ReportFormat::Html);
         assert_well_formed(&html);
-        assert_eq!(html.matches("<svg ").count(), 3, "three charts");
+        assert_eq!(html.matches("<svg class=\"wide\" ").count(), 3, "three wide charts");
+        assert_eq!(html.matches("<svg class=\"narrow\" ").count(), 3, "three narrow charts");
         for forbidden in ["<script", "http://", "https://", "url(", "@import", " src=", "<link"] {
             assert!(!html.contains(forbidden), "the page must not contain {forbidden:?}");
         }
@@ -1087,7 +1089,7 @@ both_backends! {
             "How long calls lasted",
             "Day (UTC)",
             "Talk time (from answer to hang-up)",
-            ">Answered</text>", ">Rejected</text>", ">Other</text>",
+            "</span>Answered</li>", "</span>Rejected</li>", "</span>Other</li>",
             "<div class=\"value\">12</div>",
             "<div class=\"value\">33.3%</div>",
             "4 of 12 calls answered",
