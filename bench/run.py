@@ -12,6 +12,10 @@ Measures, in one run, interleaved, with several repetitions each:
                  callhook's connections (through the URL's `options`), so commits do not wait
                  for the WAL flush; measures what that wait costs the closed loop
   pg-w4-b256 …   sweep modes: --writers / --max-batch / --queue-depth (w, b, q)
+  pg-fwd         pg-default with one [[forward]] destination taking every event, delivered to a
+                 `callhook listen` receiver on this machine while wrk runs (issue 26)
+  pg-fwd-down    the same destination with nothing listening: the outbox's write cost alone
+  sqlite-fwd, sqlite-fwd-down   the same two on SQLite
   naive-rust     the reference receiver of ../shared/bench-peers: axum + sqlx, one autocommit
                  INSERT … ON CONFLICT DO NOTHING per request on a pool of 16 (POOL_SIZE=16,
                  TEST_BEFORE_ACQUIRE=0), in its own database made from its sql/schema.sql
@@ -50,7 +54,9 @@ SDKAPPID = "1400000001"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = ["pg-default", "pg-batch1", "noop", "sqlite-default", "sqlite-batch1"]
 # Modes that are not in the default set: run them by name.
-EXTRA_MODES = ["pg-async"]
+EXTRA_MODES = ["pg-async", "pg-fwd", "pg-fwd-down", "sqlite-fwd", "sqlite-fwd-down"]
+# The destination of the -fwd modes, and its secret.
+FORWARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PEER_MODES = ["naive-rust", "ceiling-http"]
 PEERS_DIR = os.environ.get("CALLHOOK_BENCH_PEERS", os.path.join(os.path.dirname(ROOT), "shared", "bench-peers"))
 NAIVE_DB = "naive"
@@ -246,6 +252,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        for other in getattr(self, "companions", []):
+            other.stop()
 
 
 def run_wrk(port, conns, duration, run_id, outdir, threads=2):
@@ -321,6 +329,21 @@ def verify(kind, db, result, run_id):
     }
 
 
+def forwarding(kind, db, run_id):
+    """-fwd modes: the run's stored events without their outbox entry (must be none), and
+    how many of its entries were delivered by the end of the run (the workers keeping up)."""
+    sql = (f"SELECT count(*) FILTER (WHERE o.event_id IS NULL), count(*) FILTER (WHERE o.state = 'delivered') "
+           f"FROM call_events e LEFT JOIN forward_outbox o ON o.event_id = e.id WHERE e.call_id LIKE '{run_id}-%'")
+    if kind == "pg":
+        row = db.psql(sql, db="bench").strip().split("\t")
+    else:
+        import sqlite3
+        con = sqlite3.connect(db)
+        row = con.execute(sql).fetchone()
+        con.close()
+    return {"unforwarded": int(row[0]), "delivered_by_end": int(row[1])}
+
+
 def generated_calls(result, run_id):
     """Every call id that wrk generated a request for (whether sent, answered or not)."""
     calls = set()
@@ -382,7 +405,7 @@ def start_mode(mode, bins, pg, workdir):
     if mode == "noop":
         return Server([noop, "--listen", f"127.0.0.1:{port}", "--sdkappid", SDKAPPID], port, logfile), None, None
     if mode.startswith("pg"):
-        pg.psql("TRUNCATE call_events, rejected_deliveries", db="bench")
+        pg.psql("TRUNCATE call_events, rejected_deliveries, forward_outbox", db="bench")
         url = pg.url + ("?options=-c%20synchronous_commit%3Doff" if mode == "pg-async" else "")
         cmd = [callhook, "serve", "--database-url", url, "--spool-dir", os.path.join(workdir, "spool"), *common]
         kind, db = "pg", pg
@@ -390,6 +413,15 @@ def start_mode(mode, bins, pg, workdir):
         path = os.path.join(workdir, f"bench-{port}.db")
         cmd = [callhook, "serve", "--database-url", f"sqlite://{path}", *common]
         kind, db = "sqlite", path
+    receiver = None
+    if "-fwd" in mode:
+        # The destination: a port nobody serves (-down), or a receiver that verifies every
+        # signature (`callhook listen`, its printing to /dev/null).
+        rport = free_port()
+        if not mode.endswith("-down"):
+            receiver = Server([callhook, "listen", f"127.0.0.1:{rport}", "--secret", FORWARD_SECRET],
+                              rport, os.path.join(workdir, f"listen-{rport}.log"), ready="tcp")
+        cmd += ["--config", forward_config(workdir, rport)]
     if mode.endswith("batch1"):
         cmd += ["--max-batch", "1"]
     for part in mode.split("-")[1:]:
@@ -397,7 +429,18 @@ def start_mode(mode, bins, pg, workdir):
         flag = {"w": "--writers", "b": "--max-batch", "q": "--queue-depth"}.get(part[:1])
         if flag and part[1:].isdigit():
             cmd += [flag, part[1:]]
-    return Server(cmd, port, logfile), kind, db
+    server = Server(cmd, port, logfile)
+    server.companions = [receiver] if receiver else []
+    return server, kind, db
+
+
+def forward_config(workdir, port):
+    """A configuration with one destination taking every event, at 127.0.0.1:port."""
+    path = os.path.join(workdir, f"forward-{port}.toml")
+    with open(path, "w") as f:
+        f.write(f'[[forward]]\nname = "bench"\nurl = "http://127.0.0.1:{port}/hooks"\n'
+                f'secret = "{FORWARD_SECRET}"\n')
+    return path
 
 
 def median(xs):
@@ -421,7 +464,9 @@ def cpu_per_request_us(r):
 RATIOS = (("pg-default", "naive-rust"), ("pg-default", "ceiling-http"), ("pg-default", "pg-batch1"),
           ("pg-default", "noop"), ("naive-rust", "ceiling-http"), ("noop", "ceiling-http"),
           ("sqlite-default", "naive-rust"), ("sqlite-default", "sqlite-batch1"), ("sqlite-default", "noop"),
-          ("sqlite-default", "ceiling-http"), ("pg-async", "pg-default"), ("pg-async", "naive-rust"))
+          ("sqlite-default", "ceiling-http"), ("pg-async", "pg-default"), ("pg-async", "naive-rust"),
+          ("pg-fwd", "pg-default"), ("pg-fwd-down", "pg-default"), ("sqlite-fwd", "sqlite-default"),
+          ("sqlite-fwd-down", "sqlite-default"))
 
 
 def per_rep_ratios(records, a, b, conns=64, key="rps"):
@@ -480,6 +525,18 @@ def summarize(records, modes):
             per_rep = [cpu_per_event_us(r) for r in sorted(records, key=lambda r: r["rep"])
                        if r["mode"] == m and r["conns"] == 64]
             lines.append(f"| {m} | {median(per_rep):.0f} | " + ", ".join(f"{x:.0f}" for x in per_rep) + " |")
+    fwd = [m for m in modes if "-fwd" in m and any(r["mode"] == m for r in records)]
+    if fwd:
+        lines.append("")
+        lines.append("| forwarding at 64 conns | stored events (median) | delivered by the run's end (median) | "
+                     "receiver CPU (`callhook listen`) | without an outbox entry (all reps) |")
+        lines.append("|---|---|---|---|---|")
+        for m in fwd:
+            rs = [r for r in records if r["mode"] == m and r["conns"] == 64]
+            lines.append(f"| {m} | {median([r['rows'] for r in rs]):,.0f} | "
+                         f"{median([r['delivered_by_end'] / r['rows'] for r in rs if r['rows']]) * 100:.1f}% | "
+                         f"{median([r['receiver_cpu_s'] / r['seconds'] for r in rs]) * 100:.0f}% | "
+                         f"{sum(r['unforwarded'] for r in rs)} |")
     return "\n".join(lines)
 
 
@@ -534,10 +591,15 @@ def main():
                         run_id = f"r{rep}{mode.replace('-', '')}c{conns}"
                         on_pg = kind in ("pg", "naive")
                         pids_pg = pg.pids() if on_pg else []
+                        # The -fwd modes' receiver (`callhook listen`) is the destination's work, not
+                        # callhook's: counted apart, as wrk is.
+                        pids_rx = [c.proc.pid for c in getattr(server, "companions", [])]
                         c0, p0, t0 = cpu_seconds([server.proc.pid]), cpu_seconds(pids_pg), time.time()
+                        r0 = cpu_seconds(pids_rx)
                         res = run_wrk(server.port, conns, args.duration, run_id, workdir, args.wrk_threads)
                         time.sleep(0.3)  # let in-flight commits land before checking
                         c1, p1, t1 = cpu_seconds([server.proc.pid]), cpu_seconds(pg.pids() if on_pg else []), time.time()
+                        r1 = cpu_seconds(pids_rx)
                         rss_after, rss_peak = memory(server.proc.pid)
                         seconds = res["duration_us"] / 1e6
                         acked = sum(t["acked"] for t in res["threads"])
@@ -565,6 +627,8 @@ def main():
                             rec.update(verify_peer(pg, res, run_id))
                         elif kind:
                             rec.update(verify(kind, db, res, run_id))
+                            if "-fwd" in mode:
+                                rec.update(forwarding(kind, db, run_id), receiver_cpu_s=r1 - r0)
                         records.append(rec)
                         with open(results_path, "a") as f:
                             f.write(json.dumps(rec) + "\n")
@@ -581,9 +645,9 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"results: {os.path.relpath(results_path, ROOT)}\n")
     print(summarize(records, modes))
-    bad = [r for r in records if r.get("lost") or r.get("doubled")]
+    bad = [r for r in records if r.get("lost") or r.get("doubled") or r.get("unforwarded")]
     if bad:
-        sys.exit(f"{len(bad)} runs lost or doubled deliveries")
+        sys.exit(f"{len(bad)} runs lost or doubled deliveries, or stored events without their outbox entry")
     # Every answer of this workload should be ErrorCode 0: a run whose answers were refused
     # (wrong app, overload, database down) would otherwise pass the check with nothing in it.
     refused = [r for r in records if r["not_acknowledged_answers"] or r["errors"] or r["rps"] == 0]

@@ -20,6 +20,7 @@ use crate::health::DbHealth;
 use crate::http::{self, AppState, SharedState};
 use crate::ingest::{BatchSink, Ingest, Writers};
 use crate::journal::Journal;
+use crate::logging::Complaint;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Lifetime, Supervisor, Tasks};
 
@@ -64,8 +65,11 @@ pub struct Application {
     listener: TcpListener,
     state: SharedState,
     writers: Writers,
-    /// The prober, the journal's replay and the metrics upkeep: aborted at shutdown.
+    /// The prober, the journal's replay, the metrics upkeep and the forwarding workers:
+    /// aborted at shutdown.
     background: Supervisor,
+    /// The forwarding workers' own connections, when destinations are configured.
+    forwarding: Option<Store>,
 }
 
 impl Application {
@@ -75,7 +79,9 @@ impl Application {
     /// migrations run in the background as soon as it answers. (A migration that fails for
     /// any other reason is an error.)
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database).await?;
+        let store = Store::connect(&settings.database)
+            .await?
+            .with_routes(crate::forward::routes(&settings.forward));
         let reachable = match store.ping(STARTUP_PING).await {
             Ok(()) => true,
             Err(e) if store.is_remote() => {
@@ -103,6 +109,7 @@ impl Application {
         store: Store,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        let store = store.with_routes(crate::forward::routes(&settings.forward));
         let sink: Arc<dyn BatchSink> = Arc::new(store.clone());
         Self::build_with_sink(settings, store, sink, listener).await
     }
@@ -187,11 +194,22 @@ impl Application {
                 replay_journal(Arc::clone(&replayer), Arc::clone(&journal))
             });
         }
+        // The delivery workers look for due entries every two ticks (a second) when no
+        // commit of this process wakes them.
+        let forwarding = crate::forward::start(
+            &mut background,
+            &state.store,
+            &state.settings.database,
+            &state.settings.forward,
+            state.settings.tick * 2,
+        )
+        .await?;
         Ok(Self {
             listener,
             state,
             writers,
             background,
+            forwarding,
         })
     }
 
@@ -212,6 +230,7 @@ impl Application {
             state,
             writers,
             mut background,
+            forwarding,
         } = self;
         let addr = listener.local_addr()?;
         tracing::info!(
@@ -262,6 +281,9 @@ impl Application {
                 journal.close().await;
             }
             state.store.close().await;
+            if let Some(store) = &forwarding {
+                store.close().await;
+            }
         })
         .await;
         if closed.is_err() {
@@ -357,24 +379,6 @@ async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
                 state.health.mark_down(&msg);
             }
             Err(e) => complaint.log(&e.to_string(), "outage journal replay failed; retrying"),
-        }
-    }
-}
-
-/// Logs a recurring failure when it first happens and then at most once a minute.
-#[derive(Default)]
-struct Complaint {
-    last: Option<Instant>,
-}
-
-impl Complaint {
-    fn log(&mut self, error: &str, what: &str) {
-        if self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            self.last = Some(Instant::now());
-            tracing::error!(error, "{what}");
         }
     }
 }

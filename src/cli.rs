@@ -39,7 +39,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the callback receiver (applies pending database migrations first).
+    /// Run the callback receiver (applies pending database migrations first), and forward
+    /// stored events to the config file's [[forward]] destinations, if any.
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
@@ -61,6 +62,12 @@ pub enum Command {
     /// callback configuration API; or, with --check, compare what Tencent has with this
     /// deployment (needs the app's secret key).
     Register(RegisterArgs),
+    /// The forwarding outbox ([[forward]] destinations): its state per destination, and
+    /// replaying delivered or dead entries.
+    Forward(ForwardArgs),
+    /// A local receiver of forwarded messages: verifies each one's Standard Webhooks
+    /// signature and prints it (to watch forwarding work on one machine).
+    Listen(ListenArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +75,41 @@ pub enum ReconcileFormat {
     /// One line per app and what it found.
     Table,
     /// A JSON array, one object per app.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForwardArgs {
+    #[command(subcommand)]
+    pub command: ForwardCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ForwardCommand {
+    /// Per destination: pending (and due) entries, delivered, dead, the oldest pending
+    /// entry's age and the last error. Reads the database, never writes it.
+    Status(ForwardStatusArgs),
+    /// Make a destination's delivered and dead entries due again (with --dead, only the
+    /// dead): the same webhook-id, the retry schedule from its start.
+    Retry(ForwardRetryArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForwardStatusArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// An aligned table, a row per destination.
+    Table,
+    /// A JSON array, an object per destination with the table's columns and when the last
+    /// error happened.
     Json,
 }
 
@@ -140,6 +182,75 @@ pub struct RegisterArgs {
     /// (and from --url, when given); change nothing.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForwardRetryArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// The destination (its [[forward]] name).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Only the dead entries (else delivered ones too).
+    #[arg(long)]
+    pub dead: bool,
+
+    /// Only entries stored since then: a duration back from now (24h, 30m) or an RFC 3339
+    /// time (2026-12-07T10:00:00Z).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+
+    /// Only the entries of this call's events.
+    #[arg(long, value_name = "ID")]
+    pub call_id: Option<String>,
+}
+
+#[derive(Clone, Args)]
+#[command(
+    after_help = "Example, beside a callhook whose [[forward]] url is http://127.0.0.1:9000/:
+  callhook listen 127.0.0.1:9000 --secret \"$CALLHOOK_FORWARD_SECRET_PUSH\"
+
+Each message is answered 204 when its signature is valid and its timestamp within 5 minutes,
+else 401 (so callhook retries it), and printed."
+)]
+pub struct ListenArgs {
+    /// Address to listen on (HOST:PORT).
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    /// The destination's signing secret (whsec_…).
+    #[arg(
+        long,
+        env = "CALLHOOK_LISTEN_SECRET",
+        value_name = "WHSEC",
+        hide_env_values = true
+    )]
+    pub secret: String,
+
+    /// `text`: a line per message (time, webhook-id, type, verified or why not), then its
+    /// body as received; `json`: one JSON object per line (the time, the headers, whether it
+    /// verified, the body).
+    #[arg(long, value_enum, default_value_t = ListenFormat::Text)]
+    pub format: ListenFormat,
+}
+
+/// The secret never shows.
+impl std::fmt::Debug for ListenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenArgs")
+            .field("addr", &self.addr)
+            .field("secret", &"REDACTED")
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListenFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,8 +1,6 @@
 //! `callhook events`: the latest stored events, as a table or JSON, read through a
 //! read-only connection. A look at what arrived without an SQL shell.
 
-use std::fmt::Write as _;
-
 use crate::cli::{EventsArgs, EventsFormat};
 use crate::config::DatabaseUrl;
 use crate::store::RecentEvent;
@@ -51,10 +49,10 @@ fn table(rows: &[RecentEvent]) -> String {
         return "no events stored\n".to_owned();
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.received_at.clone(),
                 r.sdkappid.to_string(),
                 r.family.clone(),
@@ -68,32 +66,6 @@ fn table(rows: &[RecentEvent]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |row: &[String]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            // deliveries, the only number after sdkappid, to the right
-            if i == 8 {
-                let _ = write!(s, "{cell:>w$}");
-            } else {
-                let _ = write!(s, "{cell:<w$}");
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&HEADERS.map(str::to_owned));
-    for row in &cells {
-        line(row);
-    }
-    out
+    // deliveries, the only number after sdkappid, to the right
+    crate::text_table::aligned(&HEADERS, &cells, &[8])
 }

@@ -6,23 +6,26 @@
 //! | layer | modules | what they do |
 //! |---|---|---|
 //! | entry | `main.rs`, [`app`] | resolve the command line; build, run and stop the receiver |
-//! | HTTP | [`http`], [`auth`] | routes, admission (app, token, `Sign`), the answer envelope |
-//! | protocol | [`protocol`] | pure: query and body parsing into rows, dedupe keys, error codes |
+//! | HTTP | [`http`], [`auth`], [`quality`] | routes, admission (app, token, `Sign`), the answer envelope, the call-quality metrics |
+//! | protocol | [`protocol`], [`webhook`] | pure: query and body parsing into rows, dedupe keys, error codes; Standard Webhooks signatures |
 //! | ingest | [`ingest`], [`journal`], [`supervisor`], [`health`] | the write path (`ingest/`: the handle, `queue.rs`, `writer.rs`, `batch.rs`, `handoff.rs` to the journal, `outcome.rs`), the outage journal, task supervision, database health |
-//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store`; the analytics reads; Tencent's call records and the reconcile runs |
+//! | forwarding | [`forward`] | the outbox's delivery workers (claim, send, record, schedule), the message body, `callhook forward status` and `retry` |
+//! | storage | [`store`] | PostgreSQL and SQLite behind one `Store` (with the forwarding outbox, written with the events); the analytics reads; Tencent's call records and the reconcile runs |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
-//! | tools | [`report`], [`events`], [`send`], [`reconcile`], [`register`] | `callhook report`, `callhook events`, `callhook send`, `callhook reconcile` (and its task in `serve`), `callhook register` |
-//! | support | [`metrics`], [`logging`], [`faults`], [`tencent`] | Prometheus metrics, log output, the fault hooks of the randomized fault test, Tencent's REST APIs (UserSig, client, call records, callback configuration) |
+//! | tools | [`report`], [`events`], [`send`], [`listen`], [`reconcile`], [`register`] | `callhook report`, `callhook events`, `callhook send`, `callhook listen`, `callhook reconcile` (and its task in `serve`), `callhook register` |
+//! | support | [`metrics`], [`logging`], [`faults`], [`text_table`], [`tencent`] | Prometheus metrics, log output, the fault hooks of the randomized fault test, aligned text tables, Tencent's REST APIs (UserSig, client, call records, callback configuration) |
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod faults;
+pub mod forward;
 pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod journal;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
@@ -34,6 +37,8 @@ pub mod send;
 pub mod store;
 pub mod supervisor;
 pub mod tencent;
+pub mod text_table;
+pub mod webhook;
 
 pub use app::shutdown_signal;
 

@@ -2,6 +2,7 @@
 //! both pay the same per-request costs.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -33,4 +34,23 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
             .init(),
     }
     guard
+}
+
+/// Logs a recurring failure (a task retrying against a database or a destination that is
+/// down) when it first happens and then at most once a minute.
+#[derive(Default)]
+pub struct Complaint {
+    last: Option<Instant>,
+}
+
+impl Complaint {
+    pub fn log(&mut self, error: &str, what: &str) {
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last = Some(Instant::now());
+            tracing::error!(error, "{what}");
+        }
+    }
 }

@@ -68,6 +68,11 @@ async fn run(job: Job) -> anyhow::Result<()> {
         Job::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
         Job::Reconcile(job) => callhook::reconcile::run(*job).await,
         Job::Register(job) => callhook::register::run(*job).await,
+        Job::ForwardStatus(args, url, names) => {
+            callhook::forward::status(&args, &url, &names).await
+        }
+        Job::ForwardRetry(args, url) => callhook::forward::retry(&args, &url).await,
+        Job::Listen(args) => callhook::listen::run(&args).await,
     }
 }
 

@@ -40,8 +40,21 @@ pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
 pub const CALLS_ENDED: &str = "callhook_calls_ended_total";
 pub const CALLS_ZERO_TALK: &str = "callhook_calls_zero_talk_total";
 pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
+pub const FORWARD_ATTEMPTS: &str = "callhook_forward_attempts_total";
+pub const FORWARD_DEAD: &str = "callhook_forward_dead_total";
+pub const FORWARD_LATENCY: &str = "callhook_forward_delivery_latency_seconds";
+pub const FORWARD_BACKLOG: &str = "callhook_forward_backlog";
+pub const FORWARD_OLDEST_AGE: &str = "callhook_forward_oldest_pending_age_seconds";
+pub const FORWARD_DEAD_ENTRIES: &str = "callhook_forward_dead_entries";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// From commit to a 2xx answer: tens of milliseconds when the destination answers at
+/// once, up to the retry schedule's hours when it does not.
+const FORWARD_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 21_600.0,
+    86_400.0,
+];
 
 /// Installs the process-wide recorder once (later calls reuse it) and returns the handle
 /// that renders the text format. `None` if another recorder was installed first.
@@ -66,7 +79,13 @@ pub fn install() -> Option<PrometheusHandle> {
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), &latency))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CALLBACK_LAG.into()), &lag));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CALLBACK_LAG.into()), &lag))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(FORWARD_LATENCY.into()),
+                        &FORWARD_BUCKETS,
+                    )
+                });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(e) => {
@@ -196,9 +215,10 @@ fn describe() {
         "Replay steps that passed their deadline and were retried with fewer rows"
     );
     describe_counter!(WRITER_RESTARTS, "Batch writers restarted after a panic");
+    describe_forwarding();
     describe_counter!(
         TASK_RESTARTS,
-        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile) restarted after ending early, by task"
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile, forward, forward-upkeep) restarted after ending early, by task"
     );
     describe_counter!(
         RECONCILE_RUNS,
@@ -236,4 +256,35 @@ fn describe() {
         "Time from Tencent's event time to the callback's arrival, by family"
     );
     metrics::gauge!(DATABASE_UP).set(0.0);
+}
+
+/// The forwarding metrics' descriptions (beside [`describe`], which is long enough).
+fn describe_forwarding() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        FORWARD_ATTEMPTS,
+        "Forwarding attempts by destination and outcome (delivered, refused: a non-2xx answer, gone: 410, timeout, unreachable, missing: the event is no longer stored)"
+    );
+    describe_counter!(
+        FORWARD_DEAD,
+        "Outbox entries that became dead (no attempt left, 410, or no event), by destination"
+    );
+    describe_histogram!(
+        FORWARD_LATENCY,
+        Unit::Seconds,
+        "Time from an event's commit to its destination's 2xx answer, retries included, by destination"
+    );
+    describe_gauge!(
+        FORWARD_BACKLOG,
+        "Pending outbox entries by destination (database-wide: every replica reports the same)"
+    );
+    describe_gauge!(
+        FORWARD_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending outbox entry by destination (0 when none)"
+    );
+    describe_gauge!(
+        FORWARD_DEAD_ENTRIES,
+        "Dead outbox entries by destination, until replayed with callhook forward retry"
+    );
 }

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub auth: FileAuth,
     pub reconcile: FileReconcile,
     pub apps: Vec<FileApp>,
+    /// `[[forward]]`: where events are forwarded (`forward.rs`).
+    pub forward: Vec<super::forward::FileForward>,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]

@@ -14,6 +14,7 @@
 
 pub mod defaults;
 mod file;
+mod forward;
 mod reconcile;
 mod validate;
 
@@ -25,8 +26,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::cli::{
-    Cli, Command, DatabaseArgs, EventsArgs, HealthcheckArgs, LogFormat, ReportArgs, SendArgs,
-    ServeArgs,
+    Cli, Command, DatabaseArgs, EventsArgs, ForwardCommand, ForwardRetryArgs, ForwardStatusArgs,
+    HealthcheckArgs, ListenArgs, LogFormat, ReportArgs, SendArgs, ServeArgs,
 };
 pub use crate::store::{DatabaseSettings, DatabaseUrl};
 pub use reconcile::{ReconcileJob, RegisterJob, Window, parse_time, show as show_time};
@@ -36,11 +37,10 @@ pub use file::{
     FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
     database_url, log_format,
 };
-pub use validate::{
-    RECORDS_KEPT, parse_duration, parse_listen, probe_address, validate_database_url,
-};
+pub use validate::{RECORDS_KEPT, parse_listen, probe_address, validate_database_url};
 
 use crate::tencent::ApiRegion;
+pub use forward::{Destination, FileForward, parse_duration, redacted_url};
 
 /// A configuration problem, reported as one line and exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +255,8 @@ pub struct Settings {
     /// How often the prober probes a database that is down, and the replay looks at the
     /// journal: 500 ms. Not a configuration key (the randomized fault test shortens it).
     pub tick: Duration,
+    /// `[[forward]]`: where stored events are forwarded (none by default).
+    pub forward: Vec<Destination>,
 }
 
 impl Settings {
@@ -297,6 +299,7 @@ impl Settings {
             },
             log_format: d::LOG_FORMAT,
             tick: Duration::from_millis(d::TICK_MS),
+            forward: Vec::new(),
         }
     }
 
@@ -345,6 +348,7 @@ impl Settings {
                 c.auth.failed_signatures_kept_per_minute,
             )?,
             reconcile: validate::reconcile(&c.reconcile)?,
+            forward: forward::destinations(&c.forward, env)?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,
             tick: Duration::from_millis(defaults::TICK_MS),
@@ -390,6 +394,10 @@ pub enum Job {
     },
     Reconcile(Box<ReconcileJob>),
     Register(Box<RegisterJob>),
+    /// With the destinations the configuration names.
+    ForwardStatus(ForwardStatusArgs, DatabaseUrl, Vec<String>),
+    ForwardRetry(ForwardRetryArgs, DatabaseUrl),
+    Listen(ListenArgs),
 }
 
 /// A command line, resolved: the log format and the job.
@@ -446,8 +454,25 @@ pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocat
             let job = reconcile::register_job(args, &file, env)?;
             (shared_log_format, Job::Register(Box::new(job)))
         }
+        Command::Forward(args) => (shared_log_format, forward_job(args.command, &file)?),
+        Command::Listen(args) => (shared_log_format, Job::Listen(args)),
     };
     Ok(Invocation { log_format, job })
+}
+
+/// `callhook forward status` or `retry`, with the database URL the other commands use.
+fn forward_job(command: ForwardCommand, file: &FileConfig) -> Result<Job, ConfigError> {
+    Ok(match command {
+        ForwardCommand::Status(args) => {
+            let url = database(&args.db, file)?;
+            let names = file.forward.iter().map(|f| f.name.clone()).collect();
+            Job::ForwardStatus(args, url, names)
+        }
+        ForwardCommand::Retry(args) => {
+            let url = database(&args.db, file)?;
+            Job::ForwardRetry(args, url)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -478,7 +503,9 @@ mod tests {
         )?;
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
         // Its commented-out examples are valid too.
-        let uncommented: String = text
+        // (Up to the [[forward]] examples, which config::forward's tests read.)
+        let apps_part = text.split("\n# [[forward]]").next().unwrap_or(text);
+        let uncommented: String = apps_part
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
@@ -942,10 +969,13 @@ mod tests {
                 "{bad}: {e:?}"
             );
         }
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration(" 24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration("-1h"), None);
+        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration(" 24h").ok(),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_duration("h").ok(), None);
+        assert_eq!(parse_duration("-1h").ok(), None);
         Ok(())
     }
 

@@ -144,7 +144,7 @@ pub(super) fn reconcile_job(
             to: time_arg("--to", to)?,
         },
         (Some(since), _, _) => {
-            let d = validate::parse_duration(since).ok_or_else(|| {
+            let d = super::forward::parse_duration(since).ok().ok_or_else(|| {
                 ConfigError(format!(
                     "--since {since:?} is not a duration such as 90m, 24h or 7d"
                 ))

@@ -165,26 +165,10 @@ pub(super) fn kept_per_minute(n: u32) -> Result<u32, ConfigError> {
 /// The most Tencent keeps call records for, and so the widest reconcile window.
 pub const RECORDS_KEPT: Duration = Duration::from_secs(7 * 86_400);
 
-/// A duration as the configuration and `--since` write it: a whole number and a unit, `s`,
-/// `m`, `h` or `d` (`90s`, `15m`, `2h`, `7d`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let unit = t.chars().last()?;
-    let secs_per = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return None,
-    };
-    let n: u64 = t[..t.len() - 1].trim().parse().ok()?;
-    n.checked_mul(secs_per).map(Duration::from_secs)
-}
-
 /// `[reconcile]`.
 pub(super) fn reconcile(c: &FileReconcile) -> Result<ReconcileSettings, ConfigError> {
     let duration = |key: &str, text: &str| {
-        parse_duration(text).ok_or_else(|| {
+        super::forward::parse_duration(text).ok().ok_or_else(|| {
             ConfigError(format!(
                 "reconcile.{key} {text:?} is not a duration such as 90s, 15m, 2h or 7d"
             ))

@@ -8,6 +8,7 @@
 mod analytics;
 mod backend;
 mod fence;
+mod outbox;
 mod postgres;
 mod records;
 mod settings;
@@ -20,6 +21,10 @@ use crate::protocol::{DedupeKey, EventRow, Millis};
 pub use analytics::{Completeness, DailyStats, DayRange, RecentEvent, RoomStats};
 pub use backend::BackendKind;
 pub use fence::Fence;
+pub use outbox::{
+    Backlog, Claimed, DestinationStatus, ForwardedEvent, Next, RetryFilter, Route, Routes, Settled,
+    message_id,
+};
 pub use postgres::PgStore;
 pub use records::{Findings, LastRun, PageWrite, RunEnd, RunKey, RunStart, Trigger};
 pub use settings::{DatabaseSettings, DatabaseUrl};

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::fence::{Fence, Fences};
+use super::outbox::{NewEntry, Routes};
 use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
 use super::{DatabaseSettings, DatabaseUrl};
 use crate::faults::{Faults, Point};
@@ -28,6 +29,8 @@ pub struct PgStore {
     write_timeout: Duration,
     /// The randomized fault test's faults (none otherwise).
     faults: Faults,
+    /// The destinations writes make outbox entries for (src/store/outbox.rs).
+    routes: Arc<Routes>,
 }
 
 /// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
@@ -102,8 +105,51 @@ const EVENTS_UPSERT: &str = r#"
 ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
     SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
         last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
-RETURNING dedupe_key, deliveries
 "#;
+/// What every events statement answers: each row's key and stored count.
+const EVENTS_RETURNING: &str = "RETURNING dedupe_key, deliveries";
+
+/// The outbox entries of the new rows (src/store/outbox.rs), written by the same statement
+/// as the events when some row of the batch matches a destination: the upsert becomes the
+/// CTE `ins`, and `outbox` inserts an entry for every (row, destination) pair the batch
+/// binds whose row `ins` returns as new, that is with the batch's own count (the rule
+/// `inserted_flags` answers the requests by; a repeat of a stored event returns a larger
+/// count and gets no entry). A batch of arrays binds the pairs as four arrays after its
+/// other parameters (app, dedupe key, count, destination, message id: five); a batch of
+/// one row binds its destinations and message ids as two.
+fn outbox_cte(shape: Shape, first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    let (pairs, on) = match shape {
+        Shape::Arrays => (
+            format!(
+                "unnest({}::bigint[], {}::bytea[], {}::int[], {}::text[], {}::text[]) \
+                 AS o(sdkappid, dedupe_key, deliveries, destination, message_id)",
+                p(0),
+                p(1),
+                p(2),
+                p(3),
+                p(4)
+            ),
+            "o.sdkappid = ins.sdkappid AND o.dedupe_key = ins.dedupe_key \
+             AND o.deliveries = ins.deliveries"
+                .to_owned(),
+        ),
+        // `$21` is the one row's own count (EVENTS_ARRAYS' 21st column).
+        Shape::One => (
+            format!(
+                "unnest({}::text[], {}::text[]) AS o(destination, message_id)",
+                p(0),
+                p(1)
+            ),
+            "ins.deliveries = $21".to_owned(),
+        ),
+    };
+    format!(
+        "outbox AS (INSERT INTO forward_outbox (event_id, destination, message_id)\n\
+         SELECT ins.id, o.destination, o.message_id FROM ins JOIN {pairs} ON {on}\n\
+         ON CONFLICT DO NOTHING)\n"
+    )
+}
 
 /// Rejected deliveries, the rare case: their own statement, so the events' statement does
 /// not open `rejected_deliveries` and its indexes on every batch.
@@ -132,7 +178,7 @@ ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
 /// returns a row only if the fence was below it.
 fn raise_fence(writer: &str, batch: &str) -> String {
     format!(
-        "WITH fence AS (INSERT INTO ingest_fences AS f (writer_id, last_batch) \
+        "fence AS (INSERT INTO ingest_fences AS f (writer_id, last_batch) \
          VALUES ({writer}, {batch}) ON CONFLICT (writer_id) DO UPDATE \
          SET last_batch = EXCLUDED.last_batch, updated_at = now() \
          WHERE f.last_batch < EXCLUDED.last_batch RETURNING 1)"
@@ -149,53 +195,101 @@ enum Shape {
     One,
 }
 
-/// The statements: events (by shape, with and without the TRTC columns) and rejected
-/// deliveries, each plain (replay) and fenced (live writes).
+/// Which events statement a batch takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Variant {
+    shape: Shape,
+    /// The batch has TRTC columns.
+    trtc: bool,
+    /// A live write: it raises its fence first (its two parameters follow the columns').
+    fenced: bool,
+    /// Some row matches a destination: the statement writes outbox entries too (their
+    /// parameters come last).
+    outbox: bool,
+}
+
+impl Variant {
+    /// Its place among the 16 statements.
+    fn index(self) -> usize {
+        usize::from(self.shape == Shape::One)
+            | usize::from(self.trtc) << 1
+            | usize::from(self.fenced) << 2
+            | usize::from(self.outbox) << 3
+    }
+
+    fn all() -> impl Iterator<Item = Self> {
+        (0..16usize).map(|i| Self {
+            shape: if i & 1 == 1 {
+                Shape::One
+            } else {
+                Shape::Arrays
+            },
+            trtc: i & 2 != 0,
+            fenced: i & 4 != 0,
+            outbox: i & 8 != 0,
+        })
+    }
+
+    /// The statement: `WITH fence, ins, outbox` as needed around the upsert, always
+    /// answering `(dedupe_key, deliveries)` per row.
+    fn sql(self) -> String {
+        let mut next = if self.trtc {
+            EVENTS_PARAMS_TRTC
+        } else {
+            EVENTS_PARAMS
+        } + 1;
+        let mut ctes = Vec::new();
+        if self.fenced {
+            ctes.push(raise_fence(&format!("${next}"), &format!("${}", next + 1)));
+            next += 2;
+        }
+        let guard = if self.fenced { FENCED } else { "" };
+        let upsert = format!(
+            "{}{guard}{EVENTS_UPSERT}",
+            events_insert(self.shape, self.trtc)
+        );
+        let body = if self.outbox {
+            ctes.push(format!(
+                "ins AS ({upsert}RETURNING id, sdkappid, dedupe_key, deliveries)"
+            ));
+            ctes.push(outbox_cte(self.shape, next));
+            "SELECT dedupe_key, deliveries FROM ins".to_owned()
+        } else {
+            format!("{upsert}{EVENTS_RETURNING}")
+        };
+        match ctes.is_empty() {
+            true => body,
+            false => format!("WITH {}\n{body}", ctes.join(",\n")),
+        }
+    }
+}
+
+/// The statements: events (every [`Variant`]) and rejected deliveries, plain (replay) and
+/// fenced (live writes).
 struct Statements {
-    /// Indexed by `[shape is One][batch has TRTC columns]`.
-    events: [[String; 2]; 2],
-    events_fenced: [[String; 2]; 2],
+    events: Vec<String>,
     rejected: String,
     rejected_fenced: String,
 }
 
 impl Statements {
-    fn events(&self, shape: Shape, trtc: bool, fenced: bool) -> &str {
-        let by_shape = if fenced {
-            &self.events_fenced
-        } else {
-            &self.events
-        };
-        &by_shape[usize::from(shape == Shape::One)][usize::from(trtc)]
+    fn events(&self, variant: Variant) -> &str {
+        &self.events[variant.index()]
     }
 }
 
 fn statements() -> &'static Statements {
     static SQL: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let plain =
-            |shape: Shape, trtc: bool| format!("{}{EVENTS_UPSERT}", events_insert(shape, trtc));
-        let fenced = |shape: Shape, trtc: bool| {
-            let n = if trtc {
-                EVENTS_PARAMS_TRTC
-            } else {
-                EVENTS_PARAMS
-            };
-            let fence = raise_fence(&format!("${}", n + 1), &format!("${}", n + 2));
-            format!(
-                "{fence}{}{FENCED}{EVENTS_UPSERT}",
-                events_insert(shape, trtc)
-            )
-        };
-        let by_shape = |make: &dyn Fn(Shape, bool) -> String| {
-            [Shape::Arrays, Shape::One].map(|shape| [false, true].map(|trtc| make(shape, trtc)))
-        };
+        let mut events = vec![String::new(); 16];
+        for v in Variant::all() {
+            events[v.index()] = v.sql();
+        }
         Statements {
-            events: by_shape(&plain),
-            events_fenced: by_shape(&fenced),
+            events,
             rejected: format!("{REJECTED_INSERT}{REJECTED_UPSERT} RETURNING 1"),
             rejected_fenced: format!(
-                "{}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
+                "WITH {}{REJECTED_INSERT}{FENCED}{REJECTED_UPSERT} RETURNING 1",
                 raise_fence("$11", "$12")
             ),
         }
@@ -242,11 +336,20 @@ impl PgStore {
             fences: Arc::new(Fences::default()),
             write_timeout: settings.write_timeout(),
             faults: settings.faults.clone(),
+            routes: Arc::default(),
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(super) fn with_routes(self, routes: Arc<Routes>) -> Self {
+        Self { routes, ..self }
+    }
+
+    pub(super) fn routes(&self) -> &Arc<Routes> {
+        &self.routes
     }
 
     /// Applies pending migrations, within `deadline` (a migration that does not finish by
@@ -289,10 +392,13 @@ impl PgStore {
         rejected: &[RejectedRow],
     ) -> Result<Vec<bool>, StoreError> {
         let fence = self.fences.next();
+        let entries = self.routes.entries(rows);
         let attempts = async {
             let attempt = || {
-                self.faults
-                    .run(Point::PgWrite, self.try_write(rows, rejected, fence))
+                self.faults.run(
+                    Point::PgWrite,
+                    self.try_write(rows, rejected, fence, &entries),
+                )
             };
             match attempt().await {
                 // A pooled connection may have died with a database restart; one
@@ -313,6 +419,9 @@ impl PgStore {
         match tokio::time::timeout(self.write_timeout, attempts).await {
             Ok(Ok(written)) => {
                 self.fences.release(fence);
+                if !entries.is_empty() {
+                    self.routes.signal();
+                }
                 match written {
                     Written::Rows(returned) => inserted_flags(rows, &returned),
                     Written::AlreadyCommitted => Ok(vec![true; rows.len()]),
@@ -341,6 +450,7 @@ impl PgStore {
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
         fence: Fence,
+        entries: &[NewEntry<'_>],
     ) -> Result<Written, sqlx::Error> {
         let fenced = |returned: Vec<(Vec<u8>, i32)>| {
             if returned.is_empty() {
@@ -351,7 +461,9 @@ impl PgStore {
         };
         match (rows.is_empty(), rejected.is_empty()) {
             (true, true) => Ok(Written::Rows(Vec::new())),
-            (false, true) => Ok(fenced(insert_events(&self.pool, rows, Some(fence)).await?)),
+            (false, true) => Ok(fenced(
+                insert_events(&self.pool, rows, Some(fence), entries).await?,
+            )),
             (true, false) => {
                 let n = insert_rejected(&self.pool, rejected, Some(fence)).await?;
                 Ok(if n == 0 {
@@ -362,7 +474,7 @@ impl PgStore {
             }
             (false, false) => {
                 let mut tx = self.pool.begin().await?;
-                let written = fenced(insert_events(&mut *tx, rows, Some(fence)).await?);
+                let written = fenced(insert_events(&mut *tx, rows, Some(fence), entries).await?);
                 if matches!(written, Written::Rows(_)) {
                     insert_rejected(&mut *tx, rejected, None).await?;
                 }
@@ -373,20 +485,29 @@ impl PgStore {
     }
 }
 
+/// Writes a batch's events, and the outbox entries of those that are new (`entries`, from
+/// [`Routes::entries`]), in one statement.
 async fn insert_events<'c>(
     db: impl sqlx::PgExecutor<'c>,
     rows: &[BatchRow<'_>],
     fence: Option<Fence>,
+    entries: &[NewEntry<'_>],
 ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
     let trtc = rows.iter().any(|r| r.row.trtc != TrtcColumns::default());
+    let variant = |shape| Variant {
+        shape,
+        trtc,
+        fenced: fence.is_some(),
+        outbox: !entries.is_empty(),
+    };
     let query = match rows {
         [] => return Ok(Vec::new()),
         [one] => {
-            let sql = statements().events(Shape::One, trtc, fence.is_some());
+            let sql = statements().events(variant(Shape::One));
             bind_events(sqlx::query_as(sql), &OneRow(one), trtc)
         }
         _ => {
-            let sql = statements().events(Shape::Arrays, trtc, fence.is_some());
+            let sql = statements().events(variant(Shape::Arrays));
             let arrays = Arrays {
                 rows,
                 order: sorted_indices(rows),
@@ -394,12 +515,44 @@ async fn insert_events<'c>(
             bind_events(sqlx::query_as(sql), &arrays, trtc)
         }
     };
-    match fence {
+    let query = match fence {
         Some(f) => query.bind(f.writer.to_vec()).bind(f.batch),
         None => query,
+    };
+    bind_entries(query, rows, entries).fetch_all(db).await
+}
+
+/// Binds the outbox pairs of [`outbox_cte`] (nothing when there are none).
+fn bind_entries<'q>(
+    query: EventsQuery<'q>,
+    rows: &[BatchRow<'_>],
+    entries: &[NewEntry<'_>],
+) -> EventsQuery<'q> {
+    if entries.is_empty() {
+        return query;
     }
-    .fetch_all(db)
-    .await
+    let destinations: Vec<String> = entries.iter().map(|e| e.destination.to_owned()).collect();
+    let ids: Vec<String> = entries.iter().map(|e| e.message_id.clone()).collect();
+    if rows.len() == 1 {
+        return query.bind(destinations).bind(ids);
+    }
+    let of = |e: &NewEntry<'_>| rows[e.row];
+    query
+        .bind(
+            entries
+                .iter()
+                .map(|e| of(e).row.sdkappid)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| of(e).row.dedupe_key.to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| of(e).deliveries).collect::<Vec<_>>())
+        .bind(destinations)
+        .bind(ids)
 }
 
 type EventsQuery<'q> =
@@ -616,6 +769,7 @@ impl PgStore {
             fences: Arc::new(Fences::default()),
             write_timeout: Duration::from_secs(10),
             faults: Faults::none(),
+            routes: Arc::default(),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! connections concurrently.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,6 +14,7 @@ use sqlx::sqlite::{
 };
 
 use super::DatabaseSettings;
+use super::outbox::{NewEntry, Routes};
 use super::{BatchRow, RejectedRow, StoreError, inserted_flags, merge_rejected, sorted_indices};
 use crate::protocol::Millis;
 
@@ -30,6 +32,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// How long a write may take (a stalled disk) before its requests are answered 503.
     write_timeout: Duration,
+    /// The destinations writes make outbox entries for (src/store/outbox.rs).
+    routes: Arc<Routes>,
 }
 
 /// A batch is written as a few multi-row statements of these sizes (largest first), so a
@@ -157,6 +161,55 @@ pub(crate) async fn insert_events(
     Ok(returned)
 }
 
+/// The outbox entries of a batch's new events, found by their keys (just written in the same
+/// transaction), a few multi-row statements of the sizes of [`CHUNKS`]. (Every parameter is
+/// a plain `?`: sqlx numbers plain ones apart from numbered ones, so the two do not mix.)
+async fn insert_outbox(
+    tx: &mut sqlx::SqliteConnection,
+    rows: &[BatchRow<'_>],
+    entries: &[&NewEntry<'_>],
+) -> Result<(), sqlx::Error> {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        CHUNKS
+            .iter()
+            .map(|&n| {
+                format!(
+                    "INSERT INTO forward_outbox \
+                     (event_id, destination, message_id, created_at, next_attempt_at) \
+                     SELECT e.id, v.column1, v.column2, v.column5, v.column5 \
+                     FROM (VALUES {}) AS v \
+                     JOIN call_events e ON e.sdkappid = v.column3 AND e.dedupe_key = v.column4 \
+                     WHERE true ON CONFLICT DO NOTHING",
+                    vec!["(?, ?, ?, ?, ?)"; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let now = iso_millis(crate::now_millis());
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let i = CHUNKS
+            .iter()
+            .position(|&c| c <= rest.len())
+            .unwrap_or(CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(CHUNKS[i].min(rest.len()));
+        rest = tail;
+        let mut query = sqlx::query(&sql[i]);
+        for e in chunk {
+            let row = rows[e.row].row;
+            query = query
+                .bind(e.destination)
+                .bind(&e.message_id)
+                .bind(row.sdkappid)
+                .bind(&row.dedupe_key[..])
+                .bind(&now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// A refused delivery; its retries count in `deliveries`.
 const INSERT_REJECTED: &str = r#"
 INSERT INTO rejected_deliveries
@@ -220,11 +273,20 @@ impl SqliteStore {
         Ok(Self {
             pool,
             write_timeout: settings.write_timeout(),
+            routes: Arc::default(),
         })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub(super) fn with_routes(self, routes: Arc<Routes>) -> Self {
+        Self { routes, ..self }
+    }
+
+    pub(super) fn routes(&self) -> &Arc<Routes> {
+        &self.routes
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -251,7 +313,9 @@ impl SqliteStore {
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
     ) -> Result<Vec<bool>, StoreError> {
-        let returned = tokio::time::timeout(self.write_timeout, self.try_write(rows, rejected))
+        let entries = self.routes.entries(rows);
+        let write = self.try_write(rows, rejected, &entries);
+        let returned = tokio::time::timeout(self.write_timeout, write)
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!(
@@ -260,16 +324,28 @@ impl SqliteStore {
                 ))
             })?
             .map_err(classify)?;
+        if !entries.is_empty() {
+            self.routes.signal();
+        }
         inserted_flags(rows, &returned)
     }
 
+    /// The events, the outbox entries of the new ones and the rejected deliveries, in one
+    /// transaction.
     async fn try_write(
         &self,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
+        entries: &[NewEntry<'_>],
     ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let returned = insert_events(&mut tx, Target::Events, rows, &[]).await?;
+        if !entries.is_empty() {
+            let new = inserted_flags(rows, &returned)
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            let fresh: Vec<&NewEntry<'_>> = entries.iter().filter(|e| new[e.row]).collect();
+            insert_outbox(&mut tx, rows, &fresh).await?;
+        }
         for (r, n) in merge_rejected(rejected) {
             sqlx::query(INSERT_REJECTED)
                 .bind(iso_millis(r.received_at))
@@ -335,6 +411,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             write_timeout: Duration::from_secs(10),
+            routes: Arc::default(),
         })
     }
 }

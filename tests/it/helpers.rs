@@ -265,6 +265,25 @@ pub fn status_body(call_id: &str, user: &str, role: &str, result: &str) -> Value
     })
 }
 
+/// A status callback's row for `call_id` as the parser makes it (for the journal and the
+/// store, which take rows), received at `received_at`.
+pub fn status_row(call_id: &str, received_at: i64) -> callhook::protocol::EventRow {
+    use callhook::protocol::{Context, Kind, parse_delivery};
+    let ctx = Context {
+        sdkappid: APP,
+        command: "call_end",
+        client_ip: None,
+        opt_platform: None,
+        remote_addr: None,
+        received_at,
+    };
+    let body = status_body(call_id, "u", "caller", "cancel").to_string();
+    parse_delivery(Kind::Status, false, &ctx, body.as_bytes())
+        .ok()
+        .and_then(|rows| rows.into_iter().next())
+        .unwrap_or_else(|| panic!("the test body parses"))
+}
+
 /// Tencent's documented example body (TRTC doc 60130), values as published, including its
 /// 9-digit EventTime. Kept here, independent of the copy `callhook send` uses.
 pub const DOC_BODY: &str = r#"{"UserId": "Alice","RoomId": "Alice's Room","TotalNum": 2,"MediaType": "audio","CallType": "single","CallId": "aheahfo-eqwnknoihfsd-qweqf","Role": "caller","CallResult": "normal_end","EventTime": 170485688,"StartCallTs": 1704856873,"AcceptTs": 1704856876,"EndTs": 1704856885}"#;

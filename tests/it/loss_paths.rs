@@ -10,28 +10,11 @@ use std::time::{Duration, Instant};
 
 use callhook::config::DatabaseSettings;
 use callhook::journal::Journal;
-use callhook::protocol::{Context, EventRow, Kind, parse_delivery};
+use callhook::protocol::EventRow;
 use callhook::store::{Fence, Store};
 use sqlx::Connection as _;
 
 use crate::helpers::*;
-
-/// A status callback's row for `call_id`, received at `received_at`.
-fn status_row(call_id: &str, received_at: i64) -> EventRow {
-    let ctx = Context {
-        sdkappid: APP,
-        command: "call_end",
-        client_ip: None,
-        opt_platform: None,
-        remote_addr: None,
-        received_at,
-    };
-    let body = status_body(call_id, "u", "caller", "cancel").to_string();
-    parse_delivery(Kind::Status, false, &ctx, body.as_bytes())
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .unwrap_or_else(|| panic!("the test body parses"))
-}
 
 /// A fresh, migrated PostgreSQL database and its store.
 async fn pg_store() -> (TestDb, Store) {

@@ -14,6 +14,7 @@ mod analytics;
 mod callback;
 mod events;
 mod families;
+mod forward;
 mod healthcheck;
 mod journal;
 mod loss_paths;

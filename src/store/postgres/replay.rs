@@ -111,6 +111,8 @@ impl PgStore {
                 slot.insert(settled);
             }
         }
+        // Whether the step wrote outbox entries (the workers are told after the commit).
+        let mut forwarded = false;
         let keep = todo.into_iter().filter(|r| {
             r.fence
                 .is_none_or(|f| settled.get(&f).copied().unwrap_or(true))
@@ -118,7 +120,9 @@ impl PgStore {
         match action {
             Action::Store => {
                 let (batch, _) = merge_counted(keep.map(|r| (&r.row, r.deliveries)));
-                let write = insert_events(&mut *tx, &batch, None);
+                let entries = self.routes.entries(&batch);
+                forwarded = !entries.is_empty();
+                let write = insert_events(&mut *tx, &batch, None, &entries);
                 self.faults.run(Point::PgReplayWrite, write).await?;
             }
             Action::Refused(reason) => {
@@ -129,6 +133,9 @@ impl PgStore {
         }
         report.position = advance(&mut tx, journal_id, last, position).await?;
         self.faults.run(Point::PgReplayCommit, tx.commit()).await?;
+        if forwarded {
+            self.routes.signal();
+        }
         Ok(report)
     }
 

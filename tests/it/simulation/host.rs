@@ -78,8 +78,13 @@ impl Running {
             .as_ref()
             .map(|d| d.display().to_string())
             .unwrap_or_default();
+        // The destinations, which only a configuration file can give a process.
+        let config = std::path::Path::new(&spool).with_extension("toml");
+        std::fs::write(&config, forward_config(&settings.forward)).map_err(|e| e.to_string())?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
             .arg("serve")
+            .arg("--config")
+            .arg(&config)
             .args(["--database-url", settings.database.url.expose()])
             .args(["--sdkappid", &APP.to_string(), "--spool-dir", &spool])
             .args(["--max-batch", &settings.ingest.max_batch.to_string()])
@@ -189,4 +194,28 @@ pub(super) async fn serve(
             }
         },
     }
+}
+
+/// `[[forward]]` tables for `destinations`.
+fn forward_config(destinations: &[callhook::config::Destination]) -> String {
+    let mut text = String::new();
+    for d in destinations {
+        let schedule: Vec<String> = d
+            .retry_schedule
+            .iter()
+            .map(|t| format!("\"{}ms\"", t.as_millis()))
+            .collect();
+        text.push_str(&format!(
+            "[[forward]]\nname = \"{}\"\nurl = \"{}\"\nsecret = \"{}\"\ntimeout_ms = {}\nretry_schedule = [{}]\n",
+            d.name(),
+            d.url,
+            d.key.to_secret_string(),
+            d.timeout.as_millis(),
+            schedule.join(", ")
+        ));
+        if let Some(families) = &d.route.families {
+            text.push_str(&format!("families = {families:?}\n"));
+        }
+    }
+    text
 }

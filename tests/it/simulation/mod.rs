@@ -19,7 +19,8 @@
 //!   and callhook restarts on the same spool directory.
 //!
 //! Then the faults stop, the senders finish, the journal must drain, and the stored rows
-//! are checked against what the senders saw. A failing schedule prints its seed and how to
+//! are checked against what the senders saw, and the forwarding outbox against the stored
+//! rows: every event has exactly its entries, one per destination it matches. A failing schedule prints its seed and how to
 //! run it alone. `cargo test` runs [`DEFAULT_SCHEDULES`]; `bench/simulate.sh` runs any
 //! number (`CALLHOOK_SIM_SCHEDULES`, `CALLHOOK_SIM_SEED`, `CALLHOOK_SIM_PARALLEL`).
 
@@ -92,6 +93,7 @@ fn settings(s: &Schedule, url: &str, spool: &std::path::Path, plan: Arc<FaultPla
     settings.request_timeout = Duration::from_millis(2000);
     settings.shutdown_timeout = Duration::from_secs(5);
     settings.tick = Duration::from_millis(25);
+    settings.forward = check::destinations();
     settings
 }
 
