@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "callhook",
     version,
     about = "Receive Tencent TRTC / TUICallKit call callbacks and store them durably.",
-    long_about = "callhook is the HTTPS endpoint you register as the call callback URL in the \
-Tencent console. It checks each delivery, stores it in SQLite (the default, \
+    long_about = "callhook is the service behind the call callback URL you register in the \
+Tencent console (it speaks HTTP; put a TLS-terminating proxy in front of it). It checks each delivery, stores it in SQLite (the default, \
 `callhook.db` in the working directory) or PostgreSQL, and answers \
 {\"ErrorCode\":0,...} only after the event is committed, so retries are never lost \
 or stored twice.\n\nStart with:  callhook serve --sdkappid <YOUR SDKAPPID>",
@@ -24,7 +24,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Log format: `pretty` for a terminal, `json` for log collectors.
-    /// Default: pretty. The level comes from RUST_LOG (default: info).
+    /// Default: pretty. The level comes from RUST_LOG (default: info,sqlx=warn).
     #[arg(
         long,
         global = true,
@@ -35,6 +35,69 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line, or the process exits with clap's message; a value that came
+    /// from a `CALLHOOK_*` variable rather than its flag is named by the variable (clap
+    /// names the flag, which the user never typed), with exit code 2 as for any
+    /// configuration error.
+    pub fn parse_or_exit() -> Self {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        let e = match Self::try_parse() {
+            Ok(cli) => return cli,
+            Err(e) => e,
+        };
+        let text = |kind| match e.get(kind) {
+            Some(ContextValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if matches!(
+            e.kind(),
+            ErrorKind::ValueValidation | ErrorKind::InvalidValue
+        ) && let (Some(arg), Some(value)) = (
+            text(ContextKind::InvalidArg),
+            text(ContextKind::InvalidValue),
+        ) && let Some(var) = env_origin(&arg, &value)
+        {
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .next()
+                .and_then(|l| l.rsplit_once("': "))
+                .map_or("not a valid value", |(_, why)| why);
+            eprintln!(
+                "callhook: configuration error: {var}={value:?}: {why} (the variable of {arg})"
+            );
+            std::process::exit(2);
+        }
+        e.exit()
+    }
+}
+
+/// The `CALLHOOK_*` variable `value` of the flag `arg` (`--body-limit <BYTES>`) came from:
+/// the flag's variable holds it and the command line does not name the flag.
+fn env_origin(arg: &str, value: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let typed =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    let mut commands = vec![Cli::command()];
+    while let Some(c) = commands.pop() {
+        for a in c.get_arguments() {
+            if a.get_long() == Some(long)
+                && let Some(var) = a.get_env()
+                && std::env::var_os(var).is_some_and(|v| v == value)
+            {
+                return Some(var.to_string_lossy().into_owned());
+            }
+        }
+        commands.extend(c.get_subcommands().cloned());
+    }
+    None
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,8 +343,9 @@ pub enum LogFormat {
 
 #[derive(Clone, Default, Args)]
 pub struct DatabaseArgs {
-    /// Where events are stored: `sqlite://PATH` (created if missing) or
-    /// `postgres://USER:PASSWORD@HOST/DB`. Default: sqlite://callhook.db
+    /// Where events are stored: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`.
+    /// `serve` and `migrate` create a missing SQLite file; the commands that only read
+    /// need it to exist. Default: sqlite://callhook.db
     #[arg(long, env = "CALLHOOK_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
 }

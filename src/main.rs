@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use callhook::cli::Cli;
 use callhook::config::{ConfigError, Invocation, Job};
 
@@ -13,7 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
-    let Invocation { log_format, job } = match callhook::config::resolve(Cli::parse(), &env) {
+    let Invocation { log_format, job } = match callhook::config::resolve(Cli::parse_or_exit(), &env)
+    {
         Ok(invocation) => invocation,
         Err(e) => return config_error(&e),
     };

@@ -165,16 +165,25 @@ impl FileConfig {
             .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
     }
 
+    /// Reads the file's text. An error names the line, the key (`limits.body_bytes`) and
+    /// what the key takes, in words rather than Rust types.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_owned();
+        let at = |e: &toml::de::Error, key: Option<String>| {
+            let msg = plain_types(e.message().trim());
+            let key = key.map_or_else(String::new, |k| format!("{k}: "));
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    ConfigError(format!("line {line}: {msg}"))
+                    ConfigError(format!("line {line}: {key}{msg}"))
                 }
-                None => ConfigError(msg),
+                None => ConfigError(format!("{key}{msg}")),
             }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| at(&e, None))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = (path != "." && !path.is_empty()).then_some(path);
+            at(e.inner(), key)
         })
     }
 
@@ -227,4 +236,22 @@ pub fn database_url(args: &DatabaseArgs, file: &FileConfig) -> String {
 /// file's, else the default.
 pub fn log_format(flag: Option<LogFormat>, file: &FileConfig) -> LogFormat {
     flag.unwrap_or(file.log_format)
+}
+
+/// serde's names of Rust types, said as a configuration's reader knows them.
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_owned();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
 }

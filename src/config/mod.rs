@@ -324,19 +324,19 @@ impl Settings {
             trusted_proxies: validate::trusted_proxies(&c.trusted_proxies)?,
             body_limit: validate::body_limit(limits.body_bytes)?,
             request_timeout: validate::millis(
-                "request timeout",
+                "limits.request_timeout_ms (--request-timeout-ms, CALLHOOK_REQUEST_TIMEOUT_MS)",
                 limits.request_timeout_ms,
                 100,
                 600_000,
             )?,
             header_read_timeout: validate::millis(
-                "header read timeout",
+                "limits.header_read_timeout_ms",
                 limits.header_read_timeout_ms,
                 100,
                 600_000,
             )?,
             shutdown_timeout: validate::millis(
-                "shutdown timeout",
+                "limits.shutdown_timeout_ms (--shutdown-timeout-ms, CALLHOOK_SHUTDOWN_TIMEOUT_MS)",
                 limits.shutdown_timeout_ms,
                 0,
                 3_600_000,
@@ -619,6 +619,44 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(args, "").is_err());
+    }
+
+    /// Every configuration error names the key it is about and what the key takes, in
+    /// words: a value of the wrong type (with its line and the key's full path), a value
+    /// out of range (with the flag and variable that set the same key).
+    #[test]
+    fn errors_name_the_key_and_its_form() {
+        let message = |file: &str| {
+            resolve(ServeArgs::default(), file)
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default()
+        };
+        let m = message("listen = \"127.0.0.1:8080\"\n[limits]\nbody_bytes = \"64k\"\n");
+        assert!(m.contains("line 3: limits.body_bytes:"), "{m}");
+        assert!(
+            m.contains("expected a whole number") && !m.contains("usize"),
+            "{m}"
+        );
+        let m = message("[[apps]]\nsdkappid = \"x\"\n");
+        assert!(m.contains("line 2: apps[0].sdkappid:"), "{m}");
+        let m = message("[limits]\nrequest_timeout_ms = 0\n");
+        assert!(
+            m.contains("limits.request_timeout_ms")
+                && m.contains("CALLHOOK_REQUEST_TIMEOUT_MS")
+                && m.contains("from 100 to 600000"),
+            "{m}"
+        );
+        let m = message("[limits]\nbody_bytes = 10\n");
+        assert!(
+            m.contains("limits.body_bytes") && m.contains("from 1024"),
+            "{m}"
+        );
+        let m = message("[ingest]\nwriters = 0\n");
+        assert!(
+            m.contains("ingest.writers") && m.contains("from 1 to 64"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub(super) fn database(c: &FileDatabase) -> Result<DatabaseSettings, ConfigError
     let default = DatabaseSettings::new(c.url.clone());
     Ok(DatabaseSettings {
         pool_size: c.pool_size.unwrap_or(default.pool_size),
-        acquire_timeout: millis("database acquire timeout", c.acquire_timeout_ms, 50, 60_000)?,
+        acquire_timeout: millis(
+            "database.acquire_timeout_ms",
+            c.acquire_timeout_ms,
+            50,
+            60_000,
+        )?,
         ..default
     })
 }
@@ -100,7 +105,9 @@ fn parse_proxy(p: &str) -> Result<IpNet, ConfigError> {
 
 pub(super) fn body_limit(v: usize) -> Result<usize, ConfigError> {
     if !(1024..=16 * 1024 * 1024).contains(&v) {
-        return err(format!("body limit {v} is outside 1024..=16777216 bytes"));
+        return err(format!(
+            "limits.body_bytes (--body-limit, CALLHOOK_BODY_LIMIT) is {v}: it takes a whole number of bytes from 1024 to 16777216"
+        ));
     }
     Ok(v)
 }
@@ -108,7 +115,9 @@ pub(super) fn body_limit(v: usize) -> Result<usize, ConfigError> {
 /// A duration in milliseconds, within `min..=max`.
 pub(super) fn millis(name: &str, v: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
     if !(min..=max).contains(&v) {
-        return err(format!("{name} {v} ms is outside {min}..={max}"));
+        return err(format!(
+            "{name} is {v}: it takes a whole number of milliseconds from {min} to {max}"
+        ));
     }
     Ok(Duration::from_millis(v))
 }
@@ -116,7 +125,9 @@ pub(super) fn millis(name: &str, v: u64, min: u64, max: u64) -> Result<Duration,
 /// A count within `1..=max`.
 fn positive(name: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
     if v == 0 || v > max {
-        return err(format!("{name} {v} is outside 1..={max}"));
+        return err(format!(
+            "{name} is {v}: it takes a whole number from 1 to {max}"
+        ));
     }
     Ok(v)
 }
@@ -124,9 +135,21 @@ fn positive(name: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
 /// `[ingest]`. The writers are as configured; [`derived`] caps them for the backend.
 pub(super) fn ingest(c: &FileIngest) -> Result<IngestSettings, ConfigError> {
     Ok(IngestSettings {
-        queue_depth: positive("queue depth", c.queue_depth, 1 << 20)?,
-        max_batch: positive("max batch", c.max_batch, 10_000)?,
-        writers: positive("writers", c.writers, 64)?,
+        queue_depth: positive(
+            "ingest.queue_depth (--queue-depth, CALLHOOK_QUEUE_DEPTH)",
+            c.queue_depth,
+            1 << 20,
+        )?,
+        max_batch: positive(
+            "ingest.max_batch (--max-batch, CALLHOOK_MAX_BATCH)",
+            c.max_batch,
+            10_000,
+        )?,
+        writers: positive(
+            "ingest.writers (--writers, CALLHOOK_WRITERS)",
+            c.writers,
+            64,
+        )?,
     })
 }
 

@@ -612,12 +612,20 @@ async fn configuration_errors_exit_2_with_one_line() {
         ),
         (
             vec!["serve", "--sdkappid", "1", "--max-batch", "0"],
-            "max batch",
+            "ingest.max_batch (--max-batch, CALLHOOK_MAX_BATCH) is 0",
+        ),
+        // A variable's bad value is named by the variable, not by its flag.
+        (
+            vec!["serve", "--sdkappid", "1", "CALLHOOK_BODY_LIMIT=abc"],
+            "CALLHOOK_BODY_LIMIT=\"abc\": invalid digit",
         ),
     ];
     for (args, needle) in cases {
+        let (vars, args): (Vec<&str>, Vec<&str>) =
+            args.into_iter().partition(|a| a.starts_with("CALLHOOK_"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
             .args(&args)
+            .envs(vars.iter().filter_map(|v| v.split_once('=')))
             .current_dir(dir.path())
             .env_remove("CALLHOOK_SDKAPPIDS")
             .env_remove("CALLHOOK_CONFIG")
