@@ -6,7 +6,8 @@ still creates volumes and networks, so CI validates the file with this script in
 (PyYAML, Debian's python3-yaml). It checks what `docker compose up` relies on and what
 a typo would break silently:
 
-- the three services, each with an image; callhook built from this repository's
+- the three services, each with an image (and Prometheus and Grafana in the
+  `monitoring` profile, with their configuration mounted); callhook built from this repository's
   Dockerfile; every named volume and network declared; depends_on names services;
 - every bind-mounted host path exists; nginx gets deploy/nginx/callhook.conf as a site
   and the TLS directory its ssl_certificate lines point into;
@@ -49,10 +50,26 @@ def main():
         doc = yaml.safe_load(f)
 
     services = doc.get("services") or {}
+    always = {n for n, svc in services.items() if not svc.get("profiles")}
     check(
-        set(services) == {"postgres", "callhook", "nginx"},
-        f"services are {sorted(services)}, expected callhook, nginx, postgres",
+        always == {"postgres", "callhook", "nginx"},
+        f"services without a profile are {sorted(always)}, expected callhook, nginx, postgres",
     )
+    monitoring = {n for n, svc in services.items() if "monitoring" in (svc.get("profiles") or [])}
+    check(
+        monitoring == {"prometheus", "grafana"},
+        f"the monitoring profile has {sorted(monitoring)}, expected grafana, prometheus",
+    )
+    prometheus = services.get("prometheus") or {}
+    mounts = " ".join(str(v) for v in prometheus.get("volumes") or [])
+    for needed in ("deploy/prometheus/prometheus.yml", "deploy/prometheus/alerts.yml"):
+        check(needed in mounts, f"prometheus: {needed} is not mounted")
+    scrape = open(os.path.join(root, "deploy/prometheus/prometheus.yml"), encoding="utf-8").read()
+    check("callhook:8080" in scrape, "deploy/prometheus/prometheus.yml does not scrape callhook:8080")
+    grafana = services.get("grafana") or {}
+    mounts = " ".join(str(v) for v in grafana.get("volumes") or [])
+    for needed in ("deploy/grafana/provisioning", "deploy/grafana/dashboards"):
+        check(needed in mounts, f"grafana: {needed} is not mounted")
     volumes = set((doc.get("volumes") or {}).keys())
     networks = doc.get("networks") or {}
 

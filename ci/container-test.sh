@@ -409,6 +409,9 @@ ok "the image's HEALTHCHECK (callhook healthcheck, CALLHOOK_LISTEN on port $PORT
 curl -fsS "$BASE/metrics" >"$WORK/metrics-sqlite.txt"
 promtool check metrics <"$WORK/metrics-sqlite.txt" || fail "promtool check metrics (SQLite)"
 ok "live /metrics passes promtool check metrics"
+python3 ci/check-dashboard.py deploy/grafana/dashboards/callhook.json "$WORK/metrics-sqlite.txt" ||
+  fail "the Grafana dashboard (ci/check-dashboard.py)"
+ok "the Grafana dashboard's queries parse and name only callhook's metrics"
 
 # --- podman stop under load ------------------------------------------------------------
 step "podman stop under load"
