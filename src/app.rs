@@ -175,19 +175,7 @@ impl Application {
         background.spawn("prober", Lifetime::UntilAborted, move || {
             watch_database(Arc::clone(&prober))
         });
-        if state.settings.reconcile.interval.is_some() {
-            let (store, health) = (state.store.clone(), Arc::clone(&state.health));
-            let apps: Vec<_> = state.settings.apps.values().cloned().collect();
-            let settings = state.settings.reconcile.clone();
-            background.spawn("reconcile", Lifetime::UntilAborted, move || {
-                crate::reconcile::task::run_task(
-                    store.clone(),
-                    apps.clone(),
-                    settings.clone(),
-                    Arc::clone(&health),
-                )
-            });
-        }
+        spawn_reconcile(&mut background, &state).await?;
         if let Some(journal) = &state.journal {
             let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
             background.spawn("journal-replay", Lifetime::UntilAborted, move || {
@@ -381,4 +369,32 @@ async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
             Err(e) => complaint.log(&e.to_string(), "outage journal replay failed; retrying"),
         }
     }
+}
+
+/// The reconcile task, when `[reconcile] interval` is set, on a pool of its own (two
+/// connections): its pages and its findings query never take a connection the batch
+/// writers, the prober or the journal's replay wait for.
+async fn spawn_reconcile(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
+    if state.settings.reconcile.interval.is_none() {
+        return Ok(());
+    }
+    let own = crate::store::DatabaseSettings {
+        pool_size: 2,
+        ..state.settings.database.clone()
+    };
+    let store = Store::connect(&own)
+        .await
+        .context("connecting the reconcile task to the database")?;
+    let health = Arc::clone(&state.health);
+    let apps: Vec<_> = state.settings.apps.values().cloned().collect();
+    let settings = state.settings.reconcile.clone();
+    background.spawn("reconcile", Lifetime::UntilAborted, move || {
+        crate::reconcile::task::run_task(
+            store.clone(),
+            apps.clone(),
+            settings.clone(),
+            Arc::clone(&health),
+        )
+    });
+    Ok(())
 }

@@ -6,8 +6,12 @@
 //! A call is counted once, from the callback that closes it for the caller: the status
 //! family's `call_end` of the caller (`Role` caller), or the v4 family's
 //! `Call.CallbackAfterEndCall`. An app that receives both families counts each call under
-//! both `family` labels; read one. A delivery is counted when it is acknowledged as new
-//! (stored, or journaled during an outage), never for a retry.
+//! both `family` labels; read one. A delivery is counted when it is acknowledged as new:
+//! stored, or journaled during an outage. A retry answered as a duplicate is not counted;
+//! one that arrives while the database is away is journaled like any delivery (whether
+//! it repeats a stored event is known only at replay) and is counted again, as is, rarely,
+//! a batch whose first commit was of unknown outcome. The counts are for alerting and
+//! dashboards; `report` and the views count from the stored rows.
 
 use crate::metrics as m;
 use crate::protocol::{CallResult, EventRow, Family, Role, command};

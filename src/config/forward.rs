@@ -185,7 +185,7 @@ fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
         return Err(D::Error::custom(format!(
-            "forward name {name:?} must be 1 to 64 of a-z, 0-9 and -"
+            "{name:?} must be 1 to 64 of a-z, 0-9 and -"
         )));
     }
     Ok(name)
@@ -194,10 +194,10 @@ fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
     let parsed = reqwest::Url::parse(text.trim())
-        .map_err(|e| D::Error::custom(format!("forward url is not a URL ({e})")))?;
+        .map_err(|e| D::Error::custom(format!("not a URL ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(D::Error::custom(format!(
-            "forward url {} must be http:// or https:// with a host",
+            "{} must be http:// or https:// with a host",
             redacted_url(&text)
         )));
     }
@@ -206,7 +206,7 @@ fn url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
-    SigningKey::parse(&text).map_err(|e| D::Error::custom(format!("forward secret: {e}")))?;
+    SigningKey::parse(&text).map_err(D::Error::custom)?;
     Ok(Some(text))
 }
 
@@ -215,7 +215,7 @@ fn families<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::E
     for f in &list {
         if Family::parse(f).is_none() {
             return Err(D::Error::custom(format!(
-                "forward family {f:?} is none of status, event, v4, other, room, media, recording, trtc"
+                "{f:?} is none of status, event, v4, other, room, media, recording, trtc"
             )));
         }
     }
@@ -225,9 +225,7 @@ fn families<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::E
 fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let ms = u64::deserialize(d)?;
     if !(100..=120_000).contains(&ms) {
-        return Err(D::Error::custom(format!(
-            "forward timeout_ms {ms} is outside 100..=120000"
-        )));
+        return Err(D::Error::custom(format!("{ms} is outside 100..=120000")));
     }
     Ok(ms)
 }
@@ -235,16 +233,20 @@ fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn max_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
     if !(1..=256).contains(&n) {
-        return Err(D::Error::custom(format!(
-            "forward max_in_flight {n} is outside 1..=256"
-        )));
+        return Err(D::Error::custom(format!("{n} is outside 1..=256")));
     }
     Ok(n)
 }
 
 fn retry_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    schedule(&list).map_err(D::Error::custom)?;
+    schedule(&list).map_err(|e| {
+        D::Error::custom(
+            e.trim_start_matches("forward retry_schedule")
+                .trim_start_matches(": ")
+                .trim_start(),
+        )
+    })?;
     Ok(list)
 }
 

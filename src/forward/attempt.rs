@@ -74,6 +74,21 @@ impl Attempt {
 
 /// The most of an answer's body (or of an error) kept in `last_error`.
 const ERROR_CAP: usize = 300;
+/// The most of an answer's body read: a receiver that streams a large body costs no
+/// more than this per attempt in flight.
+const READ_CAP: usize = 4096;
+
+/// The first `cap` bytes of an answer's body (or fewer: what arrived before an error).
+async fn head(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
 
 /// Posts `body` as message `id`, signed with `key` at the attempt's time. The client
 /// carries the destination's timeout.
@@ -101,8 +116,9 @@ pub async fn send(
     };
     let status = response.status();
     if status.is_success() {
-        // Read the answer (bounded by the client's timeout), so the connection is reused.
-        let _ = response.bytes().await;
+        // Read a short answer, so the connection is reused; a long one is dropped with
+        // its connection rather than held in memory.
+        let _ = head(response, READ_CAP).await;
         return Attempt {
             outcome: Outcome::Delivered,
             status: Some(status.as_u16()),
@@ -117,7 +133,7 @@ pub async fn send(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|s| (1..=86_400).contains(s))
         .map(Duration::from_secs);
-    let text = response.text().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&head(response, READ_CAP).await).into_owned();
     let mut error = format!("HTTP {status}");
     if !text.trim().is_empty() {
         error.push_str(": ");

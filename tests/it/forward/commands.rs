@@ -275,11 +275,11 @@ async fn serve_refuses_a_bad_destination_at_start() {
     for (table, words) in [
         (
             "[[forward]]\nname = \"push\"\nurl = \"https://h/\"\nsecret = \"whsec_c2hvcnQ=\"\n",
-            "line 7: forward secret",
+            "line 7: forward[0].secret: the secret holds",
         ),
         (
             "[[forward]]\nname = \"push\"\nurl = \"ftp://h/\"\nsecret_env = \"X\"\n",
-            "line 6: forward url",
+            "line 6: forward[0].url: ftp://h/ must be http",
         ),
         (
             "[[forward]]\nname = \"push\"\nurl = \"https://h/\"\nsecret_env = \"CALLHOOK_TEST_UNSET_VAR\"\n",
