@@ -13,6 +13,10 @@ use crate::protocol::Millis;
 /// The default window of `callhook reconcile`.
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(86_400);
 
+/// How far inside Tencent's 7 days a window must start: the time a run may take to page
+/// through before its start passes the limit (the run stops, named, if it does).
+pub const RUN_MARGIN: Duration = Duration::from_secs(600);
+
 /// A window of call start times: `from` included, `to` excluded, Unix milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -30,10 +34,11 @@ impl Window {
     }
 
     /// Refuses a window Tencent cannot answer whole: one that starts more than 7 days
-    /// before `now` (Tencent would quietly answer from 7 days ago instead), or that ends
-    /// before it starts.
+    /// before `now`, less [`RUN_MARGIN`] (Tencent would quietly answer from 7 days ago
+    /// instead, and a run takes time: the start must still be inside the 7 days at its
+    /// last page, which the run checks too), or that ends before it starts.
     pub fn check(&self, now: Millis) -> Result<(), ConfigError> {
-        let oldest = now - RECORDS_KEPT.as_millis() as Millis;
+        let oldest = now - (RECORDS_KEPT - RUN_MARGIN).as_millis() as Millis;
         if self.to <= self.from {
             return err(format!(
                 "the window ends ({}) before it starts ({})",
@@ -43,9 +48,8 @@ impl Window {
         }
         if self.from < oldest {
             return err(format!(
-                "the window starts at {}, more than 7 days ago: Tencent keeps call records for 7 days (and would answer from {} instead, silently). Start at {} or later (--since 7d at most)",
+                "the window starts at {}, more than 7 days ago or within 10 minutes of it: Tencent keeps call records for 7 days (and answers from its limit instead, silently), and a run needs time to page through. Start at {} or later (--since 167h at most)",
                 show(self.from),
-                show(oldest),
                 show(oldest)
             ));
         }
@@ -303,9 +307,15 @@ mod tests {
     #[test]
     fn a_window_past_seven_days_is_refused_never_clamped() {
         assert!(
-            Window::since(Duration::from_secs(7 * 86_400), NOW)
+            Window::since(Duration::from_secs(167 * 3600), NOW)
                 .check(NOW)
                 .is_ok()
+        );
+        // Exactly 7 days would pass Tencent's limit a moment into the run.
+        assert!(
+            Window::since(Duration::from_secs(7 * 86_400), NOW)
+                .check(NOW)
+                .is_err()
         );
         let old = Window {
             from: NOW - 7 * DAY - 1000,
@@ -313,7 +323,7 @@ mod tests {
         };
         let e = old.check(NOW).err().map(|e| e.0).unwrap_or_default();
         assert!(
-            e.contains("more than 7 days ago") && e.contains("2025-11-29T05:46:40Z"),
+            e.contains("more than 7 days ago") && e.contains("2025-11-29T05:56:40Z"),
             "{e}"
         );
         let backwards = Window {

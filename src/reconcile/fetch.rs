@@ -43,6 +43,13 @@ pub enum FetchError {
     Api(#[from] ApiError),
     #[error("storing the records: {0}")]
     Store(#[from] StoreError),
+    /// The window's start passed Tencent's 7 days while the run was under way: Tencent
+    /// would answer the next pages from its limit instead, silently, and the pages would
+    /// shift under the run.
+    #[error(
+        "the window's start ({0}) passed Tencent's 7-day limit during the run; run again with a later start (--since 167h, or --from)"
+    )]
+    WindowExpired(String),
 }
 
 /// How far the pages went.
@@ -127,6 +134,12 @@ async fn fetch_pages(
     let mut per_page = key.page_size;
     let mut page = start.next_page;
     loop {
+        let oldest = crate::now_millis() - crate::config::RECORDS_KEPT.as_millis() as Millis;
+        if from * 1000 < oldest {
+            return Err(FetchError::WindowExpired(crate::config::show_time(
+                key.from,
+            )));
+        }
         let query = PageQuery {
             start: from,
             end: to,

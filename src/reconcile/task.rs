@@ -16,9 +16,10 @@ use crate::store::{LastRun, RunKey, Store, Trigger};
 
 use super::{AppReport, client_for, reconcile_app};
 
-/// How long before the 7-day edge a widened window stops: the few seconds a run takes to
-/// reach Tencent must not push its start past what Tencent keeps.
-const EDGE_MARGIN_MS: Millis = 60_000;
+/// How long before the 7-day edge a widened window stops: the time a run takes to page
+/// through a week of records (thousands of pages at the default 20 a second) must not
+/// push its start past what Tencent keeps, or the run stops (`WindowExpired`).
+const EDGE_MARGIN_MS: Millis = 3_600_000;
 /// How often the task looks whether the database is ready, before its first run.
 const READY_POLL: Duration = Duration::from_secs(1);
 
@@ -166,13 +167,13 @@ mod tests {
             started_at: NOW - 24 * H,
         };
         assert_eq!(window_for(NOW, two_hours, Some(day)).from, NOW - 24 * H);
-        // Down for ten days: as far back as Tencent keeps records, less a minute.
+        // Down for ten days: as far back as Tencent keeps records, less an hour.
         let long = LastRun {
             window_to: NOW - 240 * H,
             started_at: NOW - 240 * H,
         };
         let w = window_for(NOW, two_hours, Some(long));
-        assert_eq!(w.from, NOW - 7 * 24 * H + 60_000);
+        assert_eq!(w.from, NOW - 7 * 24 * H + H);
         assert!(w.check(NOW).is_ok());
     }
 }

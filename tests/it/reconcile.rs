@@ -507,6 +507,26 @@ both_backends! {
 }
 
 both_backends! {
+    /// A run whose window's start has passed Tencent's 7 days by the time it asks (the
+    /// check at the command line leaves 10 minutes for a run; a run can take longer)
+    /// stops before asking, and says so: Tencent would answer from its limit instead.
+    async fn a_start_that_passes_seven_days_during_a_run_stops_it(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let store = store_of(&app).await;
+        let fake = FakeTencent::start([(APP, FakeApp::new(KEY))]).await;
+        fake.set_records(APP, records_of(APP, 3));
+        let now = callhook::now_millis();
+        let stale = RunKey { from: now - 7 * 86_400_000 - 1000, to: now, ..key(APP, 100) };
+        let r = reconcile_once(&store, &client(&fake, APP, KEY, 50.0), stale).await;
+        assert_eq!(r.status, "failed", "{r:?}");
+        let error = r.error.clone().unwrap_or_default();
+        assert!(error.contains("passed Tencent's 7-day limit"), "{error}");
+        assert_eq!(fake.requests(), 0, "nothing asked of Tencent");
+        assert_eq!(scalar(app.store(), "SELECT count(*) FROM call_records").await, 0);
+    }
+}
+
+both_backends! {
     /// The pace: requests start no faster than the rate; Tencent's rate limit (70005) is
     /// waited out and retried.
     async fn the_rate_is_kept_and_rate_limits_retried(backend: Backend) {
