@@ -68,6 +68,10 @@ impl Running {
     /// `callhook serve` as a child process with the schedule's settings (and production
     /// timings: the hidden ones cannot be set from outside), once `/healthz` answers.
     pub(super) async fn start_process(settings: &Settings) -> Result<Self, String> {
+        Self::start_process_tries(settings, 5).await
+    }
+
+    async fn start_process_tries(settings: &Settings, tries: u32) -> Result<Self, String> {
         let port = crate::process::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}")
             .parse()
@@ -90,6 +94,8 @@ impl Running {
             .args(["--max-batch", &settings.ingest.max_batch.to_string()])
             .args(["--writers", &settings.ingest.writers.to_string()])
             .args(["--listen", &addr.to_string()])
+            .args(["--callback-path", &settings.callback_path])
+            .args(["--trtc-path", &settings.trtc_path])
             .env_remove("CALLHOOK_CONFIG")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
@@ -97,18 +103,30 @@ impl Running {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("spawning callhook: {e}"))?;
-        let running = Self {
+        let mut running = Self {
             addr,
             host: Host::Process(child),
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // It could not bind the port (another schedule's callhook took it after
+            // free_port let it go): start again on another.
+            if let Host::Process(child) = &mut running.host
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                if tries <= 1 {
+                    return Err(format!("callhook exited at start ({status})"));
+                }
+                return Box::pin(Self::start_process_tries(settings, tries - 1)).await;
+            }
+            // Our own route answers a GET with 405; another schedule's callhook, which may
+            // have taken this port first (then ours cannot bind it), with 404.
             let healthy = client
-                .get(format!("{}/healthz", running.base()))
+                .get(format!("{}{}", running.base(), settings.callback_path))
                 .send()
                 .await
-                .is_ok_and(|r| r.status().is_success());
+                .is_ok_and(|r| r.status().as_u16() == 405);
             if healthy {
                 return Ok(running);
             }

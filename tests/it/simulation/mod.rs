@@ -97,6 +97,20 @@ fn settings(s: &Schedule, url: &str, spool: &std::path::Path, plan: Arc<FaultPla
     settings
 }
 
+/// The path prefix of one schedule's callback routes.
+fn route_prefix(seed: u64) -> String {
+    format!("/s{seed:x}")
+}
+
+/// The base URL a schedule's senders post to: its callhook's address and its routes.
+fn senders_base(running: &Running, config: &Settings) -> String {
+    format!(
+        "{}{}",
+        running.base(),
+        config.callback_path.trim_end_matches('/')
+    )
+}
+
 async fn run_schedule(seed: u64) -> Result<Outcome, String> {
     let s = Schedule::draw(seed);
     let url = fresh_database(seed).await;
@@ -112,7 +126,14 @@ async fn run_schedule(seed: u64) -> Result<Outcome, String> {
         admin_url: crate::pg::shared().admin_url().to_owned(),
         struck: Mutex::default(),
     });
-    let config = settings(&s, &url, spool.path(), Arc::clone(&plan));
+    let mut config = settings(&s, &url, spool.path(), Arc::clone(&plan));
+    // Routes of this schedule's own: schedules run side by side, and a port one of them
+    // frees (a crash, a restart) can be taken by another's callhook at once. A sender
+    // still posting to the old port then reaches a callhook that refuses the route (404,
+    // not acknowledged) instead of one that stores the event in another schedule's
+    // database.
+    config.callback_path = format!("{}/", route_prefix(seed));
+    config.trtc_path = format!("{}/trtc", route_prefix(seed));
     let result = drive(&s, &url, config, &plan, spool.path()).await;
     let outcome = match result {
         Ok(tallies) => check(&s, &url, &tallies).await.map(|mut o| {
@@ -160,7 +181,7 @@ async fn drive(
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?,
-        base: Arc::new(RwLock::new(running.base())),
+        base: Arc::new(RwLock::new(senders_base(&running, &config))),
         tallies: Arc::new(Mutex::new(earlier)),
     };
     let started = tokio::time::Instant::now();
@@ -213,7 +234,7 @@ async fn drive(
                 }
                 tokio::time::sleep(*pause).await;
                 let r = Running::start(config.clone(), s.process).await?;
-                *senders.base.write().await = r.base();
+                *senders.base.write().await = senders_base(&r, &config);
                 running = Some(r);
             }
         }
