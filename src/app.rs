@@ -176,6 +176,7 @@ impl Application {
             watch_database(Arc::clone(&prober))
         });
         spawn_reconcile(&mut background, &state).await?;
+        spawn_rollup(&mut background, &state).await?;
         if let Some(journal) = &state.journal {
             let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
             background.spawn("journal-replay", Lifetime::UntilAborted, move || {
@@ -369,6 +370,23 @@ async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
             Err(e) => complaint.log(&e.to_string(), "outage journal replay failed; retrying"),
         }
     }
+}
+
+/// The rollup task, on a pool of its own (one connection; two on SQLite, which keeps one
+/// for reading), so its passes never take a connection the batch writers wait for.
+async fn spawn_rollup(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
+    let own = crate::store::DatabaseSettings {
+        pool_size: 1,
+        ..state.settings.database.clone()
+    };
+    let store = Store::connect(&own)
+        .await
+        .context("connecting the rollup task to the database")?;
+    let health = Arc::clone(&state.health);
+    background.spawn("rollup", Lifetime::UntilAborted, move || {
+        crate::rollup::run(store.clone(), Arc::clone(&health))
+    });
+    Ok(())
 }
 
 /// The reconcile task, when `[reconcile] interval` is set, on a pool of its own (two

@@ -40,6 +40,9 @@ pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
 pub const CALLS_ENDED: &str = "callhook_calls_ended_total";
 pub const CALLS_ZERO_TALK: &str = "callhook_calls_zero_talk_total";
 pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
+pub const ROLLUP_CALLS: &str = "callhook_rollup_calls_total";
+pub const ROLLUP_LAG: &str = "callhook_rollup_lag_seconds";
+pub const ROLLUP_ERRORS: &str = "callhook_rollup_errors_total";
 pub const FORWARD_ATTEMPTS: &str = "callhook_forward_attempts_total";
 pub const FORWARD_DEAD: &str = "callhook_forward_dead_total";
 pub const FORWARD_LATENCY: &str = "callhook_forward_delivery_latency_seconds";
@@ -131,6 +134,19 @@ fn describe() {
         "Time from request to answer on the callback path"
     );
     describe_histogram!(BATCH_SIZE, "Deliveries per database transaction");
+    describe_counter!(
+        ROLLUP_CALLS,
+        "Queued calls folded into the daily rollups (a call is queued once per write that touches it)"
+    );
+    describe_gauge!(
+        ROLLUP_LAG,
+        Unit::Seconds,
+        "Age of the oldest call waiting to be folded into the daily rollups (0 when none waits)"
+    );
+    describe_counter!(
+        ROLLUP_ERRORS,
+        "Rollup passes that failed (the task retries)"
+    );
     describe_histogram!(
         COMMIT_DURATION,
         Unit::Seconds,

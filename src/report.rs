@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::DatabaseUrl;
-use crate::store::{Completeness, DailyStats, DayRange, RoomStats, Store};
+use crate::store::{Completeness, DailyStats, DayRange, RoomStats, Store, TalkTimes};
 
 mod html;
 
@@ -138,34 +138,15 @@ pub struct TalkSummary {
 }
 
 impl TalkSummary {
-    /// From talk times in whole milliseconds, sorted ascending.
-    pub fn from_sorted_ms(ms: &[i64]) -> Self {
-        let n = ms.len() as i128;
-        let avg_seconds = (n > 0).then(|| {
-            let sum: i128 = ms.iter().map(|&v| i128::from(v)).sum();
-            // Integer division truncates toward zero, like both databases do.
-            ((2 * sum + n) / (2 * n)) as f64 / 1000.0
-        });
+    /// From the talk times of a period, by bucket (`rollup_talk`).
+    pub fn from_talk_times(talk: &TalkTimes) -> Self {
         Self {
-            calls: ms.len() as i64,
-            avg_seconds,
-            p50_seconds: percentile_cont_ms(ms, 0.5),
-            p90_seconds: percentile_cont_ms(ms, 0.9),
+            calls: talk.calls(),
+            avg_seconds: talk.avg_seconds(),
+            p50_seconds: talk.percentile(0.5),
+            p90_seconds: talk.percentile(0.9),
         }
     }
-}
-
-/// PostgreSQL's `percentile_cont` over sorted values, evaluated in the same floating-point
-/// steps, then rounded half up to the millisecond and given in seconds — exactly what the
-/// `call_stats_daily` view computes.
-pub fn percentile_cont_ms(sorted_ms: &[i64], p: f64) -> Option<f64> {
-    let last = sorted_ms.len().checked_sub(1)?;
-    let pos = p * last as f64;
-    let first = pos.floor();
-    let lo = sorted_ms.get(first as usize).copied()? as f64;
-    let hi = sorted_ms.get(pos.ceil() as usize).copied()? as f64;
-    let value = lo + (pos - first) * (hi - lo);
-    Some((value + 0.5).trunc() / 1000.0)
 }
 
 /// Talk-time histogram buckets: a label and the lower bound in milliseconds (each bucket
@@ -183,15 +164,17 @@ pub const TALK_BUCKETS: [(&str, i64); 10] = [
     ("1 h and more", 3_600_000),
 ];
 
-/// Counts talk times (ms) per [`TALK_BUCKETS`] bucket; negative times count in the first.
-pub fn histogram(talk_ms: &[i64]) -> Vec<u64> {
+/// Counts talk times per [`TALK_BUCKETS`] bucket (negative times count in the first):
+/// exactly, since each of those bounds starts a rollup bucket
+/// ([`crate::store::HISTOGRAM_BOUNDS`]).
+pub fn histogram(talk: &TalkTimes) -> Vec<u64> {
     let mut counts = vec![0u64; TALK_BUCKETS.len()];
-    for &t in talk_ms {
+    for (&from, b) in &talk.0 {
         let i = TALK_BUCKETS
             .iter()
-            .rposition(|&(_, from)| t >= from)
+            .rposition(|&(_, bound)| from >= bound)
             .unwrap_or(0);
-        counts[i] += 1;
+        counts[i] += u64::try_from(b.calls).unwrap_or(0);
     }
     counts
 }
@@ -241,18 +224,12 @@ pub async fn build(
     sdkappid: Option<i64>,
 ) -> anyhow::Result<Report> {
     // Independent reads, two of them folding the period's calls: run them side by side.
-    let (days, talk_ms, noted, rooms, completeness) = tokio::try_join!(
+    let (period, noted, rooms, completeness) = tokio::try_join!(
         async {
             store
-                .daily_stats(range, sdkappid)
+                .period_stats(range, sdkappid)
                 .await
-                .context("reading call_stats_daily")
-        },
-        async {
-            store
-                .talk_times_ms(range, sdkappid)
-                .await
-                .context("reading talk times")
+                .context("reading the period's statistics (rollup_days, rollup_talk)")
         },
         async {
             store
@@ -273,6 +250,7 @@ pub async fn build(
                 .context("reading Tencent's call records")
         },
     )?;
+    let days = period.days;
     let mut totals = Totals::default();
     for d in &days {
         totals.calls += d.calls;
@@ -284,13 +262,13 @@ pub async fn build(
         totals.interrupt += d.interrupt;
     }
     totals.answer_rate = (totals.calls > 0).then(|| totals.answered as f64 / totals.calls as f64);
-    totals.talk = TalkSummary::from_sorted_ms(&talk_ms);
+    totals.talk = TalkSummary::from_talk_times(&period.talk);
     Ok(Report {
         range,
         sdkappid,
         days,
         totals,
-        talk_histogram: histogram(&talk_ms),
+        talk_histogram: histogram(&period.talk),
         noted,
         rooms,
         completeness,
@@ -574,29 +552,29 @@ mod tests {
     }
 
     #[test]
-    fn percentile_matches_postgres_percentile_cont() {
-        // percentile_cont(0.5) of (1, 2, 3, 4) s is 2.5 s; percentile_cont(0.9) is 3.7 s.
-        let ms = [1000, 2000, 3000, 4000];
-        assert_eq!(percentile_cont_ms(&ms, 0.5), Some(2.5));
-        assert_eq!(percentile_cont_ms(&ms, 0.9), Some(3.7));
-        assert_eq!(percentile_cont_ms(&[7000], 0.9), Some(7.0));
-        assert_eq!(percentile_cont_ms(&[], 0.5), None);
-        // Rounded half up to the millisecond.
-        assert_eq!(percentile_cont_ms(&[0, 1], 0.5), Some(0.001));
+    fn every_histogram_bound_starts_a_rollup_bucket() {
+        use crate::store::HISTOGRAM_BOUNDS;
+        let bounds: Vec<i64> = TALK_BUCKETS.iter().skip(1).map(|&(_, b)| b).collect();
+        assert_eq!(bounds, HISTOGRAM_BOUNDS);
     }
 
     #[test]
     fn talk_summary_rounds_the_mean_to_the_millisecond() {
-        let s = TalkSummary::from_sorted_ms(&[1000, 1000, 1001]);
+        let s = TalkSummary::from_talk_times(&TalkTimes::from_times([1000, 1000, 1001]));
         assert_eq!(s.avg_seconds, Some(1.0));
-        let s = TalkSummary::from_sorted_ms(&[1000, 1001]);
+        let s = TalkSummary::from_talk_times(&TalkTimes::from_times([1000, 1001]));
         assert_eq!(s.avg_seconds, Some(1.001), "1000.5 ms rounds half up");
-        assert_eq!(TalkSummary::from_sorted_ms(&[]), TalkSummary::default());
+        assert_eq!(
+            TalkSummary::from_talk_times(&TalkTimes::default()),
+            TalkSummary::default()
+        );
     }
 
     #[test]
     fn histogram_buckets() {
-        let h = histogram(&[-5, 0, 9_999, 10_000, 59_999, 3_600_000, 99_999_999]);
+        let h = histogram(&TalkTimes::from_times([
+            -5, 0, 9_999, 10_000, 59_999, 3_600_000, 99_999_999,
+        ]));
         assert_eq!(h, vec![3, 1, 1, 0, 0, 0, 0, 0, 0, 2]);
     }
 }

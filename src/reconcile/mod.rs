@@ -58,6 +58,11 @@ pub async fn run(job: ReconcileJob) -> anyhow::Result<()> {
         };
         reports.push(reconcile_app(&store, &client, key).await);
     }
+    // The records change calls' days and outcomes: fold them into the daily rollups now,
+    // so call_stats_daily shows them without waiting for a running service's rollup task.
+    if let Err(e) = store.rollup_catch_up().await {
+        tracing::warn!(error = %e, "the daily rollups are not updated yet; `callhook serve` will");
+    }
     store.close().await;
     match job.format {
         ReconcileFormat::Table => print!("{}", output::table(&reports)),

@@ -15,10 +15,6 @@ use super::{Store, StoreError};
 /// is asked for.
 #[derive(Debug, Clone, Copy)]
 enum PeriodQuery {
-    /// `call_stats_daily`.
-    DailyStats,
-    /// The known talk times from `call_rollup`.
-    TalkTimes,
     /// Events stored with notes, by the field their first note names.
     Noted,
 }
@@ -27,8 +23,6 @@ impl PeriodQuery {
     /// What follows the `WHERE` conditions (grouping and order), the same on both backends.
     fn tail(self) -> &'static str {
         match self {
-            Self::DailyStats => "ORDER BY day, sdkappid",
-            Self::TalkTimes => "ORDER BY talk_ms",
             Self::Noted => "GROUP BY 1 ORDER BY 2 DESC, 1",
         }
     }
@@ -119,7 +113,7 @@ pub(crate) type DailyStatsRow = (
     Option<f64>,
 );
 
-fn daily_stats_from(row: DailyStatsRow) -> Result<DailyStats, StoreError> {
+pub(crate) fn daily_stats_from(row: DailyStatsRow) -> Result<DailyStats, StoreError> {
     let (day, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt, rate) = (
         row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9,
     );
@@ -144,30 +138,14 @@ fn daily_stats_from(row: DailyStatsRow) -> Result<DailyStats, StoreError> {
 
 impl Store {
     /// The `call_stats_daily` rows of a period, for one app or all, ordered by day and
-    /// app.
+    /// app: exact, with the calls the rollup task has not folded yet (see
+    /// [`Store::period_stats`]).
     pub async fn daily_stats(
         &self,
         range: DayRange,
         sdkappid: Option<i64>,
     ) -> Result<Vec<DailyStats>, StoreError> {
-        let rows: Vec<DailyStatsRow> = self
-            .period_rows(PeriodQuery::DailyStats, range, sdkappid)
-            .await?;
-        rows.into_iter().map(daily_stats_from).collect()
-    }
-
-    /// The talk times (`call_rollup.talk_ms`, whole milliseconds) of the period's calls
-    /// whose talk time is known, ascending: what the period's talk-time summary and
-    /// histogram are computed from.
-    pub async fn talk_times_ms(
-        &self,
-        range: DayRange,
-        sdkappid: Option<i64>,
-    ) -> Result<Vec<i64>, StoreError> {
-        let rows: Vec<(i64,)> = self
-            .period_rows(PeriodQuery::TalkTimes, range, sdkappid)
-            .await?;
-        Ok(rows.into_iter().map(|(ms,)| ms).collect())
+        Ok(self.period_stats(range, sdkappid).await?.days)
     }
 
     /// The period's events stored with notes (by `received_at`), counted by the first field

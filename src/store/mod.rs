@@ -11,6 +11,7 @@ mod fence;
 mod outbox;
 mod postgres;
 mod records;
+mod rollup;
 mod settings;
 mod sqlite;
 
@@ -27,6 +28,9 @@ pub use outbox::{
 };
 pub use postgres::PgStore;
 pub use records::{Findings, LastRun, PageWrite, RunEnd, RunKey, RunStart, Trigger};
+pub use rollup::{
+    CallFold, DayCounts, HISTOGRAM_BOUNDS, PeriodStats, TalkBucket, TalkTimes, talk_bucket,
+};
 pub use settings::{DatabaseSettings, DatabaseUrl};
 pub use sqlite::{
     JournalDb, JournalOpenError, SqliteStore, iso_millis, journal_is_corrupt, journal_is_full,

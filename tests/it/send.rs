@@ -624,8 +624,11 @@ async fn concurrency_and_rate_limits() {
     let span = times
         .last()
         .map_or(0.0, |l| l.duration_since(times[0]).as_secs_f64());
+    // Arrivals, unlike starts, carry the scheduler's jitter (the first request also opens
+    // the connection): a loaded machine compresses the span by tens of milliseconds, a
+    // broken rate limit by nearly all of it.
     assert!(
-        span >= (n - 1.0) / 40.0 - 0.02,
+        span >= (n - 1.0) / 40.0 * 0.8,
         "{n} deliveries arrived within {span} s"
     );
 }

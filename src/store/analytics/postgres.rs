@@ -6,14 +6,6 @@ use super::{DayRange, PeriodQuery, RecentEvent, RoomStats, RoomStatsRow, with_ap
 use crate::store::StoreError;
 use crate::store::postgres::{PgStore, classify};
 
-/// `call_stats_daily` for a period; `$3` (when present) narrows to one app.
-const DAILY_STATS: &str = r#"
-SELECT day::text, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt,
-       answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
-FROM call_stats_daily
-WHERE day >= $1::date AND day < $2::date
-"#;
-
 /// Events stored with notes, by the field their first note names (through the partial
 /// index call_events_noted_idx).
 const NOTED: &str = r#"
@@ -22,12 +14,6 @@ FROM call_events
 WHERE notes IS NOT NULL
   AND received_at >= ($1::date)::timestamp AT TIME ZONE 'UTC'
   AND received_at < ($2::date)::timestamp AT TIME ZONE 'UTC'
-"#;
-
-const TALK_TIMES: &str = r#"
-SELECT talk_ms
-FROM call_rollup
-WHERE day >= $1::date AND day < $2::date AND talk_ms IS NOT NULL
 "#;
 
 /// Whether the period has TRTC room events (through the room index), and the room views.
@@ -97,8 +83,6 @@ impl PgStore {
         T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
         let base = match query {
-            PeriodQuery::DailyStats => DAILY_STATS,
-            PeriodQuery::TalkTimes => TALK_TIMES,
             PeriodQuery::Noted => NOTED,
         };
         let sql = with_app_filter(base, query, sdkappid, "$3");

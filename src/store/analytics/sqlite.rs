@@ -6,13 +6,6 @@ use super::{DayRange, PeriodQuery, RecentEvent, RoomStats, RoomStatsRow, with_ap
 use crate::store::StoreError;
 use crate::store::sqlite::{SqliteStore, classify};
 
-const DAILY_STATS: &str = r#"
-SELECT day, sdkappid, calls, answered, not_answer, reject, call_busy, cancel, interrupt,
-       answer_rate, avg_talk_seconds, p50_talk_seconds, p90_talk_seconds
-FROM call_stats_daily
-WHERE day >= ?1 AND day < ?2
-"#;
-
 /// Events stored with notes, by the field their first note names (through the partial
 /// index call_events_noted_idx); the days as ISO text compare with `received_at`'s.
 const NOTED: &str = r#"
@@ -21,12 +14,6 @@ SELECT CASE WHEN instr(notes, ':') > 0 THEN substr(notes, 1, instr(notes, ':') -
 FROM call_events
 WHERE notes IS NOT NULL
   AND received_at >= ?1 AND received_at < ?2
-"#;
-
-const TALK_TIMES: &str = r#"
-SELECT talk_ms
-FROM call_rollup
-WHERE day >= ?1 AND day < ?2 AND talk_ms IS NOT NULL
 "#;
 
 /// The latest events, newest `?1` by id, returned oldest first. Times are stored as
@@ -93,8 +80,6 @@ impl SqliteStore {
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
         let base = match query {
-            PeriodQuery::DailyStats => DAILY_STATS,
-            PeriodQuery::TalkTimes => TALK_TIMES,
             PeriodQuery::Noted => NOTED,
         };
         let sql = with_app_filter(base, query, sdkappid, "?3");

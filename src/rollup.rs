@@ -1,0 +1,56 @@
+//! The rollup task of `callhook serve`: folds the calls writes have queued into the daily
+//! rollups (`rollup_days`, `rollup_talk`; src/store/rollup.rs), a pass after another while
+//! calls are queued, and every [`IDLE`] otherwise. Replicas on one PostgreSQL take turns
+//! (an advisory lock); on SQLite a pass takes the write lock for a few milliseconds.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use crate::health::DbHealth;
+use crate::logging::Complaint;
+use crate::metrics as m;
+use crate::store::Store;
+
+/// How long the task waits when nothing was queued.
+pub const IDLE: Duration = Duration::from_millis(500);
+
+/// Queue entries one pass takes: a pass holds SQLite's write lock while it runs, so it is
+/// kept short there.
+fn pass_limit(store: &Store) -> i64 {
+    if store.is_remote() { 1000 } else { 200 }
+}
+
+/// Runs passes for ever (the supervisor restarts it should it panic), while the database
+/// is up and migrated.
+#[tracing::instrument(name = "rollup", skip_all)]
+pub async fn run(store: Store, health: Arc<DbHealth>) {
+    let limit = pass_limit(&store);
+    let mut complaint = Complaint::default();
+    loop {
+        if !(health.has_schema() && health.is_up()) {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        match store.rollup_pass(limit).await {
+            Ok(0) => {
+                metrics::gauge!(m::ROLLUP_LAG).set(0.0);
+                tokio::time::sleep(IDLE).await;
+            }
+            Ok(n) => {
+                metrics::counter!(m::ROLLUP_CALLS).increment(n as u64);
+                if let Ok((_, lag)) = store.rollup_backlog().await {
+                    metrics::gauge!(m::ROLLUP_LAG).set(lag);
+                }
+            }
+            Err(e) => {
+                metrics::counter!(m::ROLLUP_ERRORS).increment(1);
+                complaint.log(
+                    &e.to_string(),
+                    "cannot fold queued calls into the rollups yet",
+                );
+                tokio::time::sleep(IDLE * 2).await;
+            }
+        }
+    }
+}
