@@ -29,7 +29,9 @@ JOIN unnest($1::bigint[], $2::text[]) AS q(sdkappid, call_id)
 "#;
 
 /// Each call's fold, one lateral probe per call, so the conditions reach the view's
-/// per-call indexes.
+/// per-call indexes. `OFFSET 0` keeps the planner from pulling the subquery up into a
+/// join, which folds every call in the table and then keeps the ones asked for: 6 s
+/// instead of 12 ms for 500 calls at a million events.
 const NEW_FOLDS: &str = r#"
 SELECT f.sdkappid, f.call_id, f.day::text AS day, f.outcome, f.talk_ms
 FROM unnest($1::bigint[], $2::text[]) AS q(sdkappid, call_id)
@@ -37,6 +39,7 @@ CROSS JOIN LATERAL (
     SELECT c.sdkappid, c.call_id, c.day, c.outcome, c.talk_ms
     FROM call_rollup c
     WHERE c.sdkappid = q.sdkappid AND c.call_id = q.call_id
+    OFFSET 0
 ) f
 "#;
 
