@@ -48,12 +48,19 @@ def main():
     failed = False
     try:
         if pg:
-            subprocess.run([variants["A"][0], "migrate", "--database-url", pg.url], check=True,
-                           stdout=subprocess.DEVNULL)
+            # Each variant on a database of its own: builds of different schema versions
+            # cannot share one (an older build refuses a database migrated past it).
+            for name, bins in variants.items():
+                pg.psql(f"CREATE DATABASE bench_{name.lower()}")
+                pg.use(f"bench_{name.lower()}")
+                subprocess.run([bins[0], "migrate", "--database-url", pg.url], check=True,
+                               stdout=subprocess.DEVNULL)
         for rep in range(1, args.reps + 1):
             for mode in modes:
                 for name, bins in variants.items():
                     run_id = f"ab{rep}{name}{mode.replace('-', '')}"
+                    if pg:
+                        pg.use(f"bench_{name.lower()}")
                     server, kind, db = bench.start_mode(mode, bins, pg, workdir)
                     try:
                         bench.run_wrk(server.port, args.conns, 2, "warm" + run_id, workdir)

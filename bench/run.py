@@ -126,7 +126,7 @@ class Postgres:
         self.run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C")
         self.start()
         self.psql("CREATE DATABASE bench")
-        self.url = self.url_for("bench")
+        self.use("bench")
         if warm_wal:
             self.warm_wal()
 
@@ -138,6 +138,12 @@ class Postgres:
     def crash(self):
         """An immediate shutdown: every backend killed, no checkpoint, as in a crash."""
         self.run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def use(self, db):
+        """Makes `db` the database callhook is started on and checked in (ab.py gives each
+        variant its own, so that builds of different schema versions can be compared)."""
+        self.dbname = db
+        self.url = self.url_for(db)
 
     def url_for(self, db):
         return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
@@ -298,7 +304,7 @@ def stored_deliveries(kind, db, run_id):
     sql = f"SELECT call_id, deliveries FROM call_events WHERE call_id LIKE '{run_id}-%'"
     rows = []
     if kind == "pg":
-        out = db.psql(sql, db="bench")
+        out = db.psql(sql, db=db.dbname)
         rows = [(l.split("\t")[0], int(l.split("\t")[1])) for l in out.splitlines() if l]
     else:
         import sqlite3
@@ -335,7 +341,7 @@ def forwarding(kind, db, run_id):
     sql = (f"SELECT count(*) FILTER (WHERE o.event_id IS NULL), count(*) FILTER (WHERE o.state = 'delivered') "
            f"FROM call_events e LEFT JOIN forward_outbox o ON o.event_id = e.id WHERE e.call_id LIKE '{run_id}-%'")
     if kind == "pg":
-        row = db.psql(sql, db="bench").strip().split("\t")
+        row = db.psql(sql, db=db.dbname).strip().split("\t")
     else:
         import sqlite3
         con = sqlite3.connect(db)
@@ -405,7 +411,9 @@ def start_mode(mode, bins, pg, workdir):
     if mode == "noop":
         return Server([noop, "--listen", f"127.0.0.1:{port}", "--sdkappid", SDKAPPID], port, logfile), None, None
     if mode.startswith("pg"):
-        pg.psql("TRUNCATE call_events, rejected_deliveries, forward_outbox", db="bench")
+        pg.psql("TRUNCATE call_events, rejected_deliveries, forward_outbox", db=pg.dbname)
+        if pg.psql("SELECT to_regclass('rollup_queue') IS NOT NULL", db=pg.dbname).strip() == "t":
+            pg.psql("TRUNCATE rollup_queue, rollup_calls, rollup_days, rollup_talk", db=pg.dbname)
         url = pg.url + ("?options=-c%20synchronous_commit%3Doff" if mode == "pg-async" else "")
         cmd = [callhook, "serve", "--database-url", url, "--spool-dir", os.path.join(workdir, "spool"), *common]
         kind, db = "pg", pg

@@ -370,6 +370,25 @@ pub(crate) fn assemble(
     Ok(PeriodStats { days, talk })
 }
 
+/// What a pass writes to `rollup_calls`: the calls whose fold is gone (no event or record
+/// left), and the folds that are new or changed (a call folded again unchanged, as most
+/// are, writes nothing).
+fn changes<'a>(old: &[CallFold], new: &'a [CallFold]) -> (Vec<(i64, String)>, Vec<&'a CallFold>) {
+    let key = |f: &CallFold| (f.sdkappid, f.call_id.clone());
+    let new_keys: BTreeSet<(i64, String)> = new.iter().map(key).collect();
+    let old_by_key: BTreeMap<(i64, String), &CallFold> = old.iter().map(|f| (key(f), f)).collect();
+    let vanished = old_by_key
+        .keys()
+        .filter(|k| !new_keys.contains(*k))
+        .cloned()
+        .collect();
+    let changed = new
+        .iter()
+        .filter(|f| old_by_key.get(&key(f)) != Some(f))
+        .collect();
+    (vanished, changed)
+}
+
 /// Distinct (sdkappid, call_id) of queue entries, as two arrays.
 fn distinct_calls(taken: Vec<(i64, String)>) -> (Vec<i64>, Vec<String>) {
     let set: BTreeSet<(i64, String)> = taken.into_iter().collect();

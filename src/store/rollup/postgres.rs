@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{
-    CallFold, DayCounts, DayKey, DayRow, Deltas, PeriodStats, TalkTimes, assemble, distinct_calls,
-    stored_map,
+    CallFold, DayCounts, DayKey, DayRow, Deltas, PeriodStats, TalkTimes, assemble, changes,
+    distinct_calls, stored_map,
 };
 use crate::store::analytics::{DailyStatsRow, daily_stats_from};
 use crate::store::postgres::{PgStore, classify};
@@ -49,9 +49,11 @@ USING unnest($1::bigint[], $2::text[]) AS q(sdkappid, call_id)
 WHERE r.sdkappid = q.sdkappid AND r.call_id = q.call_id
 "#;
 
-const INSERT_CALLS: &str = r#"
-INSERT INTO rollup_calls (sdkappid, call_id, day, outcome, talk_ms)
+const UPSERT_CALLS: &str = r#"
+INSERT INTO rollup_calls AS r (sdkappid, call_id, day, outcome, talk_ms)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::date[], $4::text[], $5::bigint[])
+ON CONFLICT (sdkappid, call_id) DO UPDATE SET
+    day = excluded.day, outcome = excluded.outcome, talk_ms = excluded.talk_ms
 "#;
 
 const ADD_DAYS: &str = r#"
@@ -146,27 +148,45 @@ async fn folds(
 /// Writes the new folds of the calls and moves the deltas into the rollups.
 async fn apply(
     tx: &mut Transaction<'_, Postgres>,
-    apps: &[i64],
-    ids: &[String],
+    old: &[CallFold],
     new: &[CallFold],
     deltas: &Deltas,
 ) -> Result<(), StoreError> {
     let run = |sql| sqlx::query(sql);
-    run(DELETE_CALLS)
-        .bind(apps)
-        .bind(ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    run(INSERT_CALLS)
-        .bind(new.iter().map(|f| f.sdkappid).collect::<Vec<_>>())
-        .bind(new.iter().map(|f| f.call_id.clone()).collect::<Vec<_>>())
-        .bind(new.iter().map(|f| f.day.clone()).collect::<Vec<_>>())
-        .bind(new.iter().map(|f| f.outcome.clone()).collect::<Vec<_>>())
-        .bind(new.iter().map(|f| f.talk_ms).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
+    let (vanished, changed) = changes(old, new);
+    if !vanished.is_empty() {
+        let (apps, ids): (Vec<i64>, Vec<String>) = vanished.into_iter().unzip();
+        run(DELETE_CALLS)
+            .bind(apps)
+            .bind(ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+    }
+    if !changed.is_empty() {
+        run(UPSERT_CALLS)
+            .bind(changed.iter().map(|f| f.sdkappid).collect::<Vec<_>>())
+            .bind(
+                changed
+                    .iter()
+                    .map(|f| f.call_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|f| f.day.clone()).collect::<Vec<_>>())
+            .bind(
+                changed
+                    .iter()
+                    .map(|f| f.outcome.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|f| f.talk_ms).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+    }
+    if deltas.days.is_empty() && deltas.talk.is_empty() {
+        return Ok(());
+    }
     let days: Vec<(&DayKey, &DayCounts)> = deltas.days.iter().collect();
     let col = |f: fn(&DayCounts) -> i64| days.iter().map(|(_, c)| f(c)).collect::<Vec<_>>();
     run(ADD_DAYS)
@@ -233,7 +253,7 @@ impl PgStore {
             let (apps, ids) = distinct_calls(taken);
             let (old, new) = folds(&mut tx, &apps, &ids).await?;
             let deltas = Deltas::between(&old, &new);
-            apply(&mut tx, &apps, &ids, &new, &deltas).await?;
+            apply(&mut tx, &old, &new, &deltas).await?;
         }
         tx.commit().await.map_err(classify)?;
         Ok(n)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::SqliteConnection;
 
 use super::{
-    CallFold, DayRow, Deltas, PeriodStats, TalkTimes, assemble, distinct_calls, stored_map,
+    CallFold, DayRow, Deltas, PeriodStats, TalkTimes, assemble, changes, distinct_calls, stored_map,
 };
 use crate::store::analytics::{DailyStatsRow, daily_stats_from};
 use crate::store::sqlite::{SqliteStore, classify};
@@ -111,12 +111,12 @@ async fn folds(
 /// Writes the new folds of the calls and moves the deltas into the rollups.
 async fn apply(
     conn: &mut SqliteConnection,
-    apps: &[i64],
-    ids: &[String],
+    old: &[CallFold],
     new: &[CallFold],
     deltas: &Deltas,
 ) -> Result<(), StoreError> {
-    for (app, id) in apps.iter().zip(ids) {
+    let (vanished, changed) = changes(old, new);
+    for (app, id) in &vanished {
         sqlx::query("DELETE FROM rollup_calls WHERE sdkappid = ?1 AND call_id = ?2")
             .bind(app)
             .bind(id)
@@ -124,7 +124,7 @@ async fn apply(
             .await
             .map_err(classify)?;
     }
-    for f in new {
+    for f in changed {
         sqlx::query(UPSERT_CALL)
             .bind(f.sdkappid)
             .bind(&f.call_id)
@@ -198,7 +198,7 @@ impl SqliteStore {
             let (apps, ids) = distinct_calls(taken);
             let (old, new) = folds(&mut tx, &apps, &ids).await?;
             let deltas = Deltas::between(&old, &new);
-            apply(&mut tx, &apps, &ids, &new, &deltas).await?;
+            apply(&mut tx, &old, &new, &deltas).await?;
         }
         tx.commit().await.map_err(classify)?;
         Ok(n)
