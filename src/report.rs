@@ -300,7 +300,7 @@ pub async fn run(args: &ReportArgs, url: &DatabaseUrl) -> anyhow::Result<()> {
     let result = async {
         if !store.has_analytics().await? {
             anyhow::bail!(
-                "the database has no analytics views yet: run `callhook migrate` (or restart `callhook serve`) to add them"
+                "the database has no analytics tables of this version yet (the daily rollups): run `callhook migrate` (or restart `callhook serve`) to add them"
             );
         }
         let report = build(&store, range, args.sdkappid).await?;

@@ -55,6 +55,10 @@ pub async fn run(store: Store, health: Arc<DbHealth>) {
             }
             Err(e) => {
                 metrics::counter!(m::ROLLUP_ERRORS).increment(1);
+                // The lag keeps growing while passes fail: say so (the alert watches it).
+                if let Ok((_, lag)) = store.rollup_backlog().await {
+                    metrics::gauge!(m::ROLLUP_LAG).set(lag);
+                }
                 complaint.log(
                     &e.to_string(),
                     "cannot fold queued calls into the rollups yet",

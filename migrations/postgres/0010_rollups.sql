@@ -78,13 +78,6 @@ CREATE TRIGGER call_records_rollup_insert AFTER INSERT ON call_records
 CREATE TRIGGER call_records_rollup_update AFTER UPDATE ON call_records
     REFERENCING NEW TABLE AS touched FOR EACH STATEMENT EXECUTE FUNCTION callhook_queue_calls();
 
--- Every call already stored is queued once; the running service folds them in the
--- background (docs/BENCHMARKS.md, "Analytics": how long at 1 M and 10 M events).
-INSERT INTO rollup_queue (sdkappid, call_id)
-SELECT sdkappid, call_id FROM call_events WHERE call_id IS NOT NULL GROUP BY 1, 2
-UNION
-SELECT sdkappid, call_id FROM call_records;
-
 -- call_stats_daily: its columns and meanings as before (0008), read from the rollups.
 -- p50/p90_talk_seconds: percentile_cont over the day's talk times, each bucket's times
 -- taken at their mean; rounded to the millisecond (half up) as before.

@@ -58,11 +58,6 @@ BEGIN
     INSERT INTO rollup_queue (sdkappid, call_id) VALUES (NEW.sdkappid, NEW.call_id);
 END;
 
-INSERT INTO rollup_queue (sdkappid, call_id)
-SELECT sdkappid, call_id FROM call_events WHERE call_id IS NOT NULL GROUP BY 1, 2
-UNION
-SELECT sdkappid, call_id FROM call_records;
-
 -- call_stats_daily from the rollups; the percentile as in PostgreSQL's 0010, step for
 -- step: pos = p·(n − 1), the bucket means at ranks ⌊pos⌋ and ⌈pos⌉ (0-based), lo + (pos −
 -- ⌊pos⌋)·(hi − lo), rounded half up to the millisecond.

@@ -205,7 +205,8 @@ impl Store {
         }))
     }
 
-    /// Whether the analytics views exist (migration 0002 has been applied).
+    /// Whether this version's analytics exist: the views, and the daily rollups `report`
+    /// reads (PostgreSQL's migration 0010, SQLite's 0007).
     pub async fn has_analytics(&self) -> Result<bool, StoreError> {
         match self {
             Self::Postgres(s) => s.has_analytics().await,

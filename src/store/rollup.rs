@@ -68,7 +68,9 @@ impl TalkTimes {
         let b = self.0.entry(bucket).or_default();
         b.calls += calls;
         b.talk_ms_sum += talk_ms_sum;
-        if b.calls == 0 {
+        // A delta may hold no call and a sum: a call whose talk time changed within its
+        // bucket. Only a bucket with neither is empty.
+        if *b == TalkBucket::default() {
             self.0.remove(&bucket);
         }
     }
@@ -317,16 +319,28 @@ impl Store {
         }
     }
 
-    /// Runs passes until nothing is queued; returns the queue entries taken.
+    /// Folds what is queued now (not what writes queue meanwhile, so a busy service
+    /// cannot keep it going); returns the queue entries taken. On SQLite each pass is
+    /// followed by a rest as long as it, so that a running service's writer gets the write
+    /// lock between passes.
     pub async fn rollup_catch_up(&self) -> Result<usize, StoreError> {
+        let (queued, _) = self.rollup_backlog().await?;
+        let (limit, rest) = if self.is_remote() {
+            (PASS_LIMIT, 0)
+        } else {
+            (64, 1)
+        };
         let mut total = 0;
-        loop {
-            let n = self.rollup_pass(PASS_LIMIT).await?;
+        while (total as i64) < queued {
+            let started = std::time::Instant::now();
+            let n = self.rollup_pass(limit).await?;
             if n == 0 {
-                return Ok(total);
+                break;
             }
             total += n;
+            tokio::time::sleep(started.elapsed() * rest).await;
         }
+        Ok(total)
     }
 
     /// How far behind the rollups are: queue entries waiting, and the age (seconds) of
@@ -389,17 +403,33 @@ fn changes<'a>(old: &[CallFold], new: &'a [CallFold]) -> (Vec<(i64, String)>, Ve
     (vanished, changed)
 }
 
+/// Queue entries above which a read folds the period's calls from scratch instead of
+/// applying every queued call (after an upgrade, the whole history is queued once).
+pub const CORRECTION_LIMIT: i64 = 20_000;
+
+/// A period's statistics folded from scratch: its calls' folds (`call_rollup`, filtered
+/// on the period), counted with the rollups' own arithmetic.
+pub(crate) fn from_folds(folds: &[CallFold]) -> Result<PeriodStats, StoreError> {
+    let d = Deltas::between(&[], folds);
+    let mut talk = TalkTimes::default();
+    for t in d.talk.values() {
+        talk.merge(t);
+    }
+    let days = corrected_days(Vec::new(), &d, &BTreeMap::new())?;
+    Ok(PeriodStats { days, talk })
+}
+
 /// Distinct (sdkappid, call_id) of queue entries, as two arrays.
 fn distinct_calls(taken: Vec<(i64, String)>) -> (Vec<i64>, Vec<String>) {
     let set: BTreeSet<(i64, String)> = taken.into_iter().collect();
     set.into_iter().unzip()
 }
 
+/// The stored rollups of some days: counts and talk times by (day, app).
+type Stored = BTreeMap<DayKey, (DayCounts, TalkTimes)>;
+
 /// Stored (day, app) rows as the correction needs them.
-fn stored_map(
-    rows: Vec<DayRow>,
-    buckets: Vec<(String, i64, i64, i64, i64)>,
-) -> BTreeMap<DayKey, (DayCounts, TalkTimes)> {
+fn stored_map(rows: Vec<DayRow>, buckets: Vec<(String, i64, i64, i64, i64)>) -> Stored {
     let mut map: BTreeMap<DayKey, (DayCounts, TalkTimes)> = BTreeMap::new();
     for row in &rows {
         map.entry((row.0.clone(), row.1)).or_default().0 = counts_of(row);
@@ -477,6 +507,19 @@ mod tests {
         assert_eq!((old.calls, old.not_answer), (-1, -1));
         let new = &d.days[&("2026-01-01".to_string(), 1)];
         assert_eq!((new.calls, new.answered, new.talk_ms_sum), (1, 1, 5000));
+        // A talk time that changes within its bucket changes the bucket's sum.
+        let d = Deltas::between(
+            &[fold("2026-01-01", "normal_end", Some(300_000))],
+            &[fold("2026-01-01", "normal_end", Some(301_000))],
+        );
+        let t = &d.talk[&("2026-01-01".to_string(), 1)];
+        assert_eq!(
+            t.0[&talk_bucket(300_000)],
+            TalkBucket {
+                calls: 0,
+                talk_ms_sum: 1000
+            }
+        );
         // A call folded again unchanged changes nothing.
         let same = fold("2026-01-01", "normal_end", Some(5000));
         let d = Deltas::between(std::slice::from_ref(&same), std::slice::from_ref(&same));

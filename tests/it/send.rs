@@ -628,7 +628,7 @@ async fn concurrency_and_rate_limits() {
     // the connection): a loaded machine compresses the span by tens of milliseconds, a
     // broken rate limit by nearly all of it.
     assert!(
-        span >= (n - 1.0) / 40.0 * 0.8,
+        span >= (n - 1.0) / 40.0 - 0.05,
         "{n} deliveries arrived within {span} s"
     );
 }

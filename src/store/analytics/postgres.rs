@@ -115,7 +115,9 @@ impl PgStore {
     }
 
     pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT to_regclass('call_stats_daily') IS NOT NULL")
+        // The newest of the analytics objects (migration 0010): a database migrated by an
+        // older callhook has the views but not the rollups the report reads.
+        sqlx::query_scalar("SELECT to_regclass('rollup_queue') IS NOT NULL")
             .fetch_one(self.pool())
             .await
             .map_err(classify)

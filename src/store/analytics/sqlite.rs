@@ -94,7 +94,7 @@ impl SqliteStore {
 
     pub(crate) async fn has_analytics(&self) -> Result<bool, StoreError> {
         sqlx::query_scalar(
-            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'view' AND name = 'call_stats_daily'",
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'rollup_queue'",
         )
         .fetch_one(self.pool())
         .await

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{
-    CallFold, DayCounts, DayKey, DayRow, Deltas, PeriodStats, TalkTimes, assemble, changes,
-    distinct_calls, stored_map,
+    CORRECTION_LIMIT, CallFold, DayCounts, DayKey, DayRow, Deltas, PeriodStats, Stored, TalkTimes,
+    assemble, changes, distinct_calls, from_folds, stored_map,
 };
 use crate::store::analytics::{DailyStatsRow, daily_stats_from};
 use crate::store::postgres::{PgStore, classify};
@@ -105,6 +105,17 @@ WHERE day >= $1::date AND day < $2::date AND ($3::bigint IS NULL OR sdkappid = $
 GROUP BY bucket_ms
 "#;
 
+const BACKLOG: &str = r#"
+SELECT count(*) FROM (SELECT 1 FROM rollup_queue LIMIT $1) q
+"#;
+
+/// The period's calls, folded from scratch (through call_rollup's day index).
+const PERIOD_FOLDS: &str = r#"
+SELECT sdkappid, call_id, day::text AS day, outcome, talk_ms
+FROM call_rollup
+WHERE day >= $1::date AND day < $2::date AND ($3::bigint IS NULL OR sdkappid = $3)
+"#;
+
 const QUEUED: &str = r#"
 SELECT DISTINCT sdkappid, call_id FROM rollup_queue WHERE $1::bigint IS NULL OR sdkappid = $1
 "#;
@@ -152,6 +163,19 @@ async fn apply(
     new: &[CallFold],
     deltas: &Deltas,
 ) -> Result<(), StoreError> {
+    write_calls(tx, old, new).await?;
+    if deltas.days.is_empty() && deltas.talk.is_empty() {
+        return Ok(());
+    }
+    add_deltas(tx, deltas).await
+}
+
+/// Records each call's new fold in rollup_calls (only those that changed).
+async fn write_calls(
+    tx: &mut Transaction<'_, Postgres>,
+    old: &[CallFold],
+    new: &[CallFold],
+) -> Result<(), StoreError> {
     let run = |sql| sqlx::query(sql);
     let (vanished, changed) = changes(old, new);
     if !vanished.is_empty() {
@@ -184,9 +208,12 @@ async fn apply(
             .await
             .map_err(classify)?;
     }
-    if deltas.days.is_empty() && deltas.talk.is_empty() {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// Adds the deltas to rollup_days and rollup_talk, and removes the rows left empty.
+async fn add_deltas(tx: &mut Transaction<'_, Postgres>, deltas: &Deltas) -> Result<(), StoreError> {
+    let run = |sql| sqlx::query(sql);
     let days: Vec<(&DayKey, &DayCounts)> = deltas.days.iter().collect();
     let col = |f: fn(&DayCounts) -> i64| days.iter().map(|(_, c)| f(c)).collect::<Vec<_>>();
     run(ADD_DAYS)
@@ -229,6 +256,44 @@ async fn apply(
         .await
         .map_err(classify)?;
     Ok(())
+}
+
+/// What the still-queued calls change in a period (for one app, when asked), and the
+/// stored rollups of the days they change.
+async fn correction(
+    tx: &mut Transaction<'_, Postgres>,
+    range: DayRange,
+    sdkappid: Option<i64>,
+) -> Result<(Deltas, Stored), StoreError> {
+    let queued: Vec<(i64, String)> = sqlx::query_as(QUEUED)
+        .bind(sdkappid)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(classify)?;
+    let mut stored = BTreeMap::new();
+    let mut deltas = Deltas::default();
+    if !queued.is_empty() {
+        let (apps, ids) = distinct_calls(queued);
+        let (old, new) = folds(tx, &apps, &ids).await?;
+        deltas = Deltas::between(&old, &new).within(range, sdkappid);
+        let keys = deltas.keys();
+        let key_days: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let key_apps: Vec<i64> = keys.iter().map(|k| k.1).collect();
+        let day_rows: Vec<DayRow> = sqlx::query_as(STORED_DAYS)
+            .bind(&key_days)
+            .bind(&key_apps)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(classify)?;
+        let talk_rows = sqlx::query_as(STORED_TALK)
+            .bind(&key_days)
+            .bind(&key_apps)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(classify)?;
+        stored = stored_map(day_rows, talk_rows);
+    }
+    Ok((deltas, stored))
 }
 
 impl PgStore {
@@ -287,6 +352,22 @@ impl PgStore {
                 .await
                 .map_err(classify)?;
         }
+        let backlog: i64 = sqlx::query_scalar(BACKLOG)
+            .bind(CORRECTION_LIMIT + 1)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if backlog > CORRECTION_LIMIT {
+            let folds: Vec<CallFold> = sqlx::query_as(PERIOD_FOLDS)
+                .bind(&since)
+                .bind(&until)
+                .bind(sdkappid)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            tx.commit().await.map_err(classify)?;
+            return from_folds(&folds);
+        }
         let rows: Vec<DailyStatsRow> = sqlx::query_as(DAILY_STATS)
             .bind(&since)
             .bind(&until)
@@ -309,34 +390,7 @@ impl PgStore {
         for (bucket, calls, sum) in buckets {
             talk.add(bucket, calls, sum);
         }
-        let queued: Vec<(i64, String)> = sqlx::query_as(QUEUED)
-            .bind(sdkappid)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let mut stored = BTreeMap::new();
-        let mut deltas = Deltas::default();
-        if !queued.is_empty() {
-            let (apps, ids) = distinct_calls(queued);
-            let (old, new) = folds(&mut tx, &apps, &ids).await?;
-            deltas = Deltas::between(&old, &new).within(range, sdkappid);
-            let keys = deltas.keys();
-            let key_days: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-            let key_apps: Vec<i64> = keys.iter().map(|k| k.1).collect();
-            let day_rows: Vec<DayRow> = sqlx::query_as(STORED_DAYS)
-                .bind(&key_days)
-                .bind(&key_apps)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
-            let talk_rows = sqlx::query_as(STORED_TALK)
-                .bind(&key_days)
-                .bind(&key_apps)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
-            stored = stored_map(day_rows, talk_rows);
-        }
+        let (deltas, stored) = correction(&mut tx, range, sdkappid).await?;
         tx.commit().await.map_err(classify)?;
         assemble(view_rows, talk, deltas, &stored)
     }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use sqlx::SqliteConnection;
 
 use super::{
-    CallFold, DayRow, Deltas, PeriodStats, TalkTimes, assemble, changes, distinct_calls, stored_map,
+    CORRECTION_LIMIT, CallFold, DayRow, Deltas, PeriodStats, Stored, TalkTimes, assemble, changes,
+    distinct_calls, from_folds, stored_map,
 };
 use crate::store::analytics::{DailyStatsRow, daily_stats_from};
 use crate::store::sqlite::{SqliteStore, classify};
@@ -70,6 +71,17 @@ SELECT bucket_ms, sum(calls), sum(talk_ms_sum)
 FROM rollup_talk
 WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)
 GROUP BY bucket_ms
+"#;
+
+const BACKLOG: &str = r#"
+SELECT count(*) FROM (SELECT 1 FROM rollup_queue LIMIT ?1)
+"#;
+
+/// The period's calls, folded from scratch (through call_rollup's day index).
+const PERIOD_FOLDS: &str = r#"
+SELECT sdkappid, call_id, day, outcome, talk_ms
+FROM call_rollup
+WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)
 "#;
 
 const QUEUED: &str = r#"
@@ -181,6 +193,48 @@ async fn apply(
     Ok(())
 }
 
+/// What the still-queued calls change in a period (for one app, when asked), and the
+/// stored rollups of the days they change.
+async fn correction(
+    conn: &mut SqliteConnection,
+    range: DayRange,
+    sdkappid: Option<i64>,
+) -> Result<(Deltas, Stored), StoreError> {
+    let queued: Vec<(i64, String)> = sqlx::query_as(QUEUED)
+        .bind(sdkappid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let mut stored = BTreeMap::new();
+    let mut deltas = Deltas::default();
+    if !queued.is_empty() {
+        let (apps, ids) = distinct_calls(queued);
+        let (old, new) = folds(conn, &apps, &ids).await?;
+        deltas = Deltas::between(&old, &new).within(range, sdkappid);
+        let (mut day_rows, mut talk_rows) = (Vec::<DayRow>::new(), Vec::new());
+        for (day, app) in deltas.keys() {
+            day_rows.extend(
+                sqlx::query_as::<_, DayRow>(STORED_DAY)
+                    .bind(&day)
+                    .bind(app)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(classify)?,
+            );
+            talk_rows.extend(
+                sqlx::query_as::<_, (String, i64, i64, i64, i64)>(STORED_TALK)
+                    .bind(&day)
+                    .bind(app)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(classify)?,
+            );
+        }
+        stored = stored_map(day_rows, talk_rows);
+    }
+    Ok((deltas, stored))
+}
+
 impl SqliteStore {
     pub(crate) async fn rollup_pass(&self, limit: i64) -> Result<usize, StoreError> {
         let mut tx = self
@@ -224,6 +278,22 @@ impl SqliteStore {
         let (since, until) = (range.since.to_string(), range.until.to_string());
         // A read transaction: one snapshot of the WAL for every read below.
         let mut tx = self.pool().begin().await.map_err(classify)?;
+        let backlog: i64 = sqlx::query_scalar(BACKLOG)
+            .bind(CORRECTION_LIMIT + 1)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if backlog > CORRECTION_LIMIT {
+            let folds: Vec<CallFold> = sqlx::query_as(PERIOD_FOLDS)
+                .bind(&since)
+                .bind(&until)
+                .bind(sdkappid)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            tx.commit().await.map_err(classify)?;
+            return from_folds(&folds);
+        }
         let rows: Vec<DailyStatsRow> = sqlx::query_as(DAILY_STATS)
             .bind(&since)
             .bind(&until)
@@ -246,38 +316,7 @@ impl SqliteStore {
         for (bucket, calls, sum) in buckets {
             talk.add(bucket, calls, sum);
         }
-        let queued: Vec<(i64, String)> = sqlx::query_as(QUEUED)
-            .bind(sdkappid)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let mut stored = BTreeMap::new();
-        let mut deltas = Deltas::default();
-        if !queued.is_empty() {
-            let (apps, ids) = distinct_calls(queued);
-            let (old, new) = folds(&mut tx, &apps, &ids).await?;
-            deltas = Deltas::between(&old, &new).within(range, sdkappid);
-            let (mut day_rows, mut talk_rows) = (Vec::<DayRow>::new(), Vec::new());
-            for (day, app) in deltas.keys() {
-                day_rows.extend(
-                    sqlx::query_as::<_, DayRow>(STORED_DAY)
-                        .bind(&day)
-                        .bind(app)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(classify)?,
-                );
-                talk_rows.extend(
-                    sqlx::query_as::<_, (String, i64, i64, i64, i64)>(STORED_TALK)
-                        .bind(&day)
-                        .bind(app)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(classify)?,
-                );
-            }
-            stored = stored_map(day_rows, talk_rows);
-        }
+        let (deltas, stored) = correction(&mut tx, range, sdkappid).await?;
         tx.commit().await.map_err(classify)?;
         assemble(view_rows, talk, deltas, &stored)
     }
