@@ -383,8 +383,9 @@ async fn spawn_rollup(background: &mut Supervisor, state: &SharedState) -> anyho
         .await
         .context("connecting the rollup task to the database")?;
     let health = Arc::clone(&state.health);
+    let ingest = state.ingest.clone();
     background.spawn("rollup", Lifetime::UntilAborted, move || {
-        crate::rollup::run(store.clone(), Arc::clone(&health))
+        crate::rollup::run(store.clone(), Arc::clone(&health), ingest.clone())
     });
     Ok(())
 }
