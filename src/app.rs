@@ -93,8 +93,25 @@ impl Application {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("opening the database")),
         };
+        let mut reachable = reachable;
         if settings.migrate && reachable {
-            store.migrate(MIGRATE_DEADLINE).await?;
+            if upgrade_in_background(&store, &settings).await? {
+                tracing::info!(
+                    "upgrading the database schema in the background; callbacks are journaled meanwhile and stored as soon as it is done"
+                );
+                reachable = false;
+            } else if let Err(e) = store.migrate(MIGRATE_DEADLINE).await {
+                // The database went away while migrating (a restart, a failover): serve
+                // anyway and migrate when it answers, as when it was down at start.
+                if !(store.is_remote() && lost_connection(&e)) {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "the database stopped answering while migrating; serving anyway: callbacks are journaled, and migrations and replay run as soon as it answers"
+                );
+                reachable = false;
+            }
         }
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -177,6 +194,7 @@ impl Application {
         });
         spawn_reconcile(&mut background, &state).await?;
         spawn_rollup(&mut background, &state).await?;
+        spawn_history(&mut background, &state).await?;
         if let Some(journal) = &state.journal {
             let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
             background.spawn("journal-replay", Lifetime::UntilAborted, move || {
@@ -386,6 +404,60 @@ async fn spawn_rollup(background: &mut Supervisor, state: &SharedState) -> anyho
     let ingest = state.ingest.clone();
     background.spawn("rollup", Lifetime::UntilAborted, move || {
         crate::rollup::run(store.clone(), Arc::clone(&health), ingest.clone())
+    });
+    Ok(())
+}
+
+/// Whether a migration failed because the connection to the database was lost or refused
+/// (rather than for its SQL).
+fn lost_connection(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let sqlx_error = cause.downcast_ref::<sqlx::Error>().or_else(|| {
+            match cause.downcast_ref::<sqlx::migrate::MigrateError>() {
+                Some(sqlx::migrate::MigrateError::Execute(inner))
+                | Some(sqlx::migrate::MigrateError::ExecuteMigration(inner, _)) => Some(inner),
+                _ => None,
+            }
+        });
+        match sqlx_error {
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_)) => true,
+            Some(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }) || format!("{e:#}").contains("no answer within")
+}
+
+/// Whether `serve` applies pending migrations after it starts listening rather than before:
+/// on PostgreSQL with the journal, when the database already has callhook's schema (an
+/// upgrade; a migration may copy a large table, README: "Upgrades"). Callbacks are then
+/// journaled, acknowledged and stored when the migrations are done, as in an outage.
+async fn upgrade_in_background(store: &Store, settings: &Settings) -> anyhow::Result<bool> {
+    let Store::Postgres(pg) = store else {
+        return Ok(false);
+    };
+    if settings.spool.dir.is_none() {
+        return Ok(false);
+    }
+    let (applied, pending) = pg.migration_state().await?;
+    Ok(applied > 0 && pending > 0)
+}
+
+/// The history upkeep task (partitions ahead, retention), on a pool of its own (one
+/// connection; two on SQLite, which keeps one for reading).
+async fn spawn_history(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
+    let own = crate::store::DatabaseSettings {
+        pool_size: 1,
+        ..state.settings.database.clone()
+    };
+    let store = Store::connect(&own)
+        .await
+        .context("connecting the history upkeep task to the database")?;
+    let health = Arc::clone(&state.health);
+    let days = state.settings.retention_days;
+    background.spawn("history", Lifetime::UntilAborted, move || {
+        crate::retention::run(store.clone(), Arc::clone(&health), days)
     });
     Ok(())
 }

@@ -445,6 +445,12 @@ pub struct ServeArgs {
     /// milliseconds. Default: 10000
     #[arg(long, env = "CALLHOOK_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+
+    /// Days of raw history to keep (file: retention.days): older events, rejected
+    /// deliveries, forwarding history and call records are removed every hour, and the
+    /// daily statistics stay. 0 keeps everything. Default: 0
+    #[arg(long, env = "CALLHOOK_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -34,6 +34,7 @@ pub mod quality;
 pub mod reconcile;
 pub mod register;
 pub mod report;
+pub mod retention;
 pub mod rollup;
 pub mod send;
 pub mod store;

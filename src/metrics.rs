@@ -43,6 +43,10 @@ pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
 pub const ROLLUP_CALLS: &str = "callhook_rollup_calls_total";
 pub const ROLLUP_LAG: &str = "callhook_rollup_lag_seconds";
 pub const ROLLUP_ERRORS: &str = "callhook_rollup_errors_total";
+pub const RETENTION_REMOVED: &str = "callhook_retention_rows_removed_total";
+pub const RETENTION_PARTITIONS: &str = "callhook_retention_partitions_dropped_total";
+pub const UPKEEP_ERRORS: &str = "callhook_history_upkeep_errors_total";
+pub const UPKEEP_LAST_SUCCESS: &str = "callhook_history_upkeep_last_success_timestamp_seconds";
 pub const FORWARD_ATTEMPTS: &str = "callhook_forward_attempts_total";
 pub const FORWARD_DEAD: &str = "callhook_forward_dead_total";
 pub const FORWARD_LATENCY: &str = "callhook_forward_delivery_latency_seconds";
@@ -146,6 +150,23 @@ fn describe() {
     describe_counter!(
         ROLLUP_ERRORS,
         "Rollup passes that failed (the task retries)"
+    );
+    describe_counter!(
+        RETENTION_REMOVED,
+        "Rows retention removed, by table (events, rejected, forwarded, records, rollup_calls)"
+    );
+    describe_counter!(
+        RETENTION_PARTITIONS,
+        "Weekly partitions of call_events retention dropped (PostgreSQL)"
+    );
+    describe_counter!(
+        UPKEEP_ERRORS,
+        "History upkeep runs (partitions made ahead, retention) that failed (retried in a minute)"
+    );
+    describe_gauge!(
+        UPKEEP_LAST_SUCCESS,
+        Unit::Seconds,
+        "When the history upkeep (partitions made ahead, retention) last finished, Unix time"
     );
     describe_histogram!(
         COMMIT_DURATION,

@@ -39,6 +39,9 @@ pub struct Report {
     /// How many of Tencent's recorded calls of the period arrived as callbacks; `None`
     /// when no record of Tencent's is stored for the period (never reconciled).
     pub completeness: Option<Completeness>,
+    /// The day before which retention removed the raw events, when the period starts
+    /// before it: the statistics of those days come from the daily rollups alone.
+    pub removed_before: Option<String>,
 }
 
 impl Report {
@@ -73,6 +76,18 @@ impl Report {
             c.recorded,
             missing,
             if missing == 1 { "is" } else { "are" },
+        ))
+    }
+
+    /// "Events before 2026-11-07 were removed by retention …", or `None` when the period
+    /// has all its events.
+    pub fn retention_summary(&self) -> Option<String> {
+        let before = self.removed_before.as_ref()?;
+        Some(format!(
+            "Retention: the raw events before {before} were removed ([retention] days). The \
+             calls, answers and talk times of those days come from the daily rollups and are \
+             complete; the time in rooms, the completeness and the notes cover only the days \
+             from {before}."
         ))
     }
 
@@ -224,7 +239,7 @@ pub async fn build(
     sdkappid: Option<i64>,
 ) -> anyhow::Result<Report> {
     // Independent reads, two of them folding the period's calls: run them side by side.
-    let (period, noted, rooms, completeness) = tokio::try_join!(
+    let (period, noted, rooms, completeness, horizon) = tokio::try_join!(
         async {
             store
                 .period_stats(range, sdkappid)
@@ -249,7 +264,15 @@ pub async fn build(
                 .await
                 .context("reading Tencent's call records")
         },
+        async {
+            store
+                .retention_horizon()
+                .await
+                .context("reading how far retention removed events (retention_horizon)")
+        },
     )?;
+    let since = range.since.format("%Y-%m-%d").to_string();
+    let removed_before = horizon.filter(|h| since.as_str() < h.as_str());
     let days = period.days;
     let mut totals = Totals::default();
     for d in &days {
@@ -272,6 +295,7 @@ pub async fn build(
         noted,
         rooms,
         completeness,
+        removed_before,
     })
 }
 
@@ -383,6 +407,9 @@ fn table(report: &Report) -> String {
     }
     if let Some(complete) = report.completeness_summary() {
         let _ = write!(out, "\n{complete}\n");
+    }
+    if let Some(retention) = report.retention_summary() {
+        let _ = write!(out, "\n{retention}\n");
     }
     if let Some(noted) = report.noted_summary() {
         let _ = write!(

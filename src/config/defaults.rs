@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use super::file::{
-    FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
+    FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileRetention,
+    FileSpool,
 };
 use super::forward::{MaxInFlight, RetrySchedule, TimeoutMs};
 use crate::cli::LogFormat;
@@ -51,6 +52,9 @@ pub const ADMIN_IDENTIFIER: &str = "administrator";
 /// The region of an app's REST API when neither `api_region` nor `api_url` is set.
 pub const API_REGION: &str = "china";
 
+/// Days of raw history kept (`[retention] days`): 0 keeps everything.
+pub const RETENTION_DAYS: u32 = 0;
+
 /// How often `serve` reconciles against Tencent's call records: off.
 pub const RECONCILE_INTERVAL: &str = "off";
 /// How far back each reconcile of `serve` looks.
@@ -84,6 +88,7 @@ impl Default for FileConfig {
             spool: FileSpool::default(),
             auth: FileAuth::default(),
             reconcile: FileReconcile::default(),
+            retention: FileRetention::default(),
             apps: Vec::new(),
             forward: Vec::new(),
         }
@@ -159,6 +164,14 @@ impl Default for FileAuth {
     }
 }
 
+impl Default for FileRetention {
+    fn default() -> Self {
+        Self {
+            days: RETENTION_DAYS,
+        }
+    }
+}
+
 impl Default for FileReconcile {
     fn default() -> Self {
         Self {
@@ -228,6 +241,7 @@ mod tests {
                 "sdkappid",
                 "every configured app with a secret key".to_owned(),
             ),
+            ("retention_days", d.retention.days.to_string()),
             ("rate", d.reconcile.rate.to_string()),
             ("page_size", d.reconcile.page_size.to_string()),
             (

@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub spool: FileSpool,
     pub auth: FileAuth,
     pub reconcile: FileReconcile,
+    pub retention: FileRetention,
     pub apps: Vec<FileApp>,
     /// `[[forward]]`: where events are forwarded (`forward.rs`).
     pub forward: Vec<super::forward::FileForward>,
@@ -97,6 +98,16 @@ pub struct FileReconcile {
     pub window: String,
     pub rate: f64,
     pub page_size: u32,
+}
+
+/// `[retention]`: how much raw history `serve` keeps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct FileRetention {
+    /// Days of events, rejected deliveries, forwarding history and call records kept; 0:
+    /// all of them, for ever.
+    pub days: u32,
 }
 
 /// One `[[apps]]` entry: an SDKAppID and, optionally, its secrets and command list.
@@ -214,6 +225,7 @@ impl FileConfig {
         over(&mut self.ingest.max_batch, a.max_batch.as_ref());
         over(&mut self.ingest.writers, a.writers.as_ref());
         over(&mut self.spool.dir, a.spool_dir.as_ref());
+        over(&mut self.retention.days, a.retention_days.as_ref());
         self.database.pool_size = a.pool_size.or(self.database.pool_size);
         self.database.migrate &= !a.no_migrate;
         self.spool.enabled &= !a.no_spool;

@@ -34,8 +34,8 @@ pub use reconcile::{ReconcileJob, RegisterJob, Window, parse_time, show as show_
 
 pub use defaults::DATABASE_URL as DEFAULT_DATABASE_URL;
 pub use file::{
-    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile, FileSpool,
-    database_url, log_format,
+    FileApp, FileAuth, FileConfig, FileDatabase, FileIngest, FileLimits, FileReconcile,
+    FileRetention, FileSpool, database_url, log_format,
 };
 pub use validate::{RECORDS_KEPT, parse_listen, probe_address, validate_database_url};
 
@@ -257,6 +257,8 @@ pub struct Settings {
     pub tick: Duration,
     /// `[[forward]]`: where stored events are forwarded (none by default).
     pub forward: Vec<Destination>,
+    /// `[retention] days`: days of raw history kept; `None`: all of it.
+    pub retention_days: Option<u32>,
 }
 
 impl Settings {
@@ -297,6 +299,7 @@ impl Settings {
                 rate: d::RECONCILE_RATE,
                 page_size: d::RECONCILE_PAGE_SIZE,
             },
+            retention_days: None,
             log_format: d::LOG_FORMAT,
             tick: Duration::from_millis(d::TICK_MS),
             forward: Vec::new(),
@@ -348,6 +351,7 @@ impl Settings {
                 c.auth.failed_signatures_kept_per_minute,
             )?,
             reconcile: validate::reconcile(&c.reconcile)?,
+            retention_days: validate::retention_days(c.retention.days)?,
             forward: forward::destinations(&c.forward, env)?,
             apps: validate::apps(c.apps, &args.sdkappids, env)?,
             log_format: c.log_format,

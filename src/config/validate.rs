@@ -188,6 +188,25 @@ pub(super) fn kept_per_minute(n: u32) -> Result<u32, ConfigError> {
 /// The most Tencent keeps call records for, and so the widest reconcile window.
 pub const RECORDS_KEPT: Duration = Duration::from_secs(7 * 86_400);
 
+/// The fewest days `[retention] days` may keep: Tencent keeps its call records for 7 days,
+/// so a reconcile can bring back a call of the last 7; a shorter retention would remove
+/// what the next reconcile stores again (and count its call twice in the rollups).
+pub const RETENTION_MIN_DAYS: u32 = 8;
+
+/// `[retention] days`: 0 is off.
+pub(super) fn retention_days(days: u32) -> Result<Option<u32>, ConfigError> {
+    match days {
+        0 => Ok(None),
+        d if d < RETENTION_MIN_DAYS => err(format!(
+            "retention.days = {d} is below {RETENTION_MIN_DAYS}: Tencent's call records go back 7 days, and a reconcile would store again what retention removed (use 0 to keep everything)"
+        )),
+        d if d > 36_500 => err(format!(
+            "retention.days = {d} is more than 100 years (use 0 to keep everything)"
+        )),
+        d => Ok(Some(d)),
+    }
+}
+
 /// `[reconcile]`.
 pub(super) fn reconcile(c: &FileReconcile) -> Result<ReconcileSettings, ConfigError> {
     let duration = |key: &str, text: &str| {

@@ -202,8 +202,16 @@ fn charts(out: &mut String, report: &Report) {
     );
 }
 
-/// The completeness, the room time and the noted events, when the period has any.
+/// Retention, the completeness, the room time and the noted events, when the period has
+/// any.
 fn summaries(out: &mut String, report: &Report) {
+    if let Some(retention) = report.retention_summary() {
+        let _ = write!(
+            out,
+            "<section>\n<h2>Retention</h2>\n<p class=\"note\">{}</p>\n</section>\n",
+            esc(&retention)
+        );
+    }
     if let Some(complete) = report.completeness_summary() {
         let _ = write!(
             out,

@@ -11,6 +11,7 @@ mod fence;
 mod outbox;
 mod postgres;
 mod records;
+mod retention;
 mod rollup;
 mod settings;
 mod sqlite;
@@ -28,6 +29,7 @@ pub use outbox::{
 };
 pub use postgres::PgStore;
 pub use records::{Findings, LastRun, PageWrite, RunEnd, RunKey, RunStart, Trigger};
+pub use retention::{Pace, Removed, WEEKS_AHEAD, cutoff_day, monday_of};
 pub use rollup::{
     CallFold, DayCounts, HISTOGRAM_BOUNDS, PeriodStats, TalkBucket, TalkTimes, talk_bucket,
 };

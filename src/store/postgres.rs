@@ -39,7 +39,7 @@ pub struct PgStore {
 const EVENTS_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
     call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, \
-    received_at, last_delivery_at, dedupe_key, members, notes";
+    received_at, last_delivery_at, dedupe_key, members, notes, event_day";
 const EVENTS_VALUES: &str = "t.sdkappid, t.family, t.command, t.call_id, t.user_id, t.role, \
     t.event, t.call_result, t.media_type, t.call_type, t.room_id, t.total_num, \
     timestamptz 'epoch' + t.event_time * interval '1 millisecond', \
@@ -49,7 +49,11 @@ const EVENTS_VALUES: &str = "t.sdkappid, t.family, t.command, t.call_id, t.user_
     t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries, \
     timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
     timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
-    t.dedupe_key, t.members::json, t.notes";
+    t.dedupe_key, t.members::json, t.notes, \
+    callhook_event_day(timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond', \
+        timestamptz 'epoch' + t.event_time * interval '1 millisecond', \
+        timestamptz 'epoch' + t.end_ts * interval '1 millisecond', \
+        timestamptz 'epoch' + t.accept_ts * interval '1 millisecond')";
 const EVENTS_ARRAYS: &str = "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], \
@@ -102,7 +106,7 @@ fn events_insert(shape: Shape, trtc: bool) -> String {
 }
 
 const EVENTS_UPSERT: &str = r#"
-ON CONFLICT (sdkappid, dedupe_key) DO UPDATE
+ON CONFLICT (sdkappid, dedupe_key, event_day) DO UPDATE
     SET deliveries = call_events.deliveries + EXCLUDED.deliveries,
         last_delivery_at = GREATEST(call_events.last_delivery_at, EXCLUDED.last_delivery_at)
 "#;
@@ -361,6 +365,28 @@ impl PgStore {
                 anyhow::bail!("applying PostgreSQL migrations: no answer within {deadline:?}")
             }
         }
+    }
+
+    /// How many of this version's migrations the database has applied, and how many it
+    /// has not.
+    pub async fn migration_state(&self) -> anyhow::Result<(usize, usize)> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .context("looking for the migrations table")?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading the applied migrations")?
+        } else {
+            Vec::new()
+        };
+        let pending = MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        Ok((applied.len(), pending))
     }
 
     /// `SELECT 1`, retried once on a fresh connection when the pooled one turns out to be
@@ -743,6 +769,15 @@ fn is_stale_connection(e: &sqlx::Error) -> bool {
 /// resources, 40 rollback (deadlock, serialization) and 25006 (read-only, e.g. a standby
 /// after failover) are the database's state and may pass.
 pub(super) fn classify(e: sqlx::Error) -> StoreError {
+    // A row routed to a partition that a concurrent attach has just narrowed: transient,
+    // the same row goes to the new partition when it is tried again. (callhook's own
+    // attach waits for the writes in flight, so this is for partitions made by others.)
+    if let sqlx::Error::Database(db) = &e
+        && db.code().as_deref() == Some("23514")
+        && db.message().contains("partition constraint")
+    {
+        return StoreError::Unavailable(e.to_string());
+    }
     StoreError::from_sqlx(e, |code| match code.get(..2)? {
         "22" | "54" => Some(true),
         "08" | "57" | "53" | "40" | "58" => Some(false),

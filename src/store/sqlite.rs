@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use super::DatabaseSettings;
@@ -261,7 +262,10 @@ impl SqliteStore {
                 .with_context(|| format!("invalid SQLite URL {}", settings.url.redacted()))?,
         )
         .pragma("wal_autocheckpoint", "10000")
-        .pragma("journal_size_limit", "67108864");
+        .pragma("journal_size_limit", "67108864")
+        // A new file hands pages that retention frees back to the file system (an older
+        // file keeps them for new rows; README: "Retention" says how to convert it).
+        .auto_vacuum(SqliteAutoVacuum::Incremental);
         let path = options.get_filename().display().to_string();
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.pool_size.max(2))

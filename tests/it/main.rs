@@ -22,6 +22,7 @@ mod migrations;
 mod operations;
 mod reconcile;
 mod register;
+mod retention;
 mod rollups;
 mod send;
 mod simulation;

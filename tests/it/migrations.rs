@@ -12,7 +12,7 @@ use crate::both_backends;
 use crate::helpers::*;
 
 /// Applies the migrations of `dir` up to `version`, as an older callhook would have.
-async fn migrate_to(store: &Store, dir: &str, version: i64) {
+pub(crate) async fn migrate_to(store: &Store, dir: &str, version: i64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut m = sqlx::migrate::Migrator::new(path)
         .await

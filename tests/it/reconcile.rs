@@ -686,9 +686,18 @@ both_backends! {
         assert_eq!(calls, [vec![s("just-now"), s("record_api")], vec![s("while-down"), s("record_api")]]);
         let from = fake.seen()[0].body["StartTime"].as_i64().unwrap_or_default();
         assert_eq!(from, now - 36 * 3600, "the window starts where the last success ended");
-        let (_, text) = app.get("/metrics").await;
+        // The run's row is committed before its metrics are counted: wait for them.
         let label = format!("sdkappid=\"{id}\"");
         let app_label = [label.as_str()];
+        let text = loop {
+            let (_, text) = app.get("/metrics").await;
+            if metric(&text, "callhook_reconcile_runs_total", &[&label, "outcome=\"ok\""]).is_some()
+                || std::time::Instant::now() > deadline
+            {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let ok = metric(&text, "callhook_reconcile_runs_total", &[&label, "outcome=\"ok\""]);
         assert_eq!(ok, Some(1.0), "{text}");
         assert_eq!(metric(&text, "callhook_reconcile_record_only_calls", &app_label), Some(2.0));

@@ -73,8 +73,12 @@ WHERE day >= ?1 AND day < ?2 AND (?3 IS NULL OR sdkappid = ?3)
 GROUP BY bucket_ms
 "#;
 
+/// The backlog, for the choice between correcting the rollups and folding the period from
+/// scratch; 0 (always correct) when retention removed events of the period, whose
+/// statistics only the rollups still hold.
 const BACKLOG: &str = r#"
-SELECT count(*) FROM (SELECT 1 FROM rollup_queue LIMIT ?1)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM retention_horizon WHERE events_before > ?2) THEN 0
+            ELSE (SELECT count(*) FROM (SELECT 1 FROM rollup_queue LIMIT ?1)) END
 "#;
 
 /// The period's calls, folded from scratch (through call_rollup's day index).
@@ -280,6 +284,7 @@ impl SqliteStore {
         let mut tx = self.pool().begin().await.map_err(classify)?;
         let backlog: i64 = sqlx::query_scalar(BACKLOG)
             .bind(CORRECTION_LIMIT + 1)
+            .bind(&since)
             .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;

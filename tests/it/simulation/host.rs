@@ -100,7 +100,11 @@ impl Running {
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(if std::env::var_os("CALLHOOK_SIM_STDERR").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
             .spawn()
             .map_err(|e| format!("spawning callhook: {e}"))?;
         let mut running = Self {
