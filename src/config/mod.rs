@@ -13,7 +13,7 @@
 //! config file, the log format and the database URL among them.
 
 pub mod defaults;
-mod file;
+pub(crate) mod file;
 mod forward;
 mod reconcile;
 mod validate;
