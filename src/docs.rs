@@ -312,8 +312,68 @@ pub fn config_reference() -> String {
             },
             array_table_text(table).trim_end()
         );
+        out.push_str(&array_table_keys(table));
     }
     out.push_str(&environment_variables(&cli));
+    out
+}
+
+/// The keys of one `[[apps]]` or `[[forward]]` table, read from the structs the file is
+/// parsed into (a minimal table, read and written back, names every field), each with its
+/// default as the code has it. The example above describes each of them (a test checks
+/// that it names every one).
+fn table_keys(table: &str) -> Vec<(String, String)> {
+    let minimal = match table {
+        "apps" => toml::from_str::<crate::config::file::FileApp>("sdkappid = 1")
+            .map(|a| serde_json::to_value(a).ok()),
+        _ => toml::from_str::<crate::config::forward::FileForward>(
+            "name = \"x\"\nurl = \"http://127.0.0.1/\"",
+        )
+        .map(|f| serde_json::to_value(f).ok()),
+    };
+    let Ok(Some(serde_json::Value::Object(fields))) = minimal else {
+        panic!("a minimal [[{table}]] does not parse");
+    };
+    fields
+        .into_iter()
+        .map(|(key, value)| {
+            let default = match (table, key.as_str()) {
+                ("apps", "sdkappid") | ("forward", "name" | "url") => "required".to_owned(),
+                ("apps", "admin_identifier") => format!("`\"{}\"`", defaults::ADMIN_IDENTIFIER),
+                ("apps", "api_region") => {
+                    format!("`\"{}\"` (unless `api_url` is set)", defaults::API_REGION)
+                }
+                ("apps", "commands") => "every command".to_owned(),
+                ("forward", "secret" | "secret_env") => {
+                    "none (one of the two is required)".to_owned()
+                }
+                ("forward", "sdkappids" | "families" | "commands" | "results") => {
+                    "every event".to_owned()
+                }
+                _ if value.is_null() => "none".to_owned(),
+                _ => format!("`{value}`"),
+            };
+            (key, default)
+        })
+        .collect()
+}
+
+/// [`table_keys`] as a markdown table, with the variable that overrides a secret.
+fn array_table_keys(table: &str) -> String {
+    let mut out = format!("\n| `[[{table}]]` key | default | environment |\n|---|---|---|\n");
+    for (key, default) in table_keys(table) {
+        let env = match (table, key.as_str()) {
+            ("apps", "sdkappid") => {
+                "`--sdkappid` and `CALLHOOK_SDKAPPIDS` add apps without options"
+            }
+            ("apps", "token") => "`CALLHOOK_TOKEN_<SDKAPPID>` (wins over the file)",
+            ("apps", "trtc_key") => "`CALLHOOK_TRTC_KEY_<SDKAPPID>` (wins over the file)",
+            ("apps", "secret_key") => "`CALLHOOK_SECRET_KEY_<SDKAPPID>` (wins over the file)",
+            (_, k) if k.ends_with("_env") => "the variable it names",
+            _ => "",
+        };
+        let _ = writeln!(out, "| `{key}` | {default} | {env} |");
+    }
     out
 }
 
@@ -446,6 +506,29 @@ mod tests {
             }
         }
         assert!(reference.contains("### `database.pool_size`"));
+    }
+
+    /// The example file shows every key of `[[apps]]` and `[[forward]]` (as a setting or
+    /// a commented-out line), so the reference's example describes each.
+    #[test]
+    fn the_example_shows_every_table_key() {
+        for table in ["apps", "forward"] {
+            let text = array_table_text(table);
+            for (key, _) in table_keys(table) {
+                // `key = …` on a line of its own, commented out or not, or in the prose.
+                let shown = text.lines().any(|l| {
+                    let words: Vec<&str> = l
+                        .split(|c: char| c.is_whitespace() || c == '`' || c == '#')
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    words.windows(2).any(|w| w[0] == key && w[1] == "=")
+                });
+                assert!(
+                    shown,
+                    "config.example.toml's [[{table}]] does not show {key}"
+                );
+            }
+        }
     }
 
     /// Every command is in the CLI reference, with its flags.

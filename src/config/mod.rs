@@ -14,7 +14,7 @@
 
 pub mod defaults;
 pub(crate) mod file;
-mod forward;
+pub(crate) mod forward;
 mod reconcile;
 mod validate;
 
