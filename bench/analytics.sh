@@ -9,7 +9,7 @@
 # WITHOUT_INDEXES=1 also times them without the indexes of migration 0002 first.
 # DAYS=… spreads the calls over that many days (default 30); BACKENDS=postgres (or sqlite)
 # loads and times one backend only.
-# Each is run RUNS times (default 5); the median is what docs/BENCHMARKS.md reports.
+# Each is run RUNS times (default 5); the median is what docs/src/benchmarks/analytics.md reports.
 #
 #   bench/analytics.sh [EVENTS]
 #

@@ -1,6 +1,6 @@
 //! The protocol module's cost per delivery: `parse_delivery` on a status body, and its
 //! parts (splitting the body into fields, the canonical digest, the scans), best of five
-//! rounds of 300,000. `cargo run --release --example parse_bench`; see docs/BENCHMARKS.md.
+//! rounds of 300,000. `cargo run --release --example parse_bench`; see docs/src/benchmarks.md.
 
 use callhook::protocol::{Context, Kind, parse_delivery};
 fn main() {

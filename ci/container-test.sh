@@ -26,7 +26,7 @@ MODE=${1:-all}
 
 APP=1400000001
 EXAMPLE_CALL_ID=aheahfo-eqwnknoihfsd-qweqf
-# Tencent's documented example request, as in the README's quick start.
+# Tencent's documented example request, as in the book's getting started page.
 EXAMPLE_QUERY="sdkappid=$APP&command=call_end&contenttype=json&clientip=127.0.0.1&optplatform=iOS"
 EXAMPLE_BODY='{"UserId":"Alice","RoomId":"Alice'"'"'s Room","TotalNum":2,"MediaType":"audio","CallType":"single","CallId":"aheahfo-eqwnknoihfsd-qweqf","Role":"caller","CallResult":"normal_end","EventTime":170485688,"StartCallTs":1704856873,"AcceptTs":1704856876,"EndTs":1704856885}'
 # The client's address, as nginx sees it (any 127/8 address is loopback on Linux).
@@ -319,7 +319,7 @@ chmod 1777 "$WORK/nginx/tmp"
     -extfile server.ext -out fullchain.pem 2>/dev/null
 ) || fail "making the test CA and certificate"
 
-# The site file of docs/deploy.md and compose.yaml, with only the upstream address, the
+# The site file of docs/src/deploy.md and compose.yaml, with only the upstream address, the
 # listen port and the certificate paths replaced. Each must occur exactly once.
 site=deploy/nginx/callhook.conf
 for pattern in 'server callhook:8080;' 'listen 443 ssl;' '/etc/nginx/tls/fullchain.pem;' '/etc/nginx/tls/privkey.pem;'; do

@@ -1,5 +1,5 @@
 //! Measures three ways to write a batch of events into PostgreSQL with the same
-//! deduplicating upsert, so the production choice rests on numbers (docs/BENCHMARKS.md):
+//! deduplicating upsert, so the production choice rests on numbers (docs/src/benchmarks/ingest.md):
 //!
 //! - `unnest`: one `INSERT … SELECT FROM unnest($1::bigint[], …) ON CONFLICT …` with one
 //!   array per column — one prepared statement whatever the batch size (what callhook uses);

@@ -545,8 +545,8 @@ pub enum SendAuth {
   Load test:
     callhook send --url http://10.0.0.5:8080/ --sdkappid 1400000001 --calls 100000 --concurrency 64
 
-Output: a progress bar on a terminal, then a summary on stdout (see the README, \"Verify your
-deployment\"). Exit code 0 when every delivery was acknowledged, 1 when any was dropped.")]
+Output: a progress bar on a terminal, then a summary on stdout (see docs/src/verify.md,
+\"The summary\"). Exit code 0 when every delivery was acknowledged, 1 when any was dropped.")]
 pub struct SendArgs {
     /// The callback URL to post to, as registered with Tencent (it may carry ?token=…;
     /// Tencent's parameters are appended to it).

@@ -349,7 +349,7 @@ fn quarantine(path: &Path, why: &str) -> anyhow::Result<()> {
         moved_to = %aside.display(),
         reason = why,
         "the outage journal is corrupt: it was moved aside (not deleted) and a fresh one started; \
-         recover what it holds with `sqlite3 <file> .recover` (README: \"Database outages and the journal\")"
+         recover what it holds with `sqlite3 <file> .recover` (docs/src/outages.md)"
     );
     Ok(())
 }

@@ -19,6 +19,10 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+// The book's generated pages (docs/src/config-reference.md, cli-reference.md), made and
+// checked by its tests.
+#[cfg(test)]
+mod docs;
 pub mod events;
 pub mod faults;
 pub mod forward;

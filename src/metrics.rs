@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`). Every name starts with `callhook_`; the README
+//! Prometheus metrics (`GET /metrics`). Every name starts with `callhook_`; docs/src/metrics.md
 //! lists them with alert rules. Label values are static strings, so recording a metric on
 //! the request path allocates nothing.
 

@@ -1,7 +1,7 @@
 //! `callhook register`: tells Tencent, through its callback configuration API, where to post
 //! an app's v4 call callbacks and which ones; with `--check`, compares what Tencent has with
 //! this deployment and says how it differs. Step one of the deployment guide
-//! (docs/deploy.md).
+//! (docs/src/registering.md).
 //!
 //! What this deployment expects: the v4 callbacks the app accepts (its `commands` list, or
 //! all four), posted to `--url` with the app's token when it has one.

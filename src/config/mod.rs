@@ -13,8 +13,8 @@
 //! config file, the log format and the database URL among them.
 
 pub mod defaults;
-mod file;
-mod forward;
+pub(crate) mod file;
+pub(crate) mod forward;
 mod reconcile;
 mod validate;
 

@@ -2,7 +2,7 @@
 //! "version", "data"}`, the Standard Webhooks body convention. `data` holds the event's
 //! `call_events` columns (every one but `deliveries`, `last_delivery_at` and
 //! `dedupe_key`, which change or mean nothing outside) and Tencent's payload as received.
-//! The body of an event is the same on every attempt. docs/forwarding.md shows one per
+//! The body of an event is the same on every attempt. docs/src/forwarded-messages.md shows one per
 //! family; a change that removes or renames a field raises [`VERSION`].
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! `POST {trtc path}` (default `/trtc`): TRTC's own room, media and cloud-recording
-//! callbacks, configured in the TRTC console (facts: docs/trtc-callbacks.md).
+//! callbacks, configured in the TRTC console (facts: docs/src/trtc-callbacks.md).
 //!
 //! TRTC sends no query string: the app is the `SdkAppId` header, the signature the `Sign`
 //! header (base64 HMAC-SHA256 of the raw body with the console's key). TRTC looks only at

@@ -1,5 +1,5 @@
 //! A record of Tencent's call record API (`get_record_by_filter`, `get_record_by_callid`;
-//! docs/tencent-rest-api.md), read into the typed columns of `call_records`. The same
+//! docs/src/tencent-rest-api.md), read into the typed columns of `call_records`. The same
 //! lenient reading as the callbacks': a field that cannot be read is NULL and noted, and
 //! the record is kept as received. Its values use the v4 spellings (`NormalEnd`,
 //! `SingleCall`, `Audio`), normalised to the status vocabulary as the callbacks' are, so

@@ -2,7 +2,7 @@
 //!
 //! Every answer callhook gives is `{"ErrorCode": <int>, "ErrorMessage": "<text>"}`; v4
 //! deliveries additionally get `ActionStatus` and `ErrorInfo`. The numbers are documented
-//! in the README; 70001 and 70005 reuse Tencent's own meanings ("invalid parameters",
+//! in docs/src/error-codes.md; 70001 and 70005 reuse Tencent's own meanings ("invalid parameters",
 //! "slow down"), the 71xxx range is callhook's.
 
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! TRTC's own server callbacks: room events (group 1), media events (group 2) and cloud
 //! recording events (group 3), which TRTC posts to the URL configured in its console, signed
-//! with the console's key (see [`crate::auth::trtc`]). Facts and sources: `docs/trtc-callbacks.md`.
+//! with the console's key (see [`crate::auth::trtc`]). Facts and sources: `docs/src/trtc-callbacks.md`.
 //!
 //! ```text
 //! raw body ──► UTF-8 (minus a BOM) ──► JSON object ──► every field read on its own ──► TrtcEvent

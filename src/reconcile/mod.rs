@@ -1,7 +1,7 @@
 //! `callhook reconcile`, and the same inside `serve`: Tencent keeps its own record of every
 //! call for 7 days; fetching it fills in the calls whose callbacks never arrived (an outage,
 //! a wrong URL in the console, a client too old to send them) and flags where the
-//! callbacks and the record disagree (README, "Reconcile").
+//! callbacks and the record disagree (docs/src/reconcile.md).
 //!
 //! - [`fetch`]: one app and window, page by page, resumable;
 //! - [`output`]: what the command prints;

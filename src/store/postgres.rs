@@ -74,14 +74,14 @@ const EVENTS_PARAMS_TRTC: usize = 33;
 
 /// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
 /// column (one prepared statement for every batch size above one; measured against
-/// multi-row VALUES and COPY in docs/BENCHMARKS.md). Sent outside an explicit transaction, it is its
+/// multi-row VALUES and COPY in docs/src/benchmarks/ingest.md). Sent outside an explicit transaction, it is its
 /// own transaction: PostgreSQL commits it (and, with the default `synchronous_commit`,
 /// flushes its WAL) before answering, so one round trip writes and durably commits the
 /// batch. Timestamps travel as bigint milliseconds and become timestamptz here, exactly.
 ///
 /// A batch of one row, the usual batch at low load, reads its values from a one-row
 /// `VALUES` instead: the same statement with one value per parameter, which spares
-/// PostgreSQL the arrays and the function scan (docs/BENCHMARKS.md, "One-row batches").
+/// PostgreSQL the arrays and the function scan (docs/src/benchmarks/ingest.md, "One-row batches").
 ///
 /// The live writes' variant first raises its writer's fence, and writes its rows only if
 /// that succeeded (src/store/fence.rs).

@@ -255,7 +255,7 @@ impl SqliteStore {
         // The writer checkpoints the WAL every 10,000 pages (40 MiB) instead of SQLite's
         // 1,000: a page written again and again (an index's upper pages) is copied once per
         // checkpoint, so fewer checkpoints copy less in all (13% more callbacks a second,
-        // docs/BENCHMARKS.md "SQLite: fewer, larger WAL checkpoints"). After a checkpoint
+        // docs/src/benchmarks/ingest.md "SQLite: fewer, larger WAL checkpoints"). After a checkpoint
         // the WAL file is cut back to at most 64 MiB.
         let options = durable(
             SqliteConnectOptions::from_str(url)

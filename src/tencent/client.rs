@@ -102,7 +102,7 @@ impl ApiError {
 }
 
 /// What to do about one of Tencent's error codes, as far as we know it
-/// (docs/tencent-rest-api.md).
+/// (docs/src/tencent-rest-api.md).
 pub fn hint(code: i64) -> Option<&'static str> {
     Some(match code {
         70_001 => {

@@ -1,7 +1,7 @@
 //! Calls from callhook to Tencent's REST APIs (`callhook reconcile`, `callhook register`,
 //! the reconcile task of `serve`): who signs them ([`usersig`]), where they go
 //! ([`ApiRegion`]), and the two APIs callhook uses — the call record and the callback
-//! configuration. docs/tencent-rest-api.md says what we read in Tencent's documentation.
+//! configuration. docs/src/tencent-rest-api.md says what we read in Tencent's documentation.
 //!
 //! Nothing here reads callhook's configuration or database: callers hand in the app's
 //! credentials and take back typed answers.

@@ -1205,15 +1205,15 @@ fn report_on_a_missing_sqlite_file_is_an_error() {
     assert!(!path.exists());
 }
 
-/// Splits the README's SQL cookbook into its SQL blocks: (backends it is for, SQL).
-/// A block that starts with `-- PostgreSQL` or `-- SQLite` is for that backend only.
+/// Splits the book's SQL cookbook (docs/src/sql-cookbook.md) into its SQL blocks: (backends
+/// it is for, SQL). A block that starts with `-- PostgreSQL` or `-- SQLite` is for that
+/// backend only.
 fn cookbook() -> Vec<(Option<Backend>, String)> {
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("## SQL cookbook")
-        .unwrap_or_else(|| panic!("no SQL cookbook in the README"));
-    let section = &readme[start + 3..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let section = include_str!("../../docs/src/sql-cookbook.md");
+    assert!(
+        section.starts_with("# SQL cookbook"),
+        "docs/src/sql-cookbook.md is the SQL cookbook"
+    );
     section
         .split("```sql\n")
         .skip(1)
@@ -1237,8 +1237,8 @@ fn cookbook() -> Vec<(Option<Backend>, String)> {
 }
 
 both_backends! {
-    /// Every recipe of the README's SQL cookbook runs as written on its backend(s).
-    async fn readme_cookbook_runs_as_written(backend: Backend) {
+    /// Every recipe of the book's SQL cookbook runs as written on its backend(s).
+    async fn book_cookbook_runs_as_written(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         post_scenario(&app).await;
         let recipes = cookbook();

@@ -691,7 +691,7 @@ async fn migrate_shows_no_password() {
 }
 
 /// The SQLite events database checkpoints its WAL every 10,000 pages and cuts the WAL file
-/// back to 64 MiB afterwards (docs/BENCHMARKS.md, "SQLite: fewer, larger WAL checkpoints"),
+/// back to 64 MiB afterwards (docs/src/benchmarks/ingest.md, "SQLite: fewer, larger WAL checkpoints"),
 /// on every connection of the pool, the writer's included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_checkpoints_every_ten_thousand_pages() {

@@ -1,7 +1,7 @@
 //! TRTC's own callbacks (issue 16 B) through the real endpoint, on both backends: the
 //! signature, every event type of the fixtures, retries, and the views that join room,
 //! media and recording events to calls (call_presence, call_recordings, all_calls), with
-//! the README's SQL cookbook recipes for them.
+//! the book's TRTC recipes for them (docs/src/trtc.md).
 
 use serde_json::{Value, json};
 
@@ -638,8 +638,8 @@ both_backends! {
     }
 }
 
-/// The README cookbook's TRTC recipes, PostgreSQL and SQLite spellings (kept identical to
-/// the README: a test below checks that the README holds each of them).
+/// The book's TRTC recipes (docs/src/trtc.md), PostgreSQL and SQLite spellings (kept
+/// identical to the page: a test below checks that it holds each of them).
 const MINUTES_PG: &str = "SELECT sdkappid, user_id, round(sum(seconds_in_room)::numeric / 60, 1) AS minutes
 FROM call_presence
 WHERE entered_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') - interval '1 day') AT TIME ZONE 'UTC'
@@ -694,9 +694,9 @@ both_backends! {
 }
 
 #[test]
-fn the_readme_holds_the_tested_recipes() {
-    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("README.md: {e}"));
+fn the_book_holds_the_tested_recipes() {
+    let path = format!("{}/docs/src/trtc.md", env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     for recipe in [
         MINUTES_PG,
         MINUTES_SQLITE,
@@ -705,8 +705,8 @@ fn the_readme_holds_the_tested_recipes() {
         RECORDING_SQLITE,
     ] {
         assert!(
-            readme.contains(recipe),
-            "README.md lacks the recipe:\n{recipe}"
+            page.contains(recipe),
+            "docs/src/trtc.md lacks the recipe:\n{recipe}"
         );
     }
 }

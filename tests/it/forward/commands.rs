@@ -251,7 +251,7 @@ async fn listen_checks_signatures_as_the_reference_makes_them() {
         "{printed:?}"
     );
 
-    // And what `callhook serve` forwards to it, as the README shows.
+    // And what `callhook serve` forwards to it, as the book shows (docs/src/forwarding.md).
     let db = TestDb::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = config_file(dir.path(), &forward_table("local", &url, ""));

@@ -1,4 +1,4 @@
-//! docs/forwarding.md shows one message per family. Each example is marked with the
+//! docs/src/forwarded-messages.md shows one message per family. Each example is marked with the
 //! fixture it comes from (`<!-- message: FIXTURE QUERY -->`, QUERY being `trtc` for TRTC's
 //! own callbacks, else the command of the query string), and must be exactly what callhook
 //! sends for that fixture, on both backends, with `data.id` 1 and the time of receipt
@@ -11,9 +11,12 @@ use crate::both_backends;
 
 const FIXED_RECEIPT: i64 = 1_704_856_873_000;
 
-/// The examples of docs/forwarding.md: (fixture, query, message).
+/// The examples of docs/src/forwarded-messages.md: (fixture, query, message).
 fn examples() -> Vec<(String, String, Value)> {
-    let path = format!("{}/docs/forwarding.md", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/docs/src/forwarded-messages.md",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut out = Vec::new();
     for part in text.split("<!-- message: ").skip(1) {
