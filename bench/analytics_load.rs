@@ -441,6 +441,13 @@ async fn load(
     let store = connect(url).await?;
     store.migrate(std::time::Duration::from_secs(3600)).await?;
     let first_day = end - chrono::Duration::days(days - 1);
+    // The weeks' partitions (PostgreSQL), as a service that ran through those weeks made
+    // them ahead of time: the history lands in them, not in the default partition.
+    let mut week = first_day;
+    while week <= end + chrono::Duration::days(7) {
+        store.make_partitions(week).await?;
+        week += chrono::Duration::days(7);
+    }
     let day0 = first_day
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc().timestamp())

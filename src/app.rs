@@ -26,8 +26,9 @@ use crate::supervisor::{Lifetime, Supervisor, Tasks};
 
 /// How long the database may take to answer at start-up before callhook serves without it.
 const STARTUP_PING: Duration = Duration::from_secs(2);
-/// How long one attempt at applying migrations may take.
-const MIGRATE_DEADLINE: Duration = Duration::from_secs(600);
+/// How long one attempt at applying migrations may take: an hour, as for `callhook migrate`
+/// (copying `call_events` into partitions takes minutes per 10 million events).
+const MIGRATE_DEADLINE: Duration = Duration::from_secs(3600);
 /// Every how many ticks (`Settings::tick`) the replay asks the journal itself whether it
 /// holds rows (every 5 s at the default tick).
 const CHECK_EVERY: u32 = 10;

@@ -24,6 +24,10 @@ pub const WEEKS_AHEAD: i64 = 2;
 /// request gives up quickly and is tried again (the bound on what it adds to a write).
 const LOCK_TIMEOUT: &str = "200ms";
 
+/// The most rows of one week moved out of the default partition when its partition is
+/// made (the move holds writes while it runs).
+pub const MOVE_LIMIT: i64 = 10_000;
+
 /// How often a DROP that timed out on its lock is tried again in one run.
 const LOCK_TRIES: u32 = 20;
 
@@ -92,9 +96,9 @@ fn partition_monday(name: &str) -> Option<NaiveDate> {
 
 impl Store {
     /// Makes the weekly partitions of `call_events` for the week of `today` and the
-    /// [`WEEKS_AHEAD`] after it that do not exist yet, and those of the weeks whose rows
-    /// wait in the default partition (which move into them): PostgreSQL; nothing on
-    /// SQLite. Returns how many it made.
+    /// [`WEEKS_AHEAD`] after it that do not exist yet, and those of the weeks of which at
+    /// most [`MOVE_LIMIT`] rows wait in the default partition (which move into them):
+    /// PostgreSQL; nothing on SQLite. Returns how many it made.
     pub async fn make_partitions(&self, today: NaiveDate) -> Result<usize, StoreError> {
         let Self::Postgres(s) = self else {
             return Ok(0);
@@ -104,14 +108,31 @@ impl Store {
         // writes before their week's partition existed: a late or early clock, events
         // loaded from an old export), up to the last week made ahead, then those ahead.
         let horizon = monday_of(today) + chrono::Days::new(7 * (WEEKS_AHEAD as u64 + 1));
-        let waiting: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT date_trunc('week', event_day)::date::text FROM call_events_default \
-             WHERE event_day >= DATE '2000-01-01' AND event_day < $1::date ORDER BY 1",
+        let waiting: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT date_trunc('week', event_day)::date::text, count(*) FROM call_events_default \
+             WHERE event_day >= DATE '2000-01-01' AND event_day < $1::date GROUP BY 1 ORDER BY 1",
         )
         .bind(horizon.format("%Y-%m-%d").to_string())
         .fetch_all(s.pool())
         .await
         .map_err(pg)?;
+        // Moving a week's rows holds every write while it runs: only small weeks move
+        // (milliseconds). A larger one stays in the default partition, where it is stored,
+        // deduplicated and read like any other, and retention removes it in batches.
+        let waiting: Vec<String> = waiting
+            .into_iter()
+            .filter_map(|(week, rows)| {
+                if rows <= MOVE_LIMIT {
+                    return Some(week);
+                }
+                tracing::warn!(
+                    week = %week,
+                    rows,
+                    "this week's rows wait in call_events_default and stay there: more than {MOVE_LIMIT} would hold the writes too long to move"
+                );
+                None
+            })
+            .collect();
         let ahead =
             (0..=WEEKS_AHEAD).map(|week| monday_of(today) + chrono::Days::new(7 * week as u64));
         let mut weeks: Vec<NaiveDate> = waiting
