@@ -2,13 +2,14 @@
 # The compose test: starts compose.yaml for real with Debian's podman-compose (1.0.3):
 # PostgreSQL, callhook and nginx come up and become healthy; a callback sent to nginx over
 # TLS (checked against a throwaway CA) is acknowledged and stored in PostgreSQL; port 80
-# redirects to https; a renewed certificate is served after `nginx -s reload`; then
-# `podman-compose down -v`. Run by ci/container-test.sh after it built the image (and by
+# redirects to https; a renewed certificate is served after `nginx -s reload`; the
+# monitoring profile's Prometheus scrapes callhook; then `podman-compose down -v`. Run by ci/container-test.sh after it built the image (and by
 # hand, against an image built before); needs root.
 #
 # No registry can be reached here, so compose's images are local: callhook's is the image
 # the container test built, and postgres and nginx are stand-ins made from Debian's
-# packages (ci/stand-ins/), tagged with the names compose.yaml uses. podman-compose 1.0.3
+# packages (ci/stand-ins/), tagged with the names compose.yaml uses; so is Prometheus
+# (Grafana is not packaged by Debian, so it is not started). podman-compose 1.0.3
 # cannot run compose.yaml exactly as written, so the test runs a copy with only these
 # differences (and the same meaning):
 # - nginx's `networks: {callhook: {ipv4_address: …}}` is a list (1.0.3 cannot read that
@@ -17,7 +18,9 @@
 # - the services are started one at a time, each after the ones it depends on are healthy
 #   (1.0.3 neither waits for `condition: service_healthy` nor knows profiles, and no
 #   health check is scheduled here: `podman healthcheck run` runs them);
-# - relative paths are absolute (the copy is not beside the repository's files).
+# - relative paths are absolute (the copy is not beside the repository's files);
+# - Prometheus publishes no port (its loopback port may be taken on a shared machine; the
+#   test asks it from inside its container).
 # Containers talk through podman's netavark backend with aardvark-dns (service names),
 # chosen for this test only with its own containers.conf (the machine's default stays).
 #
@@ -155,6 +158,7 @@ def absolute(value):
 for svc in services.values():
     svc["volumes"] = absolute(svc.get("volumes") or [])
     svc.pop("build", None)  # the image is there; nothing is built
+services["prometheus"].pop("ports", None)
 yaml.safe_dump(doc, open(out, "w", encoding="utf-8"), sort_keys=False)
 
 facts = {
@@ -164,6 +168,7 @@ facts = {
     "PG_IMAGE": services["postgres"]["image"],
     "NGINX_IMAGE": services["nginx"]["image"],
     "CALLHOOK_IMAGE": services["callhook"]["image"],
+    "PROM_IMAGE": services["prometheus"]["image"],
     "PG_USER": services["postgres"]["environment"]["POSTGRES_USER"],
     "PG_DB": services["postgres"]["environment"]["POSTGRES_DB"],
 }
@@ -176,7 +181,7 @@ PY
 # --- stand-in images -------------------------------------------------------------------
 # Made from the container test's Debian base image and ci/stand-ins/NAME, under a tag that
 # names both (a change to either makes a new one); kept as a cache for the next run.
-step "stand-in images for $PG_IMAGE and $NGINX_IMAGE"
+step "stand-in images for $PG_IMAGE, $NGINX_IMAGE and $PROM_IMAGE"
 podman image exists "$BASE_DEBIAN" || fail "no $BASE_DEBIAN: run ci/container-test.sh prepare first"
 base_id=$(podman image inspect --format '{{.Id}}' "$BASE_DEBIAN")
 stand_in() { # NAME: prints the stand-in's tag, made if missing
@@ -189,20 +194,25 @@ stand_in() { # NAME: prints the stand-in's tag, made if missing
     podman build --isolation chroot --format docker --pull=never --network host --layers=false \
       --build-arg "BASE_IMAGE=$BASE_DEBIAN" --tag "$tag" "ci/stand-ins/$name" >"$WORK/build-$name.log" 2>&1 ||
       { tail -n 30 "$WORK/build-$name.log" >&2; fail "building the $name stand-in"; }
+    # Its predecessors (made from other files or another base image), unless in use.
+    podman images --format '{{.Repository}}:{{.Tag}}' "localhost/callhook-ci/$name" | grep -vxF "$tag" |
+      xargs -r podman rmi >/dev/null 2>&1 || true
   fi
   echo "$tag"
 }
 t0=$(date +%s)
 pg_stand_in=$(stand_in postgres)
 nginx_stand_in=$(stand_in nginx)
+prom_stand_in=$(stand_in prometheus)
 echo "stand-in images ready in $(($(date +%s) - t0)) s"
 [[ $MODE == prepare ]] && exit 0
 
 podman image exists "$IMAGE" || fail "no image $IMAGE (ci/container-test.sh builds it)"
 podman tag "$pg_stand_in" "$PG_IMAGE"
 podman tag "$nginx_stand_in" "$NGINX_IMAGE"
+podman tag "$prom_stand_in" "$PROM_IMAGE"
 podman tag "$IMAGE" "$CALLHOOK_IMAGE"
-ok "tagged $PG_IMAGE ($pg_stand_in), $NGINX_IMAGE ($nginx_stand_in), $CALLHOOK_IMAGE ($IMAGE)"
+ok "tagged $PG_IMAGE ($pg_stand_in), $NGINX_IMAGE ($nginx_stand_in), $PROM_IMAGE ($prom_stand_in), $CALLHOOK_IMAGE ($IMAGE)"
 
 # --- the operator's part: .env and the certificate -------------------------------------
 step "throwaway CA, certificate and .env"
@@ -331,6 +341,22 @@ answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -o /dev/null -w '%{http_
 [[ $answer == 200 ]] || fail "a callback after the reload: $answer"
 wait_healthy nginx 10
 ok "renewed certificate served after podman-compose exec nginx nginx -s reload ($before -> $after), no restart"
+
+# --- the monitoring profile: Prometheus -------------------------------------------------
+step "monitoring profile: Prometheus scrapes callhook"
+up prometheus
+target=
+deadline=$(($(date +%s) + 60))
+while :; do
+  [[ $(podman inspect --format '{{.State.Running}}' "${PROJECT}_prometheus_1" 2>/dev/null) == true ]] ||
+    fail "prometheus is not running"
+  target=$(podman exec "${PROJECT}_prometheus_1" promtool query instant http://127.0.0.1:9090 \
+    'up{job="callhook"}' 2>&1) || true
+  [[ $target == *'instance="callhook:8080"'*'=> 1 @'* ]] && break
+  (($(date +%s) < deadline)) || fail "Prometheus' callhook target is not up within 60 s: $target"
+  sleep 2
+done
+ok "Prometheus (deploy/prometheus/prometheus.yml) has callhook's target up: $target"
 
 # --- down ------------------------------------------------------------------------------
 step "podman-compose down -v"

@@ -131,8 +131,8 @@ trap 'exit 130' INT TERM
 check_deploy_files() {
   step "alert rules, compose.yaml, CI scripts"
   shellcheck .ci/run ci/container-test.sh ci/compose-test.sh ci/report-browser-test.sh \
-    ci/stand-ins/postgres/docker-entrypoint.sh || fail "shellcheck"
-  ok "shellcheck .ci/run ci/container-test.sh ci/compose-test.sh ci/report-browser-test.sh ci/stand-ins/postgres/docker-entrypoint.sh"
+    ci/stand-ins/postgres/docker-entrypoint.sh ci/stand-ins/prometheus/entrypoint.sh || fail "shellcheck"
+  ok "shellcheck .ci/run ci/container-test.sh ci/compose-test.sh ci/report-browser-test.sh ci/stand-ins/*/*.sh"
   promtool check rules deploy/prometheus/alerts.yml >"$WORK/promtool.log" 2>&1 ||
     { cat "$WORK/promtool.log" >&2; fail "promtool check rules"; }
   ok "promtool check rules deploy/prometheus/alerts.yml"
