@@ -19,6 +19,7 @@
 #   (1.0.3 neither waits for `condition: service_healthy` nor knows profiles, and no
 #   health check is scheduled here: `podman healthcheck run` runs them);
 # - relative paths are absolute (the copy is not beside the repository's files);
+# - docs/deploy.md's compose.override.yaml (the app's token) is merged into it;
 # - Prometheus publishes no port (its loopback port may be taken on a shared machine; the
 #   test asks it from inside its container).
 # Containers talk through podman's netavark backend with aardvark-dns (service names),
@@ -135,13 +136,31 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- the copy of compose.yaml that podman-compose 1.0.3 can run ------------------------
+# The app's token, as docs/deploy.md has the operator require one: compose.override.yaml
+# beside compose.yaml, the token itself in .env. Merged into the copy as Docker Compose
+# merges maps.
+cat >"$WORK/compose.override.yaml" <<EOF
+services:
+  callhook:
+    environment:
+      CALLHOOK_TOKEN_$APP: \${CALLHOOK_TOKEN:?set CALLHOOK_TOKEN in .env}
+EOF
 # Prints shell assignments: the images and the facts the test needs.
-"$PY" - "$ROOT" "$WORK/compose.yaml" >"$WORK/facts" <<'PY'
+"$PY" - "$ROOT" "$WORK/compose.yaml" "$WORK/compose.override.yaml" >"$WORK/facts" <<'PY'
 import re, shlex, sys
 import yaml
 
-root, out = sys.argv[1], sys.argv[2]
+root, out, override = sys.argv[1], sys.argv[2], sys.argv[3]
 doc = yaml.safe_load(open(f"{root}/compose.yaml", encoding="utf-8"))
+
+def merge(into, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+merge(doc, yaml.safe_load(open(override, encoding="utf-8")))
 services = doc["services"]
 nginx = services["nginx"]
 net, cfg = next(iter(nginx["networks"].items()))
@@ -219,6 +238,7 @@ step "throwaway CA, certificate and .env"
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
+TOKEN=$(openssl rand -hex 16)
 mkdir -p "$WORK/tls"
 make_cert() { # FILE_PREFIX: a server certificate for localhost from the test CA
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -239,6 +259,7 @@ chmod 0644 "$WORK/tls/"*.pem
 cat >"$WORK/.env" <<EOF
 POSTGRES_PASSWORD=$(openssl rand -hex 16)
 CALLHOOK_SDKAPPIDS=$APP
+CALLHOOK_TOKEN=$TOKEN
 CALLHOOK_TLS_DIR=$WORK/tls
 CALLHOOK_HTTP_PUBLISH=127.0.0.1:$HTTP_PORT
 CALLHOOK_HTTPS_PUBLISH=127.0.0.1:$HTTPS_PORT
@@ -291,15 +312,23 @@ done
   fail "callhook's root filesystem is not read-only"
 
 # --- a callback through nginx over TLS, stored in PostgreSQL ---------------------------
-step "a callback through nginx (https://localhost:$HTTPS_PORT), stored in PostgreSQL"
+step "a signed callback through nginx (https://localhost:$HTTPS_PORT), stored in PostgreSQL"
 HTTPS=https://localhost:$HTTPS_PORT
+QUERY="sdkappid=$APP&command=call_end&contenttype=json&clientip=127.0.0.1&optplatform=iOS"
 body=$(printf '{"UserId":"Alice","RoomId":"r1","TotalNum":2,"MediaType":"audio","CallType":"single","CallId":"%s","Role":"caller","CallResult":"normal_end","EventTime":1704856890,"StartCallTs":1704856873,"AcceptTs":1704856876,"EndTs":1704856885}' "$CALL_ID")
-answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -w ' %{http_code}' \
-  "$HTTPS/?sdkappid=$APP&command=call_end&contenttype=json&clientip=127.0.0.1&optplatform=iOS" -d "$body") ||
-  fail "curl to nginx over TLS: $answer"
-[[ $answer == '{"ErrorCode":0,'*' 200' ]] || fail "the callback through nginx was answered: $answer"
-ok "answered $answer (verified against the test CA)"
 psql_() { podman exec "${PROJECT}_postgres_1" psql -X -q -At -U "$PG_USER" -d "$PG_DB" -c "$1"; }
+# Unsigned first: refused, so the token from compose.override.yaml is in force.
+answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -w ' %{http_code}' "$HTTPS/?$QUERY" -d "$body") ||
+  fail "curl to nginx over TLS: $answer"
+[[ $answer == '{"ErrorCode":'[1-9]* ]] || fail "an unsigned callback was answered: $answer"
+ok "unsigned: refused ($answer)"
+# Tencent's signing: Sign = hex SHA-256 of the token followed by RequestTime.
+request_time=$(date +%s)
+sign=$(printf '%s%s' "$TOKEN" "$request_time" | sha256sum | cut -c1-64)
+answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -w ' %{http_code}' \
+  "$HTTPS/?$QUERY&RequestTime=$request_time&Sign=$sign" -d "$body") || fail "curl to nginx over TLS: $answer"
+[[ $answer == '{"ErrorCode":0,'*' 200' ]] || fail "the signed callback through nginx was answered: $answer"
+ok "signed (Sign, RequestTime): answered $answer (verified against the test CA)"
 count=$(psql_ "SELECT count(*) FROM call_events WHERE call_id = '$CALL_ID'") || fail "psql in the postgres container"
 [[ $count == 1 ]] || fail "call_events has $count rows with call_id $CALL_ID, expected 1"
 row=$(psql_ "SELECT user_id, remote_addr, deliveries FROM call_events WHERE call_id = '$CALL_ID'")
@@ -336,9 +365,9 @@ for _ in $(seq 1 20); do
   sleep 0.5
 done
 [[ $after == "$want" ]] || fail "after the reload nginx serves [$after], expected the renewed [$want]"
-answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -o /dev/null -w '%{http_code}' \
-  "$HTTPS/?sdkappid=$APP&command=call_end&contenttype=json" -d "$body") || fail "curl after the reload"
-[[ $answer == 200 ]] || fail "a callback after the reload: $answer"
+answer=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" -w ' %{http_code}' \
+  "$HTTPS/?$QUERY&RequestTime=$request_time&Sign=$sign" -d "$body") || fail "curl after the reload: $answer"
+[[ $answer == '{"ErrorCode":0,'*' 200' ]] || fail "the callback repeated after the reload was answered: $answer"
 wait_healthy nginx 10
 ok "renewed certificate served after podman-compose exec nginx nginx -s reload ($before -> $after), no restart"
 
