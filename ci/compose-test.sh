@@ -3,13 +3,14 @@
 # PostgreSQL, callhook and nginx come up and become healthy; a callback sent to nginx over
 # TLS (checked against a throwaway CA) is acknowledged and stored in PostgreSQL; port 80
 # redirects to https; a renewed certificate is served after `nginx -s reload`; the
-# monitoring profile's Prometheus scrapes callhook; then `podman-compose down -v`. Run by ci/container-test.sh after it built the image (and by
-# hand, against an image built before); needs root.
+# monitoring profile's Prometheus scrapes callhook; then `podman-compose down -v`. Run by
+# ci/container-test.sh after it built the image (and by hand, against an image built
+# before); needs root.
 #
 # No registry can be reached here, so compose's images are local: callhook's is the image
-# the container test built, and postgres and nginx are stand-ins made from Debian's
-# packages (ci/stand-ins/), tagged with the names compose.yaml uses; so is Prometheus
-# (Grafana is not packaged by Debian, so it is not started). podman-compose 1.0.3
+# the container test built, and postgres, nginx and Prometheus are stand-ins made from
+# Debian's packages (ci/stand-ins/), tagged with the names compose.yaml uses (Grafana is
+# not packaged by Debian, so it is not started). podman-compose 1.0.3
 # cannot run compose.yaml exactly as written, so the test runs a copy with only these
 # differences (and the same meaning):
 # - nginx's `networks: {callhook: {ipv4_address: …}}` is a list (1.0.3 cannot read that
@@ -18,7 +19,8 @@
 # - the services are started one at a time, each after the ones it depends on are healthy
 #   (1.0.3 neither waits for `condition: service_healthy` nor knows profiles, and no
 #   health check is scheduled here: `podman healthcheck run` runs them);
-# - relative paths are absolute (the copy is not beside the repository's files);
+# - relative paths are absolute (the copy is not beside the repository's files), and
+#   callhook's `build:` is dropped (the image is there; nothing is built);
 # - docs/deploy.md's compose.override.yaml (the app's token) is merged into it;
 # - Prometheus publishes no port (its loopback port may be taken on a shared machine; the
 #   test asks it from inside its container).
