@@ -17,7 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
-# The release profile has no debug info (Cargo.toml; the binary is 22 MB). The strip is a
+# The release profile has no debug info (Cargo.toml; the binary is 17 MB). The strip is a
 # guard in case a profile adds some back; it keeps the symbols, so a backtrace still names
 # the functions.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
