@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ingest latency while retention removes a million events (docs/BENCHMARKS.md, "Retention").
+"""Ingest latency while retention removes a million events (docs/src/benchmarks/analytics.md, "Partitions and retention").
 
 For each backend: loads EVENTS events whose days are all older than the retention (60 days
 of calls ending 45 days ago, written by examples/analytics_load), then runs wrk at 64

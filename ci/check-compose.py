@@ -14,7 +14,11 @@ a typo would break silently:
 - nginx's upstream names the callhook service on the port the image listens on;
 - callhook trusts exactly nginx's fixed address, which lies in the network's subnet;
 - callhook's database URL names the postgres service, its user and database;
-- callhook keeps its data volume at the image's VOLUME, with a read-only root.
+- callhook keeps its data volume at the image's VOLUME, with a read-only root;
+- nginx has a health check, starts once callhook is healthy, publishes 80 (the site file's
+  redirect to https) and 443.
+
+A `${VAR:-default}` in a volume or port is checked with its default.
 
 Usage: ci/check-compose.py [compose.yaml]   (exit 1 and one line per problem)
 """
@@ -34,6 +38,16 @@ def check(cond, message):
     if not cond:
         problems.append(message)
     return cond
+
+
+def resolved(text):
+    """A compose string with each ${VAR:-default} (or ${VAR-default}) replaced by its default."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", str(text))
+
+
+def mounts_of(service):
+    """(source, target) of each volume entry, with defaults substituted."""
+    return [tuple(resolved(m).split(":")[:2]) for m in service.get("volumes") or []]
 
 
 def env_of(service):
@@ -80,8 +94,7 @@ def main():
         nets = svc.get("networks") or []
         for net in nets if isinstance(nets, list) else nets.keys():
             check(net in networks, f"{name}: network {net} is not declared")
-        for mount in svc.get("volumes") or []:
-            source, target = mount.split(":")[:2]
+        for source, _target in mounts_of(svc):
             if source.startswith(("./", "/", "../")):
                 check(
                     os.path.exists(os.path.join(root, source)),
@@ -104,7 +117,7 @@ def main():
         "callhook: not built from this repository's Dockerfile",
     )
     image_volume = re.search(r'^VOLUME \["([^"]+)"\]', dockerfile, re.M)
-    targets = [m.split(":")[1] for m in callhook.get("volumes") or []]
+    targets = [t for _, t in mounts_of(callhook)]
     check(
         image_volume is not None and image_volume.group(1) in targets,
         f"callhook: no volume at the image's VOLUME ({image_volume and image_volume.group(1)})",
@@ -113,21 +126,35 @@ def main():
     check("stop_grace_period" in callhook, "callhook: no stop_grace_period")
 
     # nginx: the site file and the certificates.
-    site_mount = [
-        m for m in nginx.get("volumes") or [] if m.startswith("./deploy/nginx/callhook.conf:")
-    ]
+    site_mount = [t for s, t in mounts_of(nginx) if s == "./deploy/nginx/callhook.conf"]
     if check(site_mount, "nginx: deploy/nginx/callhook.conf is not mounted"):
         check(
-            site_mount[0].split(":")[1].startswith("/etc/nginx/conf.d/"),
+            site_mount[0].startswith("/etc/nginx/conf.d/"),
             "nginx: callhook.conf is not mounted into /etc/nginx/conf.d/",
         )
     site = open(os.path.join(root, "deploy/nginx/callhook.conf"), encoding="utf-8").read()
-    mount_targets = [m.split(":")[1] for m in nginx.get("volumes") or []]
+    mount_targets = [t for _, t in mounts_of(nginx)]
     for cert in re.findall(r"^\s*ssl_certificate(?:_key)?\s+(\S+);", site, re.M):
         check(
             any(cert.startswith(t.rstrip("/") + "/") for t in mount_targets),
             f"nginx: {cert} is not inside a mounted directory",
         )
+    # nginx: healthy before anything relies on it, after callhook is; 80 redirects.
+    check("test" in (nginx.get("healthcheck") or {}), "nginx: no healthcheck")
+    deps = nginx.get("depends_on") or {}
+    check(
+        isinstance(deps, dict)
+        and (deps.get("callhook") or {}).get("condition") == "service_healthy",
+        "nginx: not depends_on callhook with condition service_healthy",
+    )
+    published = {resolved(p).rsplit(":", 1)[-1] for p in nginx.get("ports") or []}
+    check({"80", "443"} <= published, f"nginx: publishes {sorted(published)}, expected 80 and 443")
+    check(
+        re.search(r"listen 80;(?:(?!server\s*\{).)*?return 301 https://\$host\$request_uri;", site, re.S),
+        "callhook.conf: no `listen 80` server that redirects to https",
+    )
+    check(re.search(r"^\s*listen 443 ssl;", site, re.M), "callhook.conf: no `listen 443 ssl`")
+
     upstream = re.search(r"upstream callhook \{\s*server ([^:;\s]+):(\d+)", site)
     listen = re.search(r"^ENV CALLHOOK_LISTEN=[^:]+:(\d+)", dockerfile, re.M)
     if check(upstream, "callhook.conf: no `upstream callhook { server HOST:PORT`"):

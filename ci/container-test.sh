@@ -2,7 +2,8 @@
 # The container test: builds the image from the Dockerfile with podman, runs it behind
 # nginx (TLS, a throwaway CA) on SQLite and on PostgreSQL, and checks what a deployment
 # relies on. Also checks the deployment files: the Prometheus alert rules (promtool) and
-# the structure of compose.yaml. Run by .ci/run; needs root (apt-get, podman, runuser).
+# the structure of compose.yaml, and then starts compose.yaml for real with that image
+# (ci/compose-test.sh). Run by .ci/run; needs root (apt-get, podman, runuser).
 #
 # No registry can be reached here, so the base images are made from Debian's packages
 # (mmdebstrap) and passed to the Dockerfile as build arguments; its defaults stay the
@@ -18,7 +19,8 @@
 #
 #   ci/container-test.sh           everything
 #   ci/container-test.sh prepare   only install the packages and make the base images
-#                                  (network-bound: .ci/run runs it while cargo compiles)
+#                                  and compose's stand-in images (network-bound: .ci/run
+#                                  runs it while cargo compiles)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
@@ -53,7 +55,8 @@ elapsed() { echo $(($(date +%s) - started)); }
 # --- what this script needs from Debian ------------------------------------------------
 step "packages"
 need=()
-for pkg in podman runc mmdebstrap nginx openssl prometheus python3-yaml curl shellcheck; do
+for pkg in podman runc mmdebstrap nginx openssl prometheus python3-yaml curl shellcheck \
+  podman-compose netavark aardvark-dns; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -127,8 +130,9 @@ trap 'exit 130' INT TERM
 # --- deployment files ------------------------------------------------------------------
 check_deploy_files() {
   step "alert rules, compose.yaml, CI scripts"
-  shellcheck .ci/run ci/container-test.sh ci/report-browser-test.sh || fail "shellcheck"
-  ok "shellcheck .ci/run ci/container-test.sh ci/report-browser-test.sh"
+  shellcheck .ci/run ci/container-test.sh ci/compose-test.sh ci/report-browser-test.sh \
+    ci/stand-ins/postgres/docker-entrypoint.sh ci/stand-ins/prometheus/entrypoint.sh || fail "shellcheck"
+  ok "shellcheck .ci/run ci/container-test.sh ci/compose-test.sh ci/report-browser-test.sh ci/stand-ins/*/*.sh"
   promtool check rules deploy/prometheus/alerts.yml >"$WORK/promtool.log" 2>&1 ||
     { cat "$WORK/promtool.log" >&2; fail "promtool check rules"; }
   ok "promtool check rules deploy/prometheus/alerts.yml"
@@ -198,7 +202,10 @@ for id in "${replaced[@]}"; do
   fi
 done
 echo "base images ready in $(($(date +%s) - t0)) s"
-[[ $MODE == prepare ]] && exit 0
+if [[ $MODE == prepare ]]; then
+  ci/compose-test.sh prepare || fail "compose's stand-in images (ci/compose-test.sh prepare)"
+  exit 0
+fi
 
 # --- build -----------------------------------------------------------------------------
 # --isolation chroot: RUN steps without an OCI runtime or cgroups; --format docker keeps
@@ -227,6 +234,7 @@ ok "image built in $build_s s: $IMAGE, $((size / 1000000)) MB ($size bytes)"
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)     # callhook (one container at a time)
 TLS_PORT=$(free_port) # nginx
+HTTP_PORT=$(free_port) # nginx's port 80 (a redirect)
 PG_PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 HTTPS="https://localhost:$TLS_PORT"
@@ -322,11 +330,12 @@ chmod 1777 "$WORK/nginx/tmp"
 # The site file of docs/src/deploy.md and compose.yaml, with only the upstream address, the
 # listen port and the certificate paths replaced. Each must occur exactly once.
 site=deploy/nginx/callhook.conf
-for pattern in 'server callhook:8080;' 'listen 443 ssl;' '/etc/nginx/tls/fullchain.pem;' '/etc/nginx/tls/privkey.pem;'; do
+for pattern in 'server callhook:8080;' 'listen 443 ssl;' 'listen 80;' '/etc/nginx/tls/fullchain.pem;' '/etc/nginx/tls/privkey.pem;'; do
   [[ $(grep -cF -- "$pattern" "$site") == 1 ]] || fail "$site: expected exactly one '$pattern'"
 done
 sed -e "s|server callhook:8080;|server 127.0.0.1:$PORT;|" \
   -e "s|listen 443 ssl;|listen 127.0.0.1:$TLS_PORT ssl;|" \
+  -e "s|listen 80;|listen 127.0.0.1:$HTTP_PORT;|" \
   -e "s|/etc/nginx/tls/|$WORK/tls/|" "$site" >"$WORK/nginx/site.conf"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -347,6 +356,9 @@ nginx -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" || fail "nginx -t on $s
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 nginx_started=1
 ok "nginx runs $site (TLS with a certificate from the test CA)"
+redirect=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' "http://localhost:$HTTP_PORT/?sdkappid=$APP")
+[[ $redirect == "301 https://localhost/?sdkappid=$APP" ]] || fail "port 80 (here $HTTP_PORT) answered [$redirect], expected a 301 to https"
+ok "its port 80 server (here $HTTP_PORT) redirects to https"
 
 # --- SQLite: user, read-only root, proxy, health check, metrics ------------------------
 step "SQLite on a volume, behind nginx"
@@ -524,6 +536,12 @@ done
 ok "PostgreSQL back: the delivery is replayed into it (once), /readyz says database up"
 stop_callhook "$NAME-pg" >/dev/null
 ok "podman stop on PostgreSQL: exit code 0"
+
+# --- compose.yaml started for real -----------------------------------------------------
+step "compose.yaml with podman-compose (ci/compose-test.sh)"
+t0=$(date +%s)
+ci/compose-test.sh "$IMAGE" || fail "compose.yaml with podman-compose (ci/compose-test.sh)"
+ok "compose.yaml up, healthy, a callback through nginx over TLS stored in PostgreSQL, down ($(($(date +%s) - t0)) s)"
 
 echo "== container: image $IMAGE is $((size / 1000000)) MB; test took $(elapsed) s (build $build_s s)"
 echo "container: $passed passed, 0 failed"
