@@ -216,9 +216,23 @@ fi
 step "podman build"
 t0=$(date +%s)
 old_image=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-"${PODMAN[@]}" build --isolation chroot --format docker --pull=never --network host --layers=false \
-  --build-arg "RUST_IMAGE=$BASE_RUST" --build-arg "RUNTIME_IMAGE=$BASE_DEBIAN" \
-  --tag "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -n 60 "$WORK/build.log" >&2; fail "podman build"; }
+build_image() {
+  "${PODMAN[@]}" build --isolation chroot --format docker --pull=never --network host --layers=false \
+    --build-arg "RUST_IMAGE=$BASE_RUST" --build-arg "RUNTIME_IMAGE=$BASE_DEBIAN" \
+    --tag "$IMAGE" . >"$WORK/build.log" 2>&1
+}
+# A RUN step once failed here with "Close_Fd sealing memfd copy: Device or resource busy"
+# (buildah, not the Dockerfile; the same build passed at once when run again): that error,
+# and only that one, gets one more try.
+if ! build_image; then
+  if grep -q "sealing memfd copy: Device or resource busy" "$WORK/build.log"; then
+    echo "   podman build: buildah's transient memfd error; building once more"
+    build_image || { tail -n 60 "$WORK/build.log" >&2; fail "podman build"; }
+  else
+    tail -n 60 "$WORK/build.log" >&2
+    fail "podman build"
+  fi
+fi
 build_s=$(($(date +%s) - t0))
 new_image=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE")
 # The image this build replaced, if nothing else uses it.
