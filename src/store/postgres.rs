@@ -17,6 +17,9 @@ use crate::faults::{Faults, Point};
 use crate::protocol::TrtcColumns;
 
 mod replay;
+mod weeks;
+
+use weeks::Weeks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -31,6 +34,8 @@ pub struct PgStore {
     faults: Faults,
     /// The destinations writes make outbox entries for (src/store/outbox.rs).
     routes: Arc<Routes>,
+    /// The weekly partitions a live batch may be written into by name (weeks.rs).
+    weeks: Arc<Weeks>,
 }
 
 /// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
@@ -85,7 +90,10 @@ const EVENTS_PARAMS_TRTC: usize = 33;
 ///
 /// The live writes' variant first raises its writer's fence, and writes its rows only if
 /// that succeeded (src/store/fence.rs).
-fn events_insert(shape: Shape, trtc: bool) -> String {
+///
+/// `partition` names the week's partition to write into instead of the parent (weeks.rs);
+/// the statement keeps calling its target `call_events`.
+fn events_insert(shape: Shape, trtc: bool, partition: Option<&str>) -> String {
     let (columns, values, arrays) = if trtc {
         (TRTC_COLUMNS, TRTC_VALUES, TRTC_ARRAYS)
     } else {
@@ -99,8 +107,12 @@ fn events_insert(shape: Shape, trtc: bool) -> String {
         // should a column ever hold an array itself, this would need its own list.)
         Shape::One => format!("(VALUES ({}))", params.replace("[]", "")),
     };
+    let target = match partition {
+        Some(name) => format!("{name} AS call_events"),
+        None => "call_events".to_owned(),
+    };
     format!(
-        "INSERT INTO call_events ({EVENTS_COLUMNS}{columns})\nSELECT {EVENTS_VALUES}{values}\n\
+        "INSERT INTO {target} ({EVENTS_COLUMNS}{columns})\nSELECT {EVENTS_VALUES}{values}\n\
          FROM {source}\nAS t({EVENTS_ALIASES}{aliases})\n"
     )
 }
@@ -112,6 +124,14 @@ ON CONFLICT (sdkappid, dedupe_key, event_day) DO UPDATE
 "#;
 /// What every events statement answers: each row's key and stored count.
 const EVENTS_RETURNING: &str = "RETURNING dedupe_key, deliveries";
+
+/// What a write into a partition does in place of the parent's statement trigger
+/// (`call_events_rollup`, which fires only for statements on the parent): it queues the
+/// calls of the rows it inserted for the rollups, in the same transaction. `fresh` is
+/// `xmax = 0`, true for a row this statement inserted rather than counted again, as the
+/// trigger's transition table holds only inserted rows.
+const QUEUE_CTE: &str = "queued AS (INSERT INTO rollup_queue (sdkappid, call_id)\n\
+    SELECT DISTINCT sdkappid, call_id FROM ins WHERE fresh AND call_id IS NOT NULL)\n";
 
 /// The outbox entries of the new rows (src/store/outbox.rs), written by the same statement
 /// as the events when some row of the batch matches a destination: the upsert becomes the
@@ -234,9 +254,10 @@ impl Variant {
         })
     }
 
-    /// The statement: `WITH fence, ins, outbox` as needed around the upsert, always
-    /// answering `(dedupe_key, deliveries)` per row.
-    fn sql(self) -> String {
+    /// The statement: `WITH fence, ins, queued, outbox` as needed around the upsert,
+    /// always answering `(dedupe_key, deliveries)` per row. `partition` is the week's
+    /// partition to write into, or None for the parent.
+    fn sql(self, partition: Option<&str>) -> String {
         let mut next = if self.trtc {
             EVENTS_PARAMS_TRTC
         } else {
@@ -250,13 +271,22 @@ impl Variant {
         let guard = if self.fenced { FENCED } else { "" };
         let upsert = format!(
             "{}{guard}{EVENTS_UPSERT}",
-            events_insert(self.shape, self.trtc)
+            events_insert(self.shape, self.trtc, partition)
         );
-        let body = if self.outbox {
+        let body = if self.outbox || partition.is_some() {
+            let fresh = match partition {
+                Some(_) => ", call_id, xmax = 0 AS fresh",
+                None => "",
+            };
             ctes.push(format!(
-                "ins AS ({upsert}RETURNING id, sdkappid, dedupe_key, deliveries)"
+                "ins AS ({upsert}RETURNING id, sdkappid, dedupe_key, deliveries{fresh})"
             ));
-            ctes.push(outbox_cte(self.shape, next));
+            if partition.is_some() {
+                ctes.push(QUEUE_CTE.to_owned());
+            }
+            if self.outbox {
+                ctes.push(outbox_cte(self.shape, next));
+            }
             "SELECT dedupe_key, deliveries FROM ins".to_owned()
         } else {
             format!("{upsert}{EVENTS_RETURNING}")
@@ -287,7 +317,7 @@ fn statements() -> &'static Statements {
     SQL.get_or_init(|| {
         let mut events = vec![String::new(); 16];
         for v in Variant::all() {
-            events[v.index()] = v.sql();
+            events[v.index()] = v.sql(None);
         }
         Statements {
             events,
@@ -341,6 +371,7 @@ impl PgStore {
             write_timeout: settings.write_timeout(),
             faults: settings.faults.clone(),
             routes: Arc::default(),
+            weeks: Arc::default(),
         })
     }
 
@@ -419,6 +450,9 @@ impl PgStore {
     ) -> Result<Vec<bool>, StoreError> {
         let fence = self.fences.next();
         let entries = self.routes.entries(rows);
+        if !rows.is_empty() {
+            self.weeks.refresh_if_stale(&self.pool).await;
+        }
         let attempts = async {
             let attempt = || {
                 self.faults.run(
@@ -468,11 +502,42 @@ impl PgStore {
         }
     }
 
+    /// Writes into the week's partition when the whole batch falls in one that exists
+    /// (weeks.rs), else through the parent; a partition that turns out to be gone failed
+    /// the statement before anything was written, and the batch goes through the parent.
+    async fn try_write(
+        &self,
+        rows: &[BatchRow<'_>],
+        rejected: &[RejectedRow],
+        fence: Fence,
+        entries: &[NewEntry<'_>],
+    ) -> Result<Written, sqlx::Error> {
+        let week = self.weeks.target(rows);
+        match self
+            .try_write_into(week, rows, rejected, fence, entries)
+            .await
+        {
+            Err(e) if week.is_some() && weeks::gone(&e) => {
+                tracing::info!(error = %e, "a week's partition of call_events is gone; writing through the parent and reading the partitions again");
+                self.weeks.forget();
+                self.try_write_into(None, rows, rejected, fence, entries)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Reads which weekly partitions exist (after the upkeep made some).
+    pub(crate) async fn read_partitions(&self) -> Result<(), StoreError> {
+        self.weeks.read(&self.pool).await.map_err(classify)
+    }
+
     /// One implicit transaction when the batch holds only events (the common case) or only
     /// rejections; an explicit one around both statements otherwise. The first statement
     /// raises the fence.
-    async fn try_write(
+    async fn try_write_into(
         &self,
+        week: Option<i64>,
         rows: &[BatchRow<'_>],
         rejected: &[RejectedRow],
         fence: Fence,
@@ -488,7 +553,7 @@ impl PgStore {
         match (rows.is_empty(), rejected.is_empty()) {
             (true, true) => Ok(Written::Rows(Vec::new())),
             (false, true) => Ok(fenced(
-                insert_events(&self.pool, rows, Some(fence), entries).await?,
+                insert_events(&self.pool, rows, Some(fence), entries, week).await?,
             )),
             (true, false) => {
                 let n = insert_rejected(&self.pool, rejected, Some(fence)).await?;
@@ -500,7 +565,8 @@ impl PgStore {
             }
             (false, false) => {
                 let mut tx = self.pool.begin().await?;
-                let written = fenced(insert_events(&mut *tx, rows, Some(fence), entries).await?);
+                let written =
+                    fenced(insert_events(&mut *tx, rows, Some(fence), entries, week).await?);
                 if matches!(written, Written::Rows(_)) {
                     insert_rejected(&mut *tx, rejected, None).await?;
                 }
@@ -512,12 +578,14 @@ impl PgStore {
 }
 
 /// Writes a batch's events, and the outbox entries of those that are new (`entries`, from
-/// [`Routes::entries`]), in one statement.
+/// [`Routes::entries`]), in one statement: into the partition of week `week` (its Monday,
+/// every row of the batch in it) or through the parent.
 async fn insert_events<'c>(
     db: impl sqlx::PgExecutor<'c>,
     rows: &[BatchRow<'_>],
     fence: Option<Fence>,
     entries: &[NewEntry<'_>],
+    week: Option<i64>,
 ) -> Result<Vec<(Vec<u8>, i32)>, sqlx::Error> {
     let trtc = rows.iter().any(|r| r.row.trtc != TrtcColumns::default());
     let variant = |shape| Variant {
@@ -526,14 +594,22 @@ async fn insert_events<'c>(
         fenced: fence.is_some(),
         outbox: !entries.is_empty(),
     };
-    let query = match rows {
+    let shape = match rows {
         [] => return Ok(Vec::new()),
-        [one] => {
-            let sql = statements().events(variant(Shape::One));
-            bind_events(sqlx::query_as(sql), &OneRow(one), trtc)
-        }
+        [_] => Shape::One,
+        _ => Shape::Arrays,
+    };
+    // The statement naming a partition is made per batch (microseconds); PostgreSQL
+    // prepares it once per connection like the others, its text being the cache's key.
+    let named = week
+        .and_then(weeks::partition_name)
+        .map(|name| variant(shape).sql(Some(&name)));
+    let sql = named
+        .as_deref()
+        .unwrap_or_else(|| statements().events(variant(shape)));
+    let query = match rows {
+        [one] => bind_events(sqlx::query_as(sql), &OneRow(one), trtc),
         _ => {
-            let sql = statements().events(variant(Shape::Arrays));
             let arrays = Arrays {
                 rows,
                 order: sorted_indices(rows),
@@ -805,6 +881,7 @@ impl PgStore {
             write_timeout: Duration::from_secs(10),
             faults: Faults::none(),
             routes: Arc::default(),
+            weeks: Arc::default(),
         })
     }
 }

@@ -149,6 +149,8 @@ impl Store {
                 under_short_lock(s, "SELECT callhook_ensure_week($1::date)", Some(&day)).await?;
             made += usize::from(new == Some(true));
         }
+        // The live writes name the weeks' partitions they know (src/store/postgres/weeks.rs).
+        s.read_partitions().await?;
         Ok(made)
     }
 
@@ -407,6 +409,9 @@ async fn drop_partitions(s: &super::PgStore, cutoff: NaiveDate) -> Result<(u64, 
         dropped += 1;
         rows += n as u64;
         tracing::info!(partition = %name, events = n, "retention dropped a week of events");
+    }
+    if dropped > 0 {
+        s.read_partitions().await?;
     }
     Ok((dropped, rows))
 }

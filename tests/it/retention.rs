@@ -179,6 +179,108 @@ async fn a_retry_across_a_partition_boundary_is_one_row() {
     assert_eq!(now_rows[0].2, 2);
 }
 
+/// Whether `call_id` was queued for the rollups (still waiting, or already folded).
+async fn queued(store: &Store, call_id: &str) -> bool {
+    count(
+        store,
+        &format!(
+            "SELECT count(*) FROM (SELECT call_id FROM rollup_queue UNION \
+             SELECT call_id FROM rollup_calls) q WHERE call_id = '{call_id}'"
+        ),
+    )
+    .await
+        > 0
+}
+
+async fn write_all(store: &Store, rows: &[&EventRow]) {
+    let batch: Vec<BatchRow<'_>> = rows
+        .iter()
+        .map(|row| BatchRow { row, deliveries: 1 })
+        .collect();
+    store
+        .write_batch(&batch, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A live batch whose rows all fall in one week with a partition is written into that
+/// partition by name, and queues its calls for the rollups itself (the parent's statement
+/// trigger does not fire for it: switched off here, it tells the two paths apart). A batch
+/// of two weeks goes through the parent. A partition dropped behind callhook's back (by
+/// another replica's retention) costs no write: it goes through the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_one_week_is_written_into_its_partition() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let store = app.store();
+    store
+        .make_partitions(day("2026-11-23"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exec = |sql: &'static str| async move {
+        sqlx::query(sql)
+            .execute(pg(store))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    };
+    exec("ALTER TABLE call_events DISABLE TRIGGER call_events_rollup").await;
+    let monday = at("2026-11-23 08:00:00");
+    let sunday = at("2026-11-29 23:59:00");
+    let next_monday = at("2026-11-30 00:01:00");
+    let rows: Vec<EventRow> = [
+        ("one-0", monday),
+        ("one-1", monday + 60),
+        ("one-2", sunday),
+        ("two-0", sunday),
+        ("two-1", next_monday),
+    ]
+    .iter()
+    .map(|(id, start)| call(id, *start, *start * 1000 + 70_000).1)
+    .collect();
+    // One row alone, then a batch of two, all of the week of 2026-11-23.
+    write_all(store, &[&rows[0]]).await;
+    write_all(store, &[&rows[1], &rows[2]]).await;
+    // A retry of one of them counts on its row.
+    write_all(store, &[&rows[1]]).await;
+    for id in ["one-0", "one-1", "one-2"] {
+        assert!(
+            queued(store, id).await,
+            "{id} is queued by the write itself"
+        );
+    }
+    assert_eq!(
+        placed(store, "one-1").await,
+        [(
+            "call_events_p20261123".to_owned(),
+            "2026-11-23".to_owned(),
+            2
+        )]
+    );
+    // Two weeks in one batch: through the parent, whose trigger is off here.
+    write_all(store, &[&rows[3], &rows[4]]).await;
+    assert_eq!(placed(store, "two-0").await[0].0, "call_events_p20261123");
+    assert_eq!(placed(store, "two-1").await[0].0, "call_events_p20261130");
+    assert!(!queued(store, "two-0").await && !queued(store, "two-1").await);
+    exec("ALTER TABLE call_events ENABLE TRIGGER call_events_rollup").await;
+
+    // The week's partition dropped behind the store's back: the next write of that week
+    // names it, fails before writing anything, and goes through the parent.
+    exec("DROP TABLE call_events_p20261123").await;
+    let (_, late) = call("late-0", monday + 120, monday * 1000 + 300_000);
+    write_all(store, &[&late]).await;
+    assert_eq!(
+        placed(store, "late-0").await,
+        [("call_events_default".to_owned(), "2026-11-23".to_owned(), 1)]
+    );
+    assert!(queued(store, "late-0").await);
+    // The list is read again, and the next week is written into by name once more.
+    exec("ALTER TABLE call_events DISABLE TRIGGER call_events_rollup").await;
+    let (_, next) = call("next-0", next_monday + 60, next_monday * 1000 + 70_000);
+    write_all(store, &[&next]).await;
+    assert_eq!(placed(store, "next-0").await[0].0, "call_events_p20261130");
+    assert!(queued(store, "next-0").await);
+    exec("ALTER TABLE call_events ENABLE TRIGGER call_events_rollup").await;
+}
+
 /// A database of the version before partitions, with events, is carried over: its rows
 /// keep their ids and counts, each lands in its week's partition, the views read them,
 /// and a retry of an event stored before the upgrade still finds its row.

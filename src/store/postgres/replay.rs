@@ -122,7 +122,7 @@ impl PgStore {
                 let (batch, _) = merge_counted(keep.map(|r| (&r.row, r.deliveries)));
                 let entries = self.routes.entries(&batch);
                 forwarded = !entries.is_empty();
-                let write = insert_events(&mut *tx, &batch, None, &entries);
+                let write = insert_events(&mut *tx, &batch, None, &entries, None);
                 self.faults.run(Point::PgReplayWrite, write).await?;
             }
             Action::Refused(reason) => {
