@@ -196,6 +196,7 @@ impl Application {
         spawn_reconcile(&mut background, &state).await?;
         spawn_rollup(&mut background, &state).await?;
         spawn_history(&mut background, &state).await?;
+        spawn_room_check(&mut background, &state).await?;
         if let Some(journal) = &state.journal {
             let (replayer, journal) = (Arc::clone(&state), Arc::clone(journal));
             background.spawn("journal-replay", Lifetime::UntilAborted, move || {
@@ -459,6 +460,24 @@ async fn spawn_history(background: &mut Supervisor, state: &SharedState) -> anyh
     let days = state.settings.retention_days;
     background.spawn("history", Lifetime::UntilAborted, move || {
         crate::retention::run(store.clone(), Arc::clone(&health), days)
+    });
+    Ok(())
+}
+
+/// The room check task (TRTC room callbacks without a known call), on a pool of its own
+/// (one connection; two on SQLite, which keeps one for reading).
+async fn spawn_room_check(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
+    let own = crate::store::DatabaseSettings {
+        pool_size: 1,
+        ..state.settings.database.clone()
+    };
+    let store = Store::connect(&own)
+        .await
+        .context("connecting the room check task to the database")?;
+    let health = Arc::clone(&state.health);
+    let apps: Vec<i64> = state.settings.apps.keys().copied().collect();
+    background.spawn("room-check", Lifetime::UntilAborted, move || {
+        crate::room_check::run(store.clone(), Arc::clone(&health), apps.clone())
     });
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! | forwarding | [`forward`] | the outbox's delivery workers (claim, send, record, schedule), the message body, `callhook forward status` and `retry` |
 //! | storage | [`store`] | PostgreSQL and SQLite behind one `Store` (with the forwarding outbox, written with the events); the analytics reads; Tencent's call records and the reconcile runs |
 //! | settings | [`config`], [`cli`] | defaults → file → environment → flags, then validation |
-//! | analytics | [`rollup`] | the rollup task of `serve`: folds queued calls into the daily rollups `report` reads |
+//! | analytics | [`rollup`], [`room_check`] | the rollup task of `serve`: folds queued calls into the daily rollups `report` reads; the room check task: TRTC room callbacks without a known call |
 //! | tools | [`report`], [`events`], [`send`], [`listen`], [`reconcile`], [`register`] | `callhook report`, `callhook events`, `callhook send`, `callhook listen`, `callhook reconcile` (and its task in `serve`), `callhook register` |
 //! | support | [`metrics`], [`logging`], [`faults`], [`text_table`], [`tencent`] | Prometheus metrics, log output, the fault hooks of the randomized fault test, aligned text tables, Tencent's REST APIs (UserSig, client, call records, callback configuration) |
 pub mod app;
@@ -40,6 +40,7 @@ pub mod register;
 pub mod report;
 pub mod retention;
 pub mod rollup;
+pub mod room_check;
 pub mod send;
 pub mod store;
 pub mod supervisor;

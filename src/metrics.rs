@@ -40,6 +40,8 @@ pub const RECONCILE_INTERVAL: &str = "callhook_reconcile_interval_seconds";
 pub const CALLS_ENDED: &str = "callhook_calls_ended_total";
 pub const CALLS_ZERO_TALK: &str = "callhook_calls_zero_talk_total";
 pub const CALLBACK_LAG: &str = "callhook_callback_lag_seconds";
+pub const ROOM_CALLBACKS_CHECKED: &str = "callhook_room_callbacks_checked";
+pub const ROOM_CALLBACKS_WITHOUT_CALL: &str = "callhook_room_callbacks_without_call";
 pub const ROLLUP_CALLS: &str = "callhook_rollup_calls_total";
 pub const ROLLUP_LAG: &str = "callhook_rollup_lag_seconds";
 pub const ROLLUP_ERRORS: &str = "callhook_rollup_errors_total";
@@ -255,7 +257,7 @@ fn describe() {
     describe_forwarding();
     describe_counter!(
         TASK_RESTARTS,
-        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile, forward, forward-upkeep) restarted after ending early, by task"
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile, room-check, forward, forward-upkeep) restarted after ending early, by task"
     );
     describe_counter!(
         RECONCILE_RUNS,
@@ -291,6 +293,14 @@ fn describe() {
         CALLBACK_LAG,
         Unit::Seconds,
         "Time from Tencent's event time to the callback's arrival, by family"
+    );
+    describe_gauge!(
+        ROOM_CALLBACKS_CHECKED,
+        "TRTC room, media and recording callbacks with a room id that arrived in the hour that ended 30 min ago, by app and family (database-wide, every 5 min)"
+    );
+    describe_gauge!(
+        ROOM_CALLBACKS_WITHOUT_CALL,
+        "Of those, callbacks without a known call: no status, event or v4 callback of the app (arrived up to the check) names their room for a call whose span comes within 10 min of their event time"
     );
     metrics::gauge!(DATABASE_UP).set(0.0);
 }

@@ -13,6 +13,7 @@ mod postgres;
 mod records;
 mod retention;
 mod rollup;
+mod room_check;
 mod settings;
 mod sqlite;
 
@@ -33,6 +34,7 @@ pub use retention::{Pace, Removed, WEEKS_AHEAD, cutoff_day, monday_of};
 pub use rollup::{
     CallFold, DayCounts, HISTOGRAM_BOUNDS, PeriodStats, TalkBucket, TalkTimes, talk_bucket,
 };
+pub use room_check::{RoomCount, RoomWindow};
 pub use settings::{DatabaseSettings, DatabaseUrl};
 pub use sqlite::{
     JournalDb, JournalOpenError, SqliteStore, iso_millis, journal_is_corrupt, journal_is_full,

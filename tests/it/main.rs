@@ -24,6 +24,7 @@ mod reconcile;
 mod register;
 mod retention;
 mod rollups;
+mod room_check;
 mod send;
 mod simulation;
 mod supervision;
