@@ -257,7 +257,7 @@ fn describe() {
     describe_forwarding();
     describe_counter!(
         TASK_RESTARTS,
-        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile, room-check, forward, forward-upkeep) restarted after ending early, by task"
+        "Long-lived tasks (writer, prober, journal-replay, metrics-upkeep, reconcile, rollup, history, room-check, forward, forward-upkeep) restarted after ending early, by task"
     );
     describe_counter!(
         RECONCILE_RUNS,
