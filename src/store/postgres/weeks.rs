@@ -120,6 +120,14 @@ impl Weeks {
         if !due || self.reading.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Cleared however this ends, a dropped future included.
+        struct Reading<'a>(&'a AtomicBool);
+        impl Drop for Reading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _reading = Reading(&self.reading);
         let read = tokio::time::timeout(READ_WITHIN, self.read(pool)).await;
         if !matches!(read, Ok(Ok(()))) {
             let why = match read {
@@ -131,7 +139,6 @@ impl Weeks {
                 s.read_at = Some((Instant::now(), false));
             }
         }
-        self.reading.store(false, Ordering::Release);
     }
 
     /// Reads which weeks have their partition now.
