@@ -13,6 +13,16 @@
 #
 #   bench/analytics.sh [EVENTS]
 #
+# MULTIPLY=N is the fast path to many events (N ≥ 2; DAYS must be a multiple of N): each
+# backend is loaded with EVENTS/N events over the first DAYS/N days only, timed, then the
+# events are copied N − 1 times in SQL, each copy DAYS/N days after the one before, with
+# call ids, room ids and dedupe keys of its own (analytics_load multiply); the copies'
+# weeks get their partitions first (PostgreSQL), and the copied calls are folded into the
+# rollups before the backend is timed again, so the two timings compare 1/N of the
+# history with all of it (same density per day). Ten million events over 90 days:
+#
+#   MULTIPLY=10 DAYS=90 bench/analytics.sh 10000000     # ~9 GB PostgreSQL, ~7 GB SQLite
+#
 # Needs: cargo, and PostgreSQL's server binaries (/usr/lib/postgresql/*/bin, or set
 # CALLHOOK_PG_BIN); PostgreSQL need not be running — the script starts its own cluster on a
 # Unix socket and removes it at the end (KEEP=1 keeps it and the SQLite file).
@@ -60,6 +70,33 @@ SQLITE_URL="sqlite://$WORK/callhook.db"
 URLS=()
 case ${BACKENDS:-postgres,sqlite} in *postgres*) URLS+=("$PG_URL") ;; esac
 case ${BACKENDS:-postgres,sqlite} in *sqlite*) URLS+=("$SQLITE_URL") ;; esac
+
+MULTIPLY=${MULTIPLY:-1}
+if [ "$MULTIPLY" -gt 1 ]; then
+  DAYS=${DAYS:-30}
+  if [ $((DAYS % MULTIPLY)) != 0 ]; then
+    echo "DAYS ($DAYS) must be a multiple of MULTIPLY ($MULTIPLY)" >&2
+    exit 1
+  fi
+  SPAN=$((DAYS / MULTIPLY))
+  BASE_END=$(date -u -d "$END - $((DAYS - SPAN)) days" +%F)
+  for url in "${URLS[@]}"; do
+    echo "== loading $((EVENTS / MULTIPLY)) events into ${url%%:*} ($SPAN days up to $BASE_END)"
+    "$LOAD" load --database-url "$url" --events "$((EVENTS / MULTIPLY))" --days "$SPAN" --end "$BASE_END"
+    echo
+    echo "== ${url%%:*}, before multiplying (1/$MULTIPLY of the history)"
+    "$LOAD" time --database-url "$url" --runs "$RUNS" --callhook "$BIN"
+    echo
+    echo "== multiplying ${url%%:*} by $MULTIPLY (calls up to $END)"
+    "$LOAD" multiply --database-url "$url" --times "$MULTIPLY" --shift-days "$SPAN"
+    echo
+    echo "== ${url%%:*}, all the history"
+    "$LOAD" time --database-url "$url" --runs "$RUNS" --callhook "$BIN"
+    echo
+  done
+  if [ -f "$WORK/callhook.db" ]; then du -sh "$WORK/callhook.db" | sed 's/^/SQLite file: /'; fi
+  exit 0
+fi
 
 for url in "${URLS[@]}"; do
   echo "== loading $EVENTS events into ${url%%:*} (calls up to $END)"
