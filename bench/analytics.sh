@@ -24,7 +24,9 @@
 # medians over every run are printed with their ratio. Needs python3 for that summary.
 # Ten million events over 90 days:
 #
-#   MULTIPLY=10 DAYS=90 bench/analytics.sh 10000000     # ~9 GB PostgreSQL, ~7 GB SQLite
+#   MULTIPLY=10 DAYS=90 bench/analytics.sh 10000000     # 10 GB PostgreSQL, 7.5 GB SQLite, ~1 h
+#
+# (WITHOUT_INDEXES does not apply to MULTIPLY.)
 #
 # Needs: cargo, and PostgreSQL's server binaries (/usr/lib/postgresql/*/bin, or set
 # CALLHOOK_PG_BIN); PostgreSQL need not be running — the script starts its own cluster on a
