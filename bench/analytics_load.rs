@@ -65,6 +65,19 @@ enum Cmd {
         #[arg(long)]
         callhook: Option<std::path::PathBuf>,
     },
+    /// Multiply the events loaded: `--times - 1` copies of them, made in SQL, each shifted
+    /// `--shift-days` later than the one before, with its own call ids, room ids and dedupe
+    /// keys; then the copied calls are folded into the rollups, as ingest would have.
+    Multiply {
+        #[arg(long)]
+        database_url: String,
+        /// How many times the events end up in the table (the loaded ones count once).
+        #[arg(long)]
+        times: i64,
+        /// How many days each copy lies after the one before (the days loaded).
+        #[arg(long)]
+        shift_days: i64,
+    },
     /// Drop or (re)create the indexes migration 0002 adds (to time the views without them).
     Indexes {
         #[arg(long)]
@@ -97,6 +110,11 @@ fn main() -> anyhow::Result<()> {
                 runs,
                 callhook,
             } => time(&database_url, runs, callhook.as_deref()).await,
+            Cmd::Multiply {
+                database_url,
+                times,
+                shift_days,
+            } => multiply(&database_url, times, shift_days).await,
             Cmd::Indexes {
                 database_url,
                 action,
@@ -534,7 +552,13 @@ async fn load(
     // Fresh statistics (and, for PostgreSQL, the visibility map), as a running system has.
     match &store {
         Store::Postgres(s) => {
-            for table in ["call_events", "rollup_days", "rollup_talk", "rollup_calls"] {
+            for table in [
+                "call_events",
+                "rollup_queue",
+                "rollup_days",
+                "rollup_talk",
+                "rollup_calls",
+            ] {
                 sqlx::query(&format!("VACUUM ANALYZE {table}"))
                     .execute(s.pool())
                     .await?;
@@ -547,6 +571,224 @@ async fn load(
     eprintln!(
         "{written} events ({} calls, days {first_day} to {end}) written in {load_seconds:.1} s",
         sim.call_no,
+    );
+    store.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Multiplying: many events fast
+
+/// The time columns of `call_events` on SQLite (text), shifted with the copies.
+const SQLITE_TIMES: [&str; 6] = [
+    "event_time",
+    "start_call_ts",
+    "accept_ts",
+    "end_ts",
+    "received_at",
+    "last_delivery_at",
+];
+
+/// The expression copy `k` stores in `column`: times and days shifted by `k * shift_days`,
+/// call and room ids and dedupe keys made the copy's own; the rest as loaded.
+fn copy_expr(column: &str, pg_type: Option<&str>, k: i64, shift_days: i64) -> String {
+    let days = k * shift_days;
+    match (column, pg_type) {
+        ("call_id" | "room_id", _) => format!("{column} || '~{k}'"),
+        ("dedupe_key", Some(_)) => format!("{column} || int4send({k})"),
+        ("dedupe_key", None) => format!("CAST({column} || '~{k}' AS BLOB)"),
+        // Hours, not days: a day of an interval would follow the session's time zone.
+        (_, Some("timestamp with time zone")) => {
+            format!("{column} + interval '{} hours'", days * 24)
+        }
+        (_, Some("date")) => format!("{column} + {days}"),
+        (_, None) if SQLITE_TIMES.contains(&column) => {
+            format!("strftime('%Y-%m-%dT%H:%M:%fZ', {column}, '+{days} days')")
+        }
+        _ => column.to_owned(),
+    }
+}
+
+/// Copies the loaded events `times - 1` times in SQL, each copy `shift_days` after the one
+/// before, and folds the copied calls into the rollups. Every copy is a call-for-call
+/// replica of the load moved by whole days, so the rollups of its days are those ingest
+/// would give: the fold computes them from the copied events.
+async fn multiply(url: &str, times: i64, shift_days: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        times >= 1 && shift_days >= 1,
+        "--times and --shift-days: 1 or more"
+    );
+    let store = connect(url).await?;
+    let started = Instant::now();
+    match &store {
+        Store::Postgres(s) => {
+            let pool = s.pool();
+            let (base_max, first, last): (i64, String, String) = sqlx::query_as(
+                "SELECT max(id), min(event_day)::text, max(event_day)::text FROM call_events",
+            )
+            .fetch_one(pool)
+            .await?;
+            let first = NaiveDate::parse_from_str(&first, "%Y-%m-%d")?;
+            let last = NaiveDate::parse_from_str(&last, "%Y-%m-%d")?
+                + chrono::Duration::days((times - 1) * shift_days);
+            // The copies' weeks get their partitions first, as a service running through
+            // those weeks would have made them: no copy lands in the default partition.
+            let mut week = first;
+            while week <= last + chrono::Duration::days(7) {
+                store.make_partitions(week).await?;
+                week += chrono::Duration::days(7);
+            }
+            let columns: Vec<(String, String)> = sqlx::query_as(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = 'call_events' \
+                   AND column_name <> 'id' ORDER BY ordinal_position",
+            )
+            .fetch_all(pool)
+            .await?;
+            let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+            for k in 1..times {
+                let t = Instant::now();
+                let exprs: Vec<String> = columns
+                    .iter()
+                    .map(|(c, ty)| copy_expr(c, Some(ty), k, shift_days))
+                    .collect();
+                // One statement per copy: its trigger queues each copied call once.
+                let sql = format!(
+                    "INSERT INTO call_events ({}) SELECT {} FROM call_events WHERE id <= {base_max} ORDER BY id",
+                    names.join(", "),
+                    exprs.join(", ")
+                );
+                let n = sqlx::query(&sql).execute(pool).await?.rows_affected();
+                eprintln!(
+                    "copy {k}: {n} events, {} days later, in {:.1} s",
+                    k * shift_days,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            let default: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events_default")
+                .fetch_one(pool)
+                .await?;
+            eprintln!("call_events_default holds {default} events");
+        }
+        Store::Sqlite(s) => {
+            let pool = s.pool();
+            let base_max: i64 = sqlx::query_scalar("SELECT max(id) FROM call_events")
+                .fetch_one(pool)
+                .await?;
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM pragma_table_info('call_events') WHERE name <> 'id' ORDER BY cid",
+            )
+            .fetch_all(pool)
+            .await?;
+            // SQLite's trigger queues every event (one per row): the copies are queued once
+            // per call instead, and the trigger is made again exactly as it was.
+            let trigger: String = sqlx::query_scalar(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'call_events_rollup'",
+            )
+            .fetch_one(pool)
+            .await?;
+            for k in 1..times {
+                let t = Instant::now();
+                let exprs: Vec<String> = names
+                    .iter()
+                    .map(|c| copy_expr(c, None, k, shift_days))
+                    .collect();
+                let mut tx = pool.begin().await?;
+                sqlx::query("DROP TRIGGER call_events_rollup")
+                    .execute(&mut *tx)
+                    .await?;
+                let from: i64 = sqlx::query_scalar("SELECT max(id) FROM call_events")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let sql = format!(
+                    "INSERT INTO call_events ({}) SELECT {} FROM call_events WHERE id <= {base_max} ORDER BY id",
+                    names.join(", "),
+                    exprs.join(", ")
+                );
+                let n = sqlx::query(&sql).execute(&mut *tx).await?.rows_affected();
+                sqlx::query(
+                    "INSERT INTO rollup_queue (sdkappid, call_id) SELECT sdkappid, call_id \
+                     FROM call_events WHERE id > ?1 AND call_id IS NOT NULL \
+                     GROUP BY sdkappid, call_id ORDER BY min(id)",
+                )
+                .bind(from)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&trigger).execute(&mut *tx).await?;
+                tx.commit().await?;
+                eprintln!(
+                    "copy {k}: {n} events, {} days later, in {:.1} s",
+                    k * shift_days,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    let copying = started.elapsed().as_secs_f64();
+    // Fold the queued calls, pass after pass, with no rest (nothing else writes here).
+    let (queued, _) = store.rollup_backlog().await?;
+    let folding = Instant::now();
+    let mut taken = 0usize;
+    loop {
+        let n = store.rollup_pass(1000).await?;
+        if n == 0 {
+            break;
+        }
+        taken += n;
+        if taken % 100_000 < n {
+            eprintln!("rollups: {taken} of {queued} queue entries folded");
+        }
+    }
+    let fold_seconds = folding.elapsed().as_secs_f64();
+    match &store {
+        Store::Postgres(s) => {
+            for table in [
+                "call_events",
+                "rollup_queue",
+                "rollup_days",
+                "rollup_talk",
+                "rollup_calls",
+            ] {
+                sqlx::query(&format!("VACUUM ANALYZE {table}"))
+                    .execute(s.pool())
+                    .await?;
+            }
+        }
+        Store::Sqlite(s) => {
+            sqlx::query("ANALYZE").execute(s.pool()).await?;
+        }
+    }
+    // What the table and the rollups hold now: each copy adds the load's calls again.
+    let (events, calls, days): (i64, i64, i64) =
+        match &store {
+            Store::Postgres(s) => sqlx::query_as(
+                "SELECT (SELECT count(*) FROM call_events), (SELECT count(*) FROM rollup_calls), \
+                    (SELECT sum(calls)::bigint FROM rollup_days)",
+            )
+            .fetch_one(s.pool())
+            .await?,
+            Store::Sqlite(s) => sqlx::query_as(
+                "SELECT (SELECT count(*) FROM call_events), (SELECT count(*) FROM rollup_calls), \
+                    (SELECT sum(calls) FROM rollup_days)",
+            )
+            .fetch_one(s.pool())
+            .await?,
+        };
+    if let Store::Postgres(s) = &store {
+        let (db, events_size): (String, String) = sqlx::query_as(
+            "SELECT pg_size_pretty(pg_database_size(current_database())), \
+                    pg_size_pretty(sum(pg_total_relation_size(inhrelid))) \
+             FROM pg_inherits WHERE inhparent = 'call_events'::regclass",
+        )
+        .fetch_one(s.pool())
+        .await?;
+        eprintln!("database {db}; call_events with its indexes {events_size}");
+    }
+    eprintln!(
+        "multiplied by {times}: {events} events, {calls} calls in rollup_calls, {days} calls in rollup_days; \
+         copied in {copying:.1} s, {taken} queue entries ({queued} queued) folded in {fold_seconds:.1} s, \
+         {:.1} s in all",
+        started.elapsed().as_secs_f64()
     );
     store.close().await;
     Ok(())
