@@ -135,6 +135,9 @@ impl Journal {
             legacy_pending: AtomicBool::new(true),
             faults,
         };
+        // Exported at 0 from the start, so that rate() counts the first appends and replays.
+        metrics::counter!(m::JOURNAL_APPENDED).increment(0);
+        metrics::counter!(m::JOURNAL_REPLAYED).increment(0);
         journal.recount().await?;
         let imported = journal.import_legacy().await?;
         let stats = journal.stats();

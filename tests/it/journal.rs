@@ -473,6 +473,14 @@ async fn a_corrupt_journal_is_kept_and_replaced() {
         metrics.contains("callhook_journal_corrupt_total 1"),
         "{metrics}"
     );
+    // The journal's counters are exported at 0 before its first use, so that rate()
+    // counts the first appends and replays.
+    for counter in [
+        "callhook_journal_appended_total 0",
+        "callhook_journal_replayed_total 0",
+    ] {
+        assert!(metrics.contains(counter), "{counter}: {metrics}");
+    }
     // The fresh journal works.
     cluster.stop_server().unwrap_or_else(|e| panic!("{e:#}"));
     let sender = Sender::new(vec![format!("http://{}", server.addr)]);
