@@ -211,6 +211,19 @@ fn raise_fence(writer: &str, batch: &str) -> String {
 
 const FENCED: &str = "WHERE EXISTS (SELECT 1 FROM fence)";
 
+/// True when `name` is a partition of call_events, else an error (22P02, its message
+/// naming [`weeks::NOT_A_PARTITION`]); evaluated once per statement. The error comes from
+/// casting a text that is not a boolean, built with `now()` so that the planner cannot
+/// fold it and fail every statement.
+fn attached(name: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_inherits \
+         WHERE inhrelid = '{name}'::regclass AND inhparent = 'call_events'::regclass) \
+         THEN true ELSE ('{name} {}' || now()::text)::boolean END)",
+        weeks::NOT_A_PARTITION
+    )
+}
+
 /// How a batch's rows are bound: one array per column, or one value per column for a batch
 /// of one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,7 +281,15 @@ impl Variant {
             ctes.push(raise_fence(&format!("${next}"), &format!("${}", next + 1)));
             next += 2;
         }
-        let guard = if self.fenced { FENCED } else { "" };
+        // A statement naming a partition first checks, once, that the table still is one
+        // of call_events' partitions, and fails if not (weeks.rs: `gone`): a partition
+        // detached by hand would otherwise take rows that call_events no longer shows.
+        let guard = match (self.fenced, partition) {
+            (true, Some(name)) => format!("{FENCED} AND {}", attached(name)),
+            (false, Some(name)) => format!("WHERE {}", attached(name)),
+            (true, None) => FENCED.to_owned(),
+            (false, None) => String::new(),
+        };
         let upsert = format!(
             "{}{guard}{EVENTS_UPSERT}",
             events_insert(self.shape, self.trtc, partition)

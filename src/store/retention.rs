@@ -150,7 +150,7 @@ impl Store {
             made += usize::from(new == Some(true));
         }
         // The live writes name the weeks' partitions they know (src/store/postgres/weeks.rs).
-        s.read_partitions().await?;
+        reread_partitions(s).await;
         Ok(made)
     }
 
@@ -411,9 +411,18 @@ async fn drop_partitions(s: &super::PgStore, cutoff: NaiveDate) -> Result<(u64, 
         tracing::info!(partition = %name, events = n, "retention dropped a week of events");
     }
     if dropped > 0 {
-        s.read_partitions().await?;
+        reread_partitions(s).await;
     }
     Ok((dropped, rows))
+}
+
+/// Tells the live writes which partitions exist now. A failure is only logged: the writes
+/// read the list again within ten minutes, and one naming a dropped week falls back by
+/// itself, so the upkeep's step has still succeeded.
+async fn reread_partitions(s: &super::PgStore) {
+    if let Err(e) = s.read_partitions().await {
+        tracing::warn!(error = %e, "could not read the partitions of call_events after the upkeep; the writes read them again within ten minutes");
+    }
 }
 
 impl super::SqliteStore {

@@ -279,6 +279,25 @@ async fn a_batch_of_one_week_is_written_into_its_partition() {
     assert_eq!(placed(store, "next-0").await[0].0, "call_events_p20261130");
     assert!(queued(store, "next-0").await);
     exec("ALTER TABLE call_events ENABLE TRIGGER call_events_rollup").await;
+
+    // A partition detached by hand: the write that names it fails its check before
+    // writing anything and goes through the parent, so the row is in call_events (the
+    // week now has no partition: the default one), not in the detached table.
+    exec("ALTER TABLE call_events DETACH PARTITION call_events_p20261130").await;
+    let (_, detached) = call("detached-0", next_monday + 120, next_monday * 1000 + 70_000);
+    write_all(store, &[&detached]).await;
+    assert_eq!(
+        placed(store, "detached-0").await,
+        [("call_events_default".to_owned(), "2026-11-30".to_owned(), 1)]
+    );
+    assert_eq!(
+        count(
+            store,
+            "SELECT count(*) FROM call_events_p20261130 WHERE call_id = 'detached-0'"
+        )
+        .await,
+        0
+    );
 }
 
 /// A database of the version before partitions, with events, is carried over: its rows
