@@ -734,7 +734,10 @@ both_backends! {
         }).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no record API line"));
         let withheld: i64 = line.split(" of them").next().and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"));
-        assert!(line.contains("40 calls' records") && (5..=15).contains(&withheld), "{line}");
+        // Which calls are withheld follows their ids, new on every run: about a quarter, a
+        // binomial count (4 and 16 are as likely as 1 in 40 runs), so only "some, not all"
+        // is asserted here; what matters is that reconcile finds exactly those, below.
+        assert!(line.contains("40 calls' records") && (1..40).contains(&withheld), "{line}");
 
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("callhook.toml");
