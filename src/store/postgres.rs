@@ -472,7 +472,7 @@ impl PgStore {
         let fence = self.fences.next();
         let entries = self.routes.entries(rows);
         if !rows.is_empty() {
-            self.weeks.refresh_if_stale(&self.pool).await;
+            self.weeks.refresh_if_stale(&self.pool);
         }
         let attempts = async {
             let attempt = || {

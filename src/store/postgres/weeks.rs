@@ -17,8 +17,9 @@
 //! then written again through the parent, and the list is read again.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike as _, NaiveDate};
@@ -33,16 +34,18 @@ const FRESH_FOR: Duration = Duration::from_secs(600);
 /// How soon a failed reading is tried again: while the database is away, writes must not
 /// each wait for one.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
-/// How long a write waits for the reading before it goes through the parent instead.
-const READ_WITHIN: Duration = Duration::from_millis(250);
+/// How long a reading may take before it counts as failed.
+const READ_WITHIN: Duration = Duration::from_secs(5);
 
 const MS_PER_DAY: i64 = 86_400_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct Weeks {
     state: RwLock<State>,
-    /// One writer reads the list at a time; the others use what is known meanwhile.
+    /// One reading at a time; the writes use what is known meanwhile.
     reading: AtomicBool,
+    /// Bumped by [`Weeks::forget`]: a reading that began before is not kept.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -115,9 +118,10 @@ impl Weeks {
         state.mondays.contains(&first).then_some(first)
     }
 
-    /// Reads the list again when it is old, or was never read, within a short wait; a
-    /// failure leaves the writes going through the parent.
-    pub(crate) async fn refresh_if_stale(&self, pool: &PgPool) {
+    /// Starts reading the list again, in a task of its own, when it is old or was never
+    /// read; the write that notices goes on with what is known (a week not known goes
+    /// through the parent). A failure is tried again after [`RETRY_AFTER`].
+    pub(crate) fn refresh_if_stale(self: &Arc<Self>, pool: &PgPool) {
         let due = match self.state.read().map(|s| s.read_at) {
             Ok(None) => true,
             Ok(Some((at, ok))) => at.elapsed() >= if ok { FRESH_FOR } else { RETRY_AFTER },
@@ -126,29 +130,34 @@ impl Weeks {
         if !due || self.reading.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Cleared however this ends, a dropped future included.
-        struct Reading<'a>(&'a AtomicBool);
-        impl Drop for Reading<'_> {
+        // Cleared however the task ends, a dropped future included.
+        struct Reading(Arc<Weeks>);
+        impl Drop for Reading {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
+                self.0.reading.store(false, Ordering::Release);
             }
         }
-        let _reading = Reading(&self.reading);
-        let read = tokio::time::timeout(READ_WITHIN, self.read(pool)).await;
-        if !matches!(read, Ok(Ok(()))) {
-            let why = match read {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no answer within {READ_WITHIN:?}"),
-            };
-            tracing::debug!(error = %why, "could not read the partitions of call_events; writing through the parent");
-            if let Ok(mut s) = self.state.write() {
-                s.read_at = Some((Instant::now(), false));
+        let reading = Reading(Arc::clone(self));
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let weeks = &reading.0;
+            let read = tokio::time::timeout(READ_WITHIN, weeks.read(&pool)).await;
+            if !matches!(read, Ok(Ok(()))) {
+                let why = match read {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {READ_WITHIN:?}"),
+                };
+                tracing::debug!(error = %why, "could not read the partitions of call_events; writing through the parent");
+                if let Ok(mut s) = weeks.state.write() {
+                    s.read_at = Some((Instant::now(), false));
+                }
             }
-        }
+        });
     }
 
     /// Reads which weeks have their partition now.
     pub(crate) async fn read(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let generation = self.generation.load(Ordering::Acquire);
         // The bound is compared in SQL, where it and the expected text follow the same
         // DateStyle.
         let parts: Vec<String> = sqlx::query_scalar(
@@ -163,10 +172,14 @@ impl Weeks {
         .await?;
         let mondays = parts.iter().filter_map(|name| week_of(name)).collect();
         if let Ok(mut s) = self.state.write() {
-            *s = State {
-                mondays,
-                read_at: Some((Instant::now(), true)),
-            };
+            // A write found a named partition gone since this reading began: what it read
+            // may still name that partition, so it is not kept (the next write reads again).
+            if self.generation.load(Ordering::Acquire) == generation {
+                *s = State {
+                    mondays,
+                    read_at: Some((Instant::now(), true)),
+                };
+            }
         }
         Ok(())
     }
@@ -175,6 +188,7 @@ impl Weeks {
     /// read again.
     pub(crate) fn forget(&self) {
         if let Ok(mut s) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             *s = State::default();
         }
     }
