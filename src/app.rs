@@ -392,16 +392,22 @@ async fn replay_journal(state: SharedState, journal: Arc<Journal>) {
     }
 }
 
+/// A pool of `connections` of a background task's own, so that it never takes a connection
+/// the batch writers, the prober or the journal's replay wait for.
+async fn own_store(state: &SharedState, connections: u32, task: &str) -> anyhow::Result<Store> {
+    let own = crate::store::DatabaseSettings {
+        pool_size: connections,
+        ..state.settings.database.clone()
+    };
+    Store::connect(&own)
+        .await
+        .with_context(|| format!("connecting the {task} to the database"))
+}
+
 /// The rollup task, on a pool of its own (one connection; two on SQLite, which keeps one
 /// for reading), so its passes never take a connection the batch writers wait for.
 async fn spawn_rollup(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
-    let own = crate::store::DatabaseSettings {
-        pool_size: 1,
-        ..state.settings.database.clone()
-    };
-    let store = Store::connect(&own)
-        .await
-        .context("connecting the rollup task to the database")?;
+    let store = own_store(state, 1, "rollup task").await?;
     let health = Arc::clone(&state.health);
     let ingest = state.ingest.clone();
     background.spawn("rollup", Lifetime::UntilAborted, move || {
@@ -449,13 +455,7 @@ async fn upgrade_in_background(store: &Store, settings: &Settings) -> anyhow::Re
 /// The history upkeep task (partitions ahead, retention), on a pool of its own (one
 /// connection; two on SQLite, which keeps one for reading).
 async fn spawn_history(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
-    let own = crate::store::DatabaseSettings {
-        pool_size: 1,
-        ..state.settings.database.clone()
-    };
-    let store = Store::connect(&own)
-        .await
-        .context("connecting the history upkeep task to the database")?;
+    let store = own_store(state, 1, "history upkeep task").await?;
     let health = Arc::clone(&state.health);
     let days = state.settings.retention_days;
     background.spawn("history", Lifetime::UntilAborted, move || {
@@ -467,13 +467,7 @@ async fn spawn_history(background: &mut Supervisor, state: &SharedState) -> anyh
 /// The room check task (TRTC room callbacks without a known call), on a pool of its own
 /// (one connection; two on SQLite, which keeps one for reading).
 async fn spawn_room_check(background: &mut Supervisor, state: &SharedState) -> anyhow::Result<()> {
-    let own = crate::store::DatabaseSettings {
-        pool_size: 1,
-        ..state.settings.database.clone()
-    };
-    let store = Store::connect(&own)
-        .await
-        .context("connecting the room check task to the database")?;
+    let store = own_store(state, 1, "room check task").await?;
     let health = Arc::clone(&state.health);
     let apps: Vec<i64> = state.settings.apps.keys().copied().collect();
     background.spawn("room-check", Lifetime::UntilAborted, move || {
@@ -489,13 +483,7 @@ async fn spawn_reconcile(background: &mut Supervisor, state: &SharedState) -> an
     if state.settings.reconcile.interval.is_none() {
         return Ok(());
     }
-    let own = crate::store::DatabaseSettings {
-        pool_size: 2,
-        ..state.settings.database.clone()
-    };
-    let store = Store::connect(&own)
-        .await
-        .context("connecting the reconcile task to the database")?;
+    let store = own_store(state, 2, "reconcile task").await?;
     let health = Arc::clone(&state.health);
     let apps: Vec<_> = state.settings.apps.values().cloned().collect();
     let settings = state.settings.reconcile.clone();

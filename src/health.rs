@@ -2,6 +2,7 @@
 //! per request) and exported as `callhook_database_up`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct DbHealth {
@@ -41,6 +42,14 @@ impl DbHealth {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the database is up and migrated, looking every `poll` until then: what
+    /// the background tasks wait for before each run.
+    pub async fn ready(&self, poll: Duration) {
+        while !(self.has_schema() && self.is_up()) {
+            tokio::time::sleep(poll).await;
+        }
     }
 
     /// Records a successful database round trip (ignored until the schema is in place).

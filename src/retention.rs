@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::health::DbHealth;
-use crate::logging::Complaint;
 use crate::metrics as m;
 use crate::store::{Pace, Removed, Store, cutoff_day};
+use crate::supervisor::{Period, periodically};
 
 /// Between two runs.
 pub const EVERY: Duration = Duration::from_secs(3600);
@@ -69,25 +69,21 @@ pub async fn run_once(
 /// and migrated.
 #[tracing::instrument(name = "history", skip_all)]
 pub async fn run(store: Store, health: Arc<DbHealth>, retention_days: Option<u32>) {
-    let mut complaint = Complaint::default();
-    loop {
-        if !(health.has_schema() && health.is_up()) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        match run_once(&store, retention_days, crate::now_millis()).await {
+    let period = Period {
+        every: EVERY,
+        retry: RETRY,
+        failed: "history upkeep failed; trying again in a minute",
+    };
+    let store = &store;
+    periodically(&health, period, move || async move {
+        let done = run_once(store, retention_days, crate::now_millis()).await;
+        match &done {
             Ok(_) => {
-                metrics::gauge!(m::UPKEEP_LAST_SUCCESS).set(crate::now_millis() as f64 / 1000.0);
-                tokio::time::sleep(EVERY).await;
+                metrics::gauge!(m::UPKEEP_LAST_SUCCESS).set(crate::now_millis() as f64 / 1000.0)
             }
-            Err(e) => {
-                metrics::counter!(m::UPKEEP_ERRORS).increment(1);
-                complaint.log(
-                    &format!("{e:#}"),
-                    "history upkeep failed; trying again in a minute",
-                );
-                tokio::time::sleep(RETRY).await;
-            }
+            Err(_) => metrics::counter!(m::UPKEEP_ERRORS).increment(1),
         }
-    }
+        done
+    })
+    .await
 }

@@ -43,10 +43,7 @@ pub async fn run(store: Store, health: Arc<DbHealth>, ingest: Ingest) {
     let limit = pass_limit(&store);
     let mut complaint = Complaint::default();
     loop {
-        if !(health.has_schema() && health.is_up()) {
-            tokio::time::sleep(IDLE).await;
-            continue;
-        }
+        health.ready(IDLE).await;
         let started = std::time::Instant::now();
         match store.rollup_pass(limit).await {
             Ok(0) => {

@@ -28,10 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::health::DbHealth;
-use crate::logging::Complaint;
 use crate::metrics as m;
 use crate::protocol::Millis;
 use crate::store::{RoomCount, RoomWindow, Store};
+use crate::supervisor::{Period, periodically};
 
 /// Between two checks.
 pub const EVERY: Duration = Duration::from_secs(300);
@@ -101,23 +101,16 @@ pub async fn run_once(
 /// and migrated. A failed check leaves the gauges at the last successful one's values.
 #[tracing::instrument(name = "room_check", skip_all)]
 pub async fn run(store: Store, health: Arc<DbHealth>, apps: Vec<i64>) {
-    let mut complaint = Complaint::default();
-    loop {
-        if !(health.has_schema() && health.is_up()) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        match run_once(&store, &apps, crate::now_millis()).await {
-            Ok(_) => tokio::time::sleep(EVERY).await,
-            Err(e) => {
-                complaint.log(
-                    &format!("{e:#}"),
-                    "room check failed; trying again in a minute",
-                );
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    }
+    let period = Period {
+        every: EVERY,
+        retry: RETRY,
+        failed: "room check failed; trying again in a minute",
+    };
+    let (store, apps) = (&store, &apps);
+    periodically(&health, period, move || {
+        run_once(store, apps, crate::now_millis())
+    })
+    .await
 }
 
 #[cfg(test)]

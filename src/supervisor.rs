@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use crate::health::DbHealth;
+use crate::logging::Complaint;
 use crate::metrics as m;
 
 /// How long a task that keeps ending early stays down before it is started again.
@@ -315,5 +317,41 @@ mod tests {
         assert_eq!(tasks.down(), vec!["writer"]);
         tasks.mark_up("writer");
         assert!(tasks.down().is_empty());
+    }
+}
+
+/// The schedule of a periodic background task.
+#[derive(Debug, Clone, Copy)]
+pub struct Period {
+    /// Between the end of a run and the start of the next.
+    pub every: Duration,
+    /// After a failed run.
+    pub retry: Duration,
+    /// The log line of a failed run (the error rides along).
+    pub failed: &'static str,
+}
+
+/// How often a periodic task looks whether the database is ready.
+const READY_POLL: Duration = Duration::from_millis(500);
+
+/// Runs `run` for ever (under [`Supervisor::spawn`], which restarts it should it panic):
+/// each run once the database is up and migrated, the next [`Period::every`] after a run
+/// that succeeded and [`Period::retry`] after one that failed. A failure is logged at most
+/// once a minute ([`Complaint`]).
+pub async fn periodically<T, F, Fut>(health: &DbHealth, period: Period, mut run: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut complaint = Complaint::default();
+    loop {
+        health.ready(READY_POLL).await;
+        match run().await {
+            Ok(_) => tokio::time::sleep(period.every).await,
+            Err(e) => {
+                complaint.log(&format!("{e:#}"), period.failed);
+                tokio::time::sleep(period.retry).await;
+            }
+        }
     }
 }

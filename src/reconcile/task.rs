@@ -62,9 +62,7 @@ pub async fn run_task(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        while !(health.is_up() && health.has_schema()) {
-            tokio::time::sleep(READY_POLL).await;
-        }
+        health.ready(READY_POLL).await;
         for app in &apps {
             once(&store, app, &settings).await;
         }
