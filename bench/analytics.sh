@@ -3,7 +3,9 @@
 # family and outcome, some retried) into a throwaway PostgreSQL cluster and an SQLite file,
 # folds the daily rollups (timed: what an upgrade to them costs), then times on each backend:
 #   - SELECT * FROM call_stats_daily WHERE day >= … AND day < …   (7 days, 1 day, 90 days)
-#   - SELECT * FROM calls WHERE sdkappid = … AND call_id = …       (one call)
+#   - SELECT * FROM calls WHERE sdkappid = … AND call_id = …       (one call, on one connection
+#                                     after an untimed run; PostgreSQL: also the first query
+#                                     on a new connection)
 #   - callhook report --since … --until …  (the real binary: table and html for 7 days,
 #                                           table for 90)
 # WITHOUT_INDEXES=1 also times them without the indexes of migration 0002 first.

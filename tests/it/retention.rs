@@ -542,3 +542,108 @@ async fn writes_racing_a_new_partition_all_land() {
         );
     }
 }
+
+/// How many times a plan (EXPLAIN's JSON) reads a table of `call_events`: the parent, a
+/// weekly partition or the default one.
+fn partition_reads(plan: &Value) -> usize {
+    let own = plan
+        .get("Relation Name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| name.starts_with("call_events"));
+    let below: usize = plan
+        .get("Plans")
+        .and_then(Value::as_array)
+        .map_or(0, |plans| plans.iter().map(partition_reads).sum());
+    usize::from(own) + below
+}
+
+/// One call's `calls` row reads call_events twice (the call's days, then its fold; migration
+/// 0013), whatever the call holds: a lookup by call names no partition key, so each read is
+/// planned against every partition, and planning was most of the lookup's cost (five reads
+/// before). The row itself: callbacks in two weeks and Tencent's record of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_is_looked_up_in_two_reads_of_the_partitions() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let store = app.store();
+    store
+        .make_partitions(day("2026-11-23"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sunday = at("2026-11-29 23:59:00");
+    let mut caller = status_body("spanning", "alice", "caller", "normal_end");
+    caller["StartCallTs"] = sunday.into();
+    caller["AcceptTs"] = (sunday + 5).into();
+    caller["EndTs"] = (sunday + 125).into();
+    caller["EventTime"] = (sunday + 126).into();
+    // The callee's callback says only when it was sent, after midnight: the next week.
+    let mut callee = status_body("spanning", "bob", "callee", "normal_end");
+    for key in ["StartCallTs", "AcceptTs", "EndTs"] {
+        callee.as_object_mut().map(|o| o.remove(key));
+    }
+    callee["EventTime"] = (sunday + 127).into();
+    for body in [&caller, &callee] {
+        let (status, reply) = app.post_status("call_end", body).await;
+        assert_eq!(
+            (status, &reply["ErrorCode"]),
+            (200, &Value::from(0)),
+            "{reply}"
+        );
+    }
+    assert_eq!(
+        placed(store, "spanning").await.len(),
+        2,
+        "the two callbacks are two rows"
+    );
+    sqlx::query(
+        "INSERT INTO call_records (sdkappid, call_id, caller, callees, call_result, day, record) \
+         VALUES ($1, 'spanning', 'alice', '[\"bob\", \"carol\"]', 'normal_end', '2026-11-29', '{}')",
+    )
+    .bind(APP)
+    .execute(pg(store))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let rows = text_rows(
+        store,
+        &format!(
+            "SELECT caller, array_to_string(callees, ','), participants::text, events::text, \
+             day::text, source, talk_seconds::text FROM calls \
+             WHERE sdkappid = {APP} AND call_id = 'spanning'"
+        ),
+    )
+    .await;
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows,
+        [vec![
+            s("alice"),
+            s("bob,carol"),
+            s("3"),
+            s("2"),
+            s("2026-11-29"),
+            s("both"),
+            s("120")
+        ]]
+    );
+
+    let partitions = count(
+        store,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'call_events'::regclass",
+    )
+    .await;
+    assert!(partitions >= 3, "{partitions} partitions");
+    let plan: Value = sqlx::query_scalar(
+        "EXPLAIN (FORMAT JSON) SELECT * FROM calls WHERE sdkappid = $1 AND call_id = $2",
+    )
+    .bind(APP)
+    .bind("spanning")
+    .fetch_one(pg(store))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reads = partition_reads(&plan[0]["Plan"]);
+    assert_eq!(
+        reads,
+        2 * partitions as usize,
+        "each partition is read twice: {plan:#}"
+    );
+}
