@@ -97,8 +97,9 @@ fn partition_monday(name: &str) -> Option<NaiveDate> {
 impl Store {
     /// Makes the weekly partitions of `call_events` for the week of `today` and the
     /// [`WEEKS_AHEAD`] after it that do not exist yet, and those of the weeks of which at
-    /// most [`MOVE_LIMIT`] rows wait in the default partition (which move into them):
-    /// PostgreSQL; nothing on SQLite. Returns how many it made.
+    /// most [`MOVE_LIMIT`] rows wait in the default partition (which move into them), but
+    /// for weeks retention has already removed: PostgreSQL; nothing on SQLite. Returns how
+    /// many it made.
     pub async fn make_partitions(&self, today: NaiveDate) -> Result<usize, StoreError> {
         let Self::Postgres(s) = self else {
             return Ok(0);
@@ -107,10 +108,15 @@ impl Store {
         // The weeks of rows waiting in the default partition (made by this version's
         // writes before their week's partition existed: a late or early clock, events
         // loaded from an old export), up to the last week made ahead, then those ahead.
+        // Not a week wholly before the retention horizon: retention would drop it again
+        // at once; its rows wait in the default partition, whence retention deletes them.
         let horizon = monday_of(today) + chrono::Days::new(7 * (WEEKS_AHEAD as u64 + 1));
         let waiting: Vec<(String, i64)> = sqlx::query_as(
             "SELECT date_trunc('week', event_day)::date::text, count(*) FROM call_events_default \
-             WHERE event_day >= DATE '2000-01-01' AND event_day < $1::date GROUP BY 1 ORDER BY 1",
+             WHERE event_day >= DATE '2000-01-01' AND event_day < $1::date \
+               AND date_trunc('week', event_day)::date + 7 > coalesce( \
+                   (SELECT events_before FROM retention_horizon), DATE '2000-01-01') \
+             GROUP BY 1 ORDER BY 1",
         )
         .bind(horizon.format("%Y-%m-%d").to_string())
         .fetch_all(s.pool())
@@ -234,13 +240,15 @@ impl Store {
     fn retention_steps(&self) -> Vec<(Table, &'static str)> {
         match self {
             // call_events: the whole weeks went with their partitions; what is left are the
-            // default partition's rows (no time in the body, or a clock far off), by when
-            // they arrived.
+            // default partition's rows: by their own day when they have one (a late event
+            // of a week already removed, whose partition is not made again), else (no
+            // time in the body: 1970-01-01) by when they arrived.
             Self::Postgres(_) => vec![
                 (
                     Table::Events,
                     "DELETE FROM call_events_default WHERE ctid IN (SELECT ctid FROM \
-                     call_events_default WHERE received_at < ($1::date::timestamp AT TIME ZONE 'UTC') LIMIT $2)",
+                     call_events_default WHERE received_at < ($1::date::timestamp AT TIME ZONE 'UTC') \
+                     OR (event_day >= DATE '2000-01-01' AND event_day < $1::date) LIMIT $2)",
                 ),
                 (
                     Table::Rejected,

@@ -468,6 +468,25 @@ both_backends! {
         let (status, _) = app.post_status("call_end", &call("new-x", new_start, 0).0).await;
         assert_eq!(status, 200);
         assert_eq!(count(store, "SELECT count(*) FROM call_events").await, 31);
+        if backend == Backend::Postgres {
+            // A late event of a removed week waits in the default partition: its week is
+            // not made again (retention would drop it at once), and retention deletes it.
+            let (status, _) = app.post_status("call_end", &call("old-late", old_start, 0).0).await;
+            assert_eq!(status, 200);
+            assert_eq!(placed(store, "old-late").await[0].0, "call_events_default");
+            store.make_partitions(day("2026-10-19")).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                count(store, "SELECT count(*) FROM pg_class WHERE relname = 'call_events_p20260831'").await,
+                0,
+                "the removed week's partition is not made again"
+            );
+            let late = store
+                .remove_before(day("2026-10-01"), Pace::for_store(store))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((late.events, late.partitions), (1, 0), "{late:?}");
+            assert_eq!(count(store, "SELECT count(*) FROM call_events").await, 31);
+        }
         if backend == Backend::Sqlite {
             assert_eq!(count(store, "PRAGMA auto_vacuum").await, 2, "a new file vacuums incrementally");
             assert_eq!(count(store, "PRAGMA freelist_count").await, 0, "the freed pages went back");
