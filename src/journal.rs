@@ -666,7 +666,10 @@ mod tests {
             want[..],
             "same columns, same order, then its own"
         );
-        assert_eq!(have[want.len()..], ["fence".to_owned(), "chunk".to_owned()]);
+        assert_eq!(
+            have[want.len()..],
+            ["fence", "chunk", "own_day"].map(str::to_owned)
+        );
     }
 
     /// A row journaled by a version that did not bound the indexed text columns (a 4 kB

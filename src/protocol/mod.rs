@@ -216,6 +216,10 @@ pub struct EventRow {
     /// Identifies the delivery (and the row's place in it) across retries: equal keys are
     /// the same delivery.
     pub dedupe_key: DedupeKey,
+    /// The UTC day (days since 1970-01-01) of the event's own time as the body gives it,
+    /// plausible or not ([`own_day`]): the row's partition key on PostgreSQL. `None` for a
+    /// row journaled by an earlier version, whose day is then its time columns'.
+    pub own_day: Option<i64>,
 }
 
 /// The `call_events` columns of TRTC's room, media and recording callbacks (NULL on the
@@ -282,6 +286,7 @@ impl EventRow {
             notes: None,
             received_at: ctx.received_at,
             dedupe_key: [0; 16],
+            own_day: None,
         }
     }
 
@@ -321,6 +326,24 @@ pub(crate) fn plausible_time(
     }
     Some(ms)
 }
+
+/// The UTC day (days since 1970-01-01) of the first of `times` (Unix seconds or
+/// milliseconds, as the body gives them, in the order the time columns are preferred) that
+/// is a time from 2010 on, plausible or not; 0 (1970-01-01) when none is. It depends on the
+/// body alone, never on when the delivery arrived: a time a day ahead of one delivery's
+/// arrival is not plausible for it and is for a retry seconds later, and the two must meet
+/// the same unique key, whose partition key this is.
+pub(crate) fn own_day(times: &[Option<i64>]) -> i64 {
+    times
+        .iter()
+        .filter(|v| **v != Some(0))
+        .filter_map(|v| values::unix_time(*v))
+        .find(|&ms| ms >= EARLIEST_PLAUSIBLE)
+        .map_or(0, |ms| ms.div_euclid(MS_PER_DAY))
+}
+
+/// Milliseconds in a day.
+const MS_PER_DAY: Millis = 86_400_000;
 
 /// Builds a dedupe key from length-prefixed parts, so that `("ab","c")` and `("a","bc")`
 /// differ.
@@ -523,6 +546,12 @@ impl Read<'_, '_> {
     pub fn time(&self, f: &Fields<'_>, key: &str, notes: &mut Notes) -> Option<Millis> {
         let raw = f.int(&[key], notes);
         plausible_time(|| f.name(key), raw, self.ctx.received_at, notes)
+    }
+
+    /// The integer at `key` as the body gives it, for [`own_day`] (what cannot be read
+    /// there is noted by [`Read::time`]).
+    pub fn raw(f: &Fields<'_>, key: &str) -> Option<i64> {
+        f.int(&[key], &mut Notes::default())
     }
 }
 

@@ -99,3 +99,50 @@ fn long_ids_are_bounded_in_every_kind() {
         assert_eq!(keys(&rows), keys(&parse()), "{command}: a retry merges");
     }
 }
+
+/// A time a day ahead of one delivery's arrival is not plausible for it and is for a retry
+/// ten seconds later: the columns differ, but every kind's rows keep the same own day (the
+/// body's), which is PostgreSQL's partition key, so the retry meets the first delivery's row.
+#[test]
+fn the_own_day_does_not_depend_on_the_arrival() {
+    let first = ctx("x").received_at;
+    let ahead = first + 86_400_000 + 5_000;
+    let body = serde_json::json!({
+        "CallId": "c-ahead", "UserId": "u1", "Role": "caller", "CallResult": "normal_end",
+        "StartCallTs": ahead, "AcceptTs": ahead, "EndTs": ahead, "EventTime": ahead,
+        "CallInfo": {"CallId": "c-ahead"},
+        "UserList": [{"User_Account": "u1", "Status": "Calling"}],
+        "ChangedUserList": [{"User_Account": "u1", "ActionType": "Accept"}],
+        "CallRecord": {"CallId": "c-ahead", "Caller_Account": "u1",
+                       "StartTime": ahead, "AcceptTime": ahead, "EndTime": ahead},
+    })
+    .to_string();
+    for (kind, command) in KINDS {
+        let rows_at = |received_at| {
+            let c = Context {
+                received_at,
+                ..ctx(command)
+            };
+            parse_delivery(kind, false, &c, body.as_bytes())
+                .unwrap_or_else(|e| panic!("{command}: {e:?}"))
+        };
+        let (early, late) = (rows_at(first), rows_at(first + 10_000));
+        assert_eq!(early.len(), late.len(), "{command}");
+        for (a, b) in early.iter().zip(&late) {
+            assert_eq!(a.dedupe_key, b.dedupe_key, "{command}");
+            assert_eq!(a.own_day, Some(ahead / 86_400_000), "{command}");
+            assert_eq!(b.own_day, a.own_day, "{command}");
+        }
+        if kind == Kind::Status {
+            assert_eq!(
+                early[0].event_time, None,
+                "a day ahead of the first arrival"
+            );
+            assert_eq!(
+                late[0].event_time,
+                Some(ahead),
+                "within a day of the retry's"
+            );
+        }
+    }
+}

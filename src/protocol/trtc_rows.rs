@@ -11,7 +11,7 @@ use super::trtc::{BodyError, TrtcEvent, TrtcGroup, event_type, parse_trtc, role_
 use super::v4_record::parse_record_changed;
 use super::{
     Context, ErrorCode, EventRow, Family, Fields, Notes, Rejection, Role, TrtcColumns, canonical,
-    dedupe_key, plausible_time, scan,
+    dedupe_key, own_day, plausible_time, scan,
 };
 
 /// The `command` stored on TRTC's own callbacks (they carry none: the path says what they are).
@@ -137,6 +137,8 @@ pub fn parse_trtc_delivery(ctx: &Context<'_>, body: &[u8]) -> Result<Vec<EventRo
             &mut notes,
         )
     });
+    // Not CallbackTs: it changes with every retry (the dedupe key leaves it out too).
+    row.own_day = Some(own_day(&[ev.event_ts_ms]));
     row.trtc = columns(&ev, &mut notes);
     let digest = digest_without_callback_ts(text);
     row.dedupe_key = dedupe_key(&[
@@ -186,6 +188,7 @@ pub(crate) fn record_changed_row(ctx: &Context<'_>, text: &str, notes: &mut Note
             notes,
         )
     });
+    row.own_day = Some(own_day(&[ev.event_ts_ms, rc.event_time_ms]));
     row.trtc = columns(&ev, notes);
     row
 }

@@ -4,7 +4,7 @@
 //! read is NULL and noted, and never costs the row.
 
 use super::values::normalize;
-use super::{CallResult, CallType, EventRow, Family, MediaType, Notes, Read, Role};
+use super::{CallResult, CallType, EventRow, Family, MediaType, Notes, Read, Role, own_day};
 
 /// The fields of a status or event body, as far as they could be read.
 #[derive(Debug, Default)]
@@ -72,6 +72,13 @@ pub(crate) fn common_row(read: &Read<'_, '_>, family: Family, notes: &mut Notes)
     row.start_call_ts = read.time(f, "StartCallTs", notes);
     row.accept_ts = read.time(f, "AcceptTs", notes);
     row.end_ts = read.time(f, "EndTs", notes);
+    let raw = |key| Read::raw(f, key);
+    row.own_day = Some(own_day(&[
+        raw("StartCallTs"),
+        raw("EventTime"),
+        raw("EndTs"),
+        raw("AcceptTs"),
+    ]));
     row
 }
 

@@ -6,7 +6,7 @@
 
 use super::{
     CallResult, CallType, EventRow, Family, Fields, MAX_ROWS_PER_DELIVERY, MediaType, MemberAction,
-    Notes, Read, Role,
+    Notes, Read, Role, own_day,
 };
 
 /// The accounts of a `UserList` (`[{User_Account, Status}]`), with the index of the one
@@ -82,6 +82,7 @@ pub(crate) fn start_call_row(read: &Read<'_, '_>, notes: &mut Notes) -> EventRow
     row.total_num = (!users.is_empty()).then_some(users.len() as i64);
     row.event_time = read.time(f, "EventTime", notes);
     row.start_call_ts = row.event_time;
+    row.own_day = Some(own_day(&[Read::raw(f, "EventTime")]));
     row.members = members(users);
     row
 }
@@ -94,6 +95,7 @@ pub(crate) fn end_call_row(read: &Read<'_, '_>, notes: &mut Notes) -> EventRow {
     let mut row = EventRow::base(read.ctx, Family::V4);
     row.call_id = call_id(f, rec.as_ref(), notes);
     row.event_time = read.time(f, "EventTime", notes);
+    row.own_day = Some(own_day(&[Read::raw(f, "EventTime")]));
     let Some(rec) = rec else {
         notes.missing(f, "CallRecord");
         return row;
@@ -121,6 +123,12 @@ pub(crate) fn end_call_row(read: &Read<'_, '_>, notes: &mut Notes) -> EventRow {
     row.start_call_ts = read.time(&rec, "StartTime", notes);
     row.accept_ts = read.time(&rec, "AcceptTime", notes);
     row.end_ts = read.time(&rec, "EndTime", notes);
+    row.own_day = Some(own_day(&[
+        Read::raw(&rec, "StartTime"),
+        Read::raw(f, "EventTime"),
+        Read::raw(&rec, "EndTime"),
+        Read::raw(&rec, "AcceptTime"),
+    ]));
     row
 }
 
@@ -137,6 +145,7 @@ pub(crate) fn member_changed_rows(read: &Read<'_, '_>, notes: &mut Notes) -> Vec
     let (users, _) = user_list(f, notes);
     let total = (!users.is_empty()).then_some(users.len() as i64);
     let event_time = read.time(f, "EventTime", notes);
+    let day = own_day(&[Read::raw(f, "EventTime")]);
     let members = members(users);
     let base = |user: Option<String>, action: Option<MemberAction>| {
         let mut row = EventRow::base(read.ctx, Family::V4);
@@ -145,6 +154,7 @@ pub(crate) fn member_changed_rows(read: &Read<'_, '_>, notes: &mut Notes) -> Vec
         row.event = action.map(|a| a.as_str().to_owned());
         row.total_num = total;
         row.event_time = event_time;
+        row.own_day = Some(day);
         row.members = members.clone();
         row
     };

@@ -38,9 +38,9 @@ pub struct PgStore {
     weeks: Arc<Weeks>,
 }
 
-/// The columns every event row binds (as `unnest` arrays `$1` to `$25`), then the eight
-/// TRTC columns (`$26` to `$33`), which a batch of call callbacks alone leaves out: all
-/// NULL there, they would cost an array each for nothing.
+/// The columns every event row binds (as `unnest` arrays `$1` to `$26`, the last the
+/// partition key), then the eight TRTC columns (`$27` to `$34`), which a batch of call
+/// callbacks alone leaves out: all NULL there, they would cost an array each for nothing.
 const EVENTS_COLUMNS: &str = "sdkappid, family, command, call_id, user_id, role, event, \
     call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, \
@@ -54,28 +54,25 @@ const EVENTS_VALUES: &str = "t.sdkappid, t.family, t.command, t.call_id, t.user_
     t.client_ip, t.opt_platform, t.remote_addr, t.payload::json, t.deliveries, \
     timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
     timestamptz 'epoch' + t.received_at * interval '1 millisecond', \
-    t.dedupe_key, t.members::json, t.notes, \
-    callhook_event_day(timestamptz 'epoch' + t.start_call_ts * interval '1 millisecond', \
-        timestamptz 'epoch' + t.event_time * interval '1 millisecond', \
-        timestamptz 'epoch' + t.end_ts * interval '1 millisecond', \
-        timestamptz 'epoch' + t.accept_ts * interval '1 millisecond')";
+    t.dedupe_key, t.members::json, t.notes, DATE '1970-01-01' + t.event_day";
 const EVENTS_ARRAYS: &str = "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], \
-    $19::text[], $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[]";
+    $19::text[], $20::text[], $21::int[], $22::bigint[], $23::bytea[], $24::text[], $25::text[], \
+    $26::int[]";
 const EVENTS_ALIASES: &str = "sdkappid, family, command, call_id, user_id, role, event, \
     call_result, media_type, call_type, room_id, total_num, event_time, start_call_ts, \
     accept_ts, end_ts, client_ip, opt_platform, remote_addr, payload, deliveries, \
-    received_at, dedupe_key, members, notes";
+    received_at, dedupe_key, members, notes, event_day";
 const TRTC_COLUMNS: &str = ", trtc_event_type, unique_id, terminal_type, user_type, reason, \
     task_id, trtc_status, files";
 const TRTC_VALUES: &str = ", t.trtc_event_type, t.unique_id, t.terminal_type, t.user_type, \
     t.reason, t.task_id, t.trtc_status, t.files::json";
-const TRTC_ARRAYS: &str = ", $26::int[], $27::text[], $28::int[], $29::int[], $30::int[], \
-    $31::text[], $32::int[], $33::text[]";
+const TRTC_ARRAYS: &str = ", $27::int[], $28::text[], $29::int[], $30::int[], $31::int[], \
+    $32::text[], $33::int[], $34::text[]";
 /// How many parameters the events' statement has without and with the TRTC columns.
-const EVENTS_PARAMS: usize = 25;
-const EVENTS_PARAMS_TRTC: usize = 33;
+const EVENTS_PARAMS: usize = 26;
+const EVENTS_PARAMS_TRTC: usize = 34;
 
 /// Events are written by ONE statement, `INSERT … SELECT FROM unnest(…)` with one array per
 /// column (one prepared statement for every batch size above one; measured against
@@ -751,7 +748,7 @@ impl<'a> BindColumn<'a> for OneRow<'_, 'a> {
     }
 }
 
-/// Binds the events' columns (`$1` to `$25`, then the TRTC columns `$26` to `$33` when the
+/// Binds the events' columns (`$1` to `$26`, then the TRTC columns `$27` to `$34` when the
 /// batch has them), in the order of EVENTS_ARRAYS and TRTC_ARRAYS.
 fn bind_events<'q, 'a: 'q>(
     query: EventsQuery<'q>,
@@ -787,6 +784,10 @@ fn bind_events<'q, 'a: 'q>(
     q = batch.column(q, |b| &b.row.dedupe_key[..]);
     q = batch.column(q, |b| b.row.members.as_deref());
     q = batch.column(q, |b| b.row.notes.as_deref());
+    // The partition key, computed here (weeks.rs) so that the week a write names and the
+    // day it stores are one computation. Days since 1970 fit an int for any time a body
+    // can give (values::unix_time stops at 9999-12-31).
+    q = batch.column(q, |b| i32::try_from(weeks::event_day(b.row)).unwrap_or(0));
     if trtc {
         q = batch.column(q, |b| int32(b.row.trtc.event_type));
         q = batch.column(q, |b| b.row.trtc.unique_id.as_deref());

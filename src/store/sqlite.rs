@@ -43,7 +43,8 @@ pub struct SqliteStore {
 const CHUNKS: [usize; 5] = [128, 32, 8, 2, 1];
 
 /// Where a batch of events goes: `call_events`, or the outage journal's `journal_events`,
-/// which has the same columns plus the fence of the write the rows come from.
+/// which has the same columns plus the fence of the write the rows come from and each
+/// row's own day (PostgreSQL's partition key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     Events,
@@ -81,9 +82,9 @@ fn insert_events_sql(target: Target, n: usize) -> &'static str {
             build("call_events", "", "sdkappid, dedupe_key", EVENT_PARAMS),
             build(
                 "journal_events",
-                ", fence",
+                ", fence, own_day",
                 "sdkappid, dedupe_key, fence, chunk",
-                EVENT_PARAMS + 1,
+                EVENT_PARAMS + 2,
             ),
         ]
     });
@@ -154,7 +155,7 @@ pub(crate) async fn insert_events(
                 .bind(r.trtc.status)
                 .bind(r.trtc.files.as_deref());
             if target == Target::Journal {
-                query = query.bind(fence);
+                query = query.bind(fence).bind(r.own_day);
             }
         }
         returned.extend(query.fetch_all(&mut *tx).await?);

@@ -74,6 +74,22 @@ async fn placed(store: &Store, call_id: &str) -> Vec<(String, String, i32)> {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Journals `row` in a new outage journal, then replays it into `store`.
+async fn replay_from_a_journal(store: &Store, row: &EventRow) {
+    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let journal = callhook::journal::Journal::open(spool.path(), 1 << 30)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    journal
+        .append(&[row], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    journal
+        .replay(store, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A call that starts on a Sunday a second before midnight: its first delivery arrives on
 /// Sunday, its retry on Monday, in the next partition's week. Both land in the partition
 /// of the body's own day, once; so does a journal replay of it, and a copy that waited
@@ -103,18 +119,7 @@ async fn a_retry_across_a_partition_boundary_is_one_row() {
     );
 
     // A journal replay of the same delivery is the same row.
-    let spool = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let journal = callhook::journal::Journal::open(spool.path(), 1 << 30)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    journal
-        .append(&[&retry], None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    journal
-        .replay(store, 100)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    replay_from_a_journal(store, &retry).await;
     assert_eq!(
         placed(store, "edge-1").await[0].2,
         3,
@@ -177,6 +182,43 @@ async fn a_retry_across_a_partition_boundary_is_one_row() {
         "{now_rows:?}"
     );
     assert_eq!(now_rows[0].2, 2);
+}
+
+/// A body whose times lie a day ahead of its first delivery's arrival: for that delivery
+/// they are not plausible (the time columns stay NULL), for a retry ten seconds later they
+/// are. Both deliveries, and a journal replay of the first, are one row, in the week of the
+/// body's own day: the partition key depends on the body alone (before, the first went to
+/// the default partition under 1970-01-01 and the retry made a second row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_a_day_ahead_of_arrival_is_one_row_on_every_delivery() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let store = app.store();
+    store
+        .make_partitions(day("2026-11-23"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = at("2026-11-25 12:00:00");
+    let arrival_ms = (start - 86_400 - 5) * 1000;
+    let (_, first) = call("ahead-1", start, arrival_ms);
+    let (_, retry) = call("ahead-1", start, arrival_ms + 10_000);
+    assert_eq!(first.dedupe_key, retry.dedupe_key);
+    assert_eq!(
+        (first.start_call_ts, retry.start_call_ts.is_some()),
+        (None, true),
+        "the start is plausible for the retry only"
+    );
+    write(store, &first).await;
+    write(store, &retry).await;
+    replay_from_a_journal(store, &first).await;
+    assert_eq!(
+        placed(store, "ahead-1").await,
+        [(
+            "call_events_p20261123".to_owned(),
+            "2026-11-25".to_owned(),
+            3
+        )],
+        "one row, in the week of the body's own day"
+    );
 }
 
 /// Whether `call_id` was queued for the rollups (still waiting, or already folded).

@@ -56,11 +56,14 @@ struct State {
     read_at: Option<(Instant, bool)>,
 }
 
-/// The partition key of a row, as `callhook_event_day` computes it in the statement: the
-/// UTC day of the first of its start, event, end and accept times, else 1970-01-01; in
-/// days since 1970-01-01.
+/// The partition key of a row, in days since 1970-01-01, which the statement binds: the
+/// day of the event's own time as its body gives it (`EventRow::own_day`), or, for a row
+/// journaled before rows carried it, as `callhook_event_day` computes it: the UTC day of
+/// the first of its start, event, end and accept times, else 1970-01-01.
 pub(crate) fn event_day(row: &EventRow) -> i64 {
-    first_day([row.start_call_ts, row.event_time, row.end_ts, row.accept_ts])
+    row.own_day.unwrap_or_else(|| {
+        first_day([row.start_call_ts, row.event_time, row.end_ts, row.accept_ts])
+    })
 }
 
 /// The UTC day of the first time given, else 0.

@@ -474,7 +474,7 @@ async fn take_chunk(
         }
     };
     let sql = format!(
-        "SELECT id, chunk, fence, {EVENT_COLUMNS} FROM journal_events \
+        "SELECT id, chunk, fence, own_day, {EVENT_COLUMNS} FROM journal_events \
          WHERE id <= ?1 AND chunk = ?2 ORDER BY id"
     );
     let rows = sqlx::query(&sql)
@@ -614,6 +614,7 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<JournalRow, sqlx::Error> {
             .as_slice()
             .try_into()
             .map_err(|_| bad(format!("a dedupe key of {} bytes", key.len())))?,
+        own_day: r.try_get("own_day")?,
     };
     // A row journaled by an earlier version may hold an indexed text column too long for
     // PostgreSQL's index (this version's parsers bound them; a bounded row is left as is).
