@@ -415,7 +415,10 @@ def start_mode(mode, bins, pg, workdir):
         if pg.psql("SELECT to_regclass('rollup_queue') IS NOT NULL", db=pg.dbname).strip() == "t":
             pg.psql("TRUNCATE rollup_queue, rollup_calls, rollup_days, rollup_talk", db=pg.dbname)
         url = pg.url + ("?options=-c%20synchronous_commit%3Doff" if mode == "pg-async" else "")
-        cmd = [callhook, "serve", "--database-url", url, "--spool-dir", os.path.join(workdir, "spool"), *common]
+        # A spool of each database's own: ab.py gives each variant its database, and a
+        # journal a newer build migrated is refused by an older one.
+        spool = os.path.join(workdir, f"spool-{pg.dbname}")
+        cmd = [callhook, "serve", "--database-url", url, "--spool-dir", spool, *common]
         kind, db = "pg", pg
     else:
         path = os.path.join(workdir, f"bench-{port}.db")
