@@ -13,7 +13,11 @@
 --   (unsorted, with repeats; empty ones left out). It is a plain SQL function that
 --   PostgreSQL inlines into the query that calls it, so conditions and unused columns are
 --   planned through it as through a subquery: the rollup task, which reads neither the
---   names nor the start, still folds from the fold index alone.
+--   names nor the start, still folds from the fold index alone. Its body is SQL-standard
+--   (BEGIN ATOMIC, PostgreSQL 14 and later): like a view's, its tables are bound when it
+--   is made, whatever the search_path of a query that uses it. Unlike a view, it reads
+--   them with the rights of the role that queries, so a role that reads `calls` needs
+--   SELECT on call_events and call_records too (docs/src/schema.md).
 -- * call_rollup takes its calls from one list: each (app, call, day) its events fall on,
 --   and each of Tencent's records. A call with events keeps the row whose day is the
 --   fold's; a record is a call of its own only when the fold finds no events. A condition
@@ -27,7 +31,8 @@ CREATE FUNCTION callhook_call_fold(app bigint, call text)
 RETURNS TABLE (caller text, media_type text, call_type text, outcome text,
                started_at timestamptz, accepted_at timestamptz, ended_at timestamptz,
                total_num bigint, events bigint, day date, names text[])
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
 SELECT f.caller,
        f.media_type,
        f.call_type,
@@ -82,8 +87,8 @@ FROM (
            json_agg(e.members) FILTER (WHERE e.members IS NOT NULL) AS member_lists
     FROM call_events e
     WHERE e.sdkappid = app AND e.call_id = call
-) f
-$$;
+) f;
+END;
 
 CREATE OR REPLACE VIEW callback_rollup AS
 SELECT c.sdkappid,

@@ -218,7 +218,8 @@ pub struct EventRow {
     pub dedupe_key: DedupeKey,
     /// The UTC day (days since 1970-01-01) of the event's own time as the body gives it,
     /// plausible or not ([`own_day`]): the row's partition key on PostgreSQL. `None` for a
-    /// row journaled by an earlier version, whose day is then its time columns'.
+    /// row journaled by an earlier version (and a v4 recording body that cannot be read at
+    /// all), whose day is then its time columns'.
     pub own_day: Option<i64>,
 }
 
@@ -336,7 +337,6 @@ pub(crate) fn plausible_time(
 pub(crate) fn own_day(times: &[Option<i64>]) -> i64 {
     times
         .iter()
-        .filter(|v| **v != Some(0))
         .filter_map(|v| values::unix_time(*v))
         .find(|&ms| ms >= EARLIEST_PLAUSIBLE)
         .map_or(0, |ms| ms.div_euclid(MS_PER_DAY))
