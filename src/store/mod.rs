@@ -30,7 +30,7 @@ pub use outbox::{
 };
 pub use postgres::PgStore;
 pub use records::{Findings, LastRun, PageWrite, RunEnd, RunKey, RunStart, Trigger};
-pub use retention::{Pace, Removed, WEEKS_AHEAD, cutoff_day, monday_of};
+pub use retention::{MOVE_LIMIT, Pace, Removed, WEEKS_AHEAD, cutoff_day, monday_of};
 pub use rollup::{
     CallFold, DayCounts, HISTOGRAM_BOUNDS, PeriodStats, TalkBucket, TalkTimes, talk_bucket,
 };

@@ -123,29 +123,30 @@ impl Store {
         .await
         .map_err(pg)?;
         // Moving a week's rows holds every write while it runs: only small weeks move
-        // (milliseconds). A larger one stays in the default partition, where it is stored,
+        // (milliseconds). A larger one, even one of those made ahead (bodies dated weeks
+        // ahead wait there too), stays in the default partition, where it is stored,
         // deduplicated and read like any other, and retention removes it in batches.
-        let waiting: Vec<String> = waiting
-            .into_iter()
-            .filter_map(|(week, rows)| {
-                if rows <= MOVE_LIMIT {
-                    return Some(week);
-                }
-                tracing::warn!(
-                    week = %week,
-                    rows,
-                    "this week's rows wait in call_events_default and stay there: more than {MOVE_LIMIT} would hold the writes too long to move"
-                );
-                None
-            })
-            .collect();
-        let ahead =
-            (0..=WEEKS_AHEAD).map(|week| monday_of(today) + chrono::Days::new(7 * week as u64));
-        let mut weeks: Vec<NaiveDate> = waiting
-            .iter()
-            .filter_map(|w| NaiveDate::parse_from_str(w, "%Y-%m-%d").ok())
-            .chain(ahead)
-            .collect();
+        let mut small = Vec::new();
+        let mut large = Vec::new();
+        for (week, rows) in waiting {
+            let Ok(monday) = NaiveDate::parse_from_str(&week, "%Y-%m-%d") else {
+                continue;
+            };
+            if rows <= MOVE_LIMIT {
+                small.push(monday);
+                continue;
+            }
+            tracing::warn!(
+                week = %week,
+                rows,
+                "this week's rows wait in call_events_default and stay there: more than {MOVE_LIMIT} would hold the writes too long to move"
+            );
+            large.push(monday);
+        }
+        let ahead = (0..=WEEKS_AHEAD)
+            .map(|week| monday_of(today) + chrono::Days::new(7 * week as u64))
+            .filter(|monday| !large.contains(monday));
+        let mut weeks: Vec<NaiveDate> = small.into_iter().chain(ahead).collect();
         weeks.sort();
         weeks.dedup();
         let mut made = 0;

@@ -708,3 +708,46 @@ async fn one_call_is_looked_up_in_two_reads_of_the_partitions() {
         "each partition is read twice: {plan:#}"
     );
 }
+
+/// Bodies dated weeks ahead wait in the default partition. When their week comes within
+/// the weeks made ahead, a week of more than MOVE_LIMIT of them is not made (moving them
+/// would hold every write for the whole move): they stay in the default partition, and
+/// the weeks after it are made as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_week_waiting_in_the_default_partition_is_not_moved() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let store = app.store();
+    let rows = callhook::store::MOVE_LIMIT + 1;
+    sqlx::query(
+        "INSERT INTO call_events (sdkappid, family, command, dedupe_key, event_day) \
+         SELECT $1, 'status', 'call_end', sha256(i::text::bytea), DATE '2027-06-09' \
+         FROM generate_series(1, $2) i",
+    )
+    .bind(APP)
+    .bind(rows)
+    .execute(pg(store))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .make_partitions(day("2027-06-07"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exists = |name: &'static str| async move {
+        count(
+            store,
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'"),
+        )
+        .await
+    };
+    assert_eq!(
+        exists("call_events_p20270607").await,
+        0,
+        "the large week is not made"
+    );
+    assert_eq!(exists("call_events_p20270614").await, 1);
+    assert_eq!(exists("call_events_p20270621").await, 1);
+    assert_eq!(
+        count(store, "SELECT count(*) FROM call_events_default").await,
+        rows
+    );
+}
