@@ -550,25 +550,7 @@ async fn load(
         "rollups: {taken} queue entries ({queued} queued) folded in {:.1} s",
         folding.elapsed().as_secs_f64()
     );
-    // Fresh statistics (and, for PostgreSQL, the visibility map), as a running system has.
-    match &store {
-        Store::Postgres(s) => {
-            for table in [
-                "call_events",
-                "rollup_queue",
-                "rollup_days",
-                "rollup_talk",
-                "rollup_calls",
-            ] {
-                sqlx::query(&format!("VACUUM ANALYZE {table}"))
-                    .execute(s.pool())
-                    .await?;
-            }
-        }
-        Store::Sqlite(s) => {
-            sqlx::query("ANALYZE").execute(s.pool()).await?;
-        }
-    }
+    refresh_statistics(&store).await?;
     eprintln!(
         "{written} events ({} calls, days {first_day} to {end}) written in {load_seconds:.1} s",
         sim.call_no,
@@ -741,24 +723,7 @@ async fn multiply(url: &str, times: i64, shift_days: i64) -> anyhow::Result<()> 
         }
     }
     let fold_seconds = folding.elapsed().as_secs_f64();
-    match &store {
-        Store::Postgres(s) => {
-            for table in [
-                "call_events",
-                "rollup_queue",
-                "rollup_days",
-                "rollup_talk",
-                "rollup_calls",
-            ] {
-                sqlx::query(&format!("VACUUM ANALYZE {table}"))
-                    .execute(s.pool())
-                    .await?;
-            }
-        }
-        Store::Sqlite(s) => {
-            sqlx::query("ANALYZE").execute(s.pool()).await?;
-        }
-    }
+    refresh_statistics(&store).await?;
     // What the table and the rollups hold now: each copy adds the load's calls again.
     let (events, calls, days): (i64, i64, i64) =
         match &store {
@@ -1032,6 +997,29 @@ async fn time(url: &str, runs: usize, callhook: Option<&std::path::Path>) -> any
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Fresh statistics (and, for PostgreSQL, the visibility map), as a running system has.
+async fn refresh_statistics(store: &Store) -> anyhow::Result<()> {
+    match store {
+        Store::Postgres(s) => {
+            for table in [
+                "call_events",
+                "rollup_queue",
+                "rollup_days",
+                "rollup_talk",
+                "rollup_calls",
+            ] {
+                sqlx::query(&format!("VACUUM ANALYZE {table}"))
+                    .execute(s.pool())
+                    .await?;
+            }
+        }
+        Store::Sqlite(s) => {
+            sqlx::query("ANALYZE").execute(s.pool()).await?;
+        }
+    }
     Ok(())
 }
 
