@@ -170,14 +170,28 @@ pub(super) async fn hold_lock(url: String, table: &str, hold: Duration, kill: bo
 }
 
 /// Makes every row written to `call_events` cost `per_row` (a trigger) for `hold`.
+///
+/// The trigger's function stops sleeping by itself when `hold` is over: the `DROP TRIGGER`
+/// that ends the fault takes an exclusive lock on every partition, and PostgreSQL may pick
+/// it as the victim of a deadlock with a write in flight; a trigger left behind would make
+/// the database slow for good, which is not a fault that ends. The drop is retried too.
 pub(super) async fn slow_rows(url: String, per_row: Duration, hold: Duration) {
     let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+        return;
+    };
+    let until: Result<String, _> =
+        sqlx::query_scalar("SELECT (clock_timestamp() + make_interval(secs => $1))::text")
+            .bind(hold.as_secs_f64())
+            .fetch_one(&mut conn)
+            .await;
+    let Ok(until) = until else {
         return;
     };
     let seconds = per_row.as_secs_f64();
     let created = sqlx::query(&format!(
         "CREATE OR REPLACE FUNCTION sim_slow_row() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+         $$ BEGIN IF clock_timestamp() < '{until}'::timestamptz THEN \
+         PERFORM pg_sleep({seconds}); END IF; RETURN NEW; END $$"
     ))
     .execute(&mut conn)
     .await;
@@ -185,9 +199,15 @@ pub(super) async fn slow_rows(url: String, per_row: Duration, hold: Duration) {
                    FOR EACH ROW EXECUTE FUNCTION sim_slow_row()";
     if created.is_ok() && sqlx::query(trigger).execute(&mut conn).await.is_ok() {
         tokio::time::sleep(hold).await;
-        let _ = sqlx::query("DROP TRIGGER IF EXISTS sim_slow ON call_events")
-            .execute(&mut conn)
-            .await;
+        for _ in 0..20 {
+            let dropped = sqlx::query("DROP TRIGGER IF EXISTS sim_slow ON call_events")
+                .execute(&mut conn)
+                .await;
+            if dropped.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let _ = conn.close().await;
 }
