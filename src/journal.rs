@@ -17,7 +17,7 @@
 //!   write committed after all (src/store/fence.rs).
 //! - **Nothing blocks it for good.** Rows PostgreSQL refuses for their data, and rows this
 //!   version cannot read, go to `rejected_deliveries`; a step too slow for its deadline is
-//!   retried with fewer rows.
+//!   retried with fewer rows, and the steps grow back with care (src/journal/pace.rs).
 //! - **Never deleted while it holds rows.** A journal SQLite reports corrupt is moved
 //!   aside (`journal-corrupt-<time>.db`, never overwriting an earlier one), logged and
 //!   counted, and a fresh one is started; only the file that failed is ever moved.
@@ -27,10 +27,11 @@
 
 mod legacy;
 mod lock;
+mod pace;
 mod replay;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::faults::Faults;
 use crate::metrics as m;
@@ -84,9 +85,8 @@ pub struct Journal {
     full: AtomicBool,
     /// Whether rows were waiting at the last change (for the once-per-outage log lines).
     active: AtomicBool,
-    /// Rows per replay step: halved after a step passed its deadline, grown back after
-    /// each that did not (0: not set yet, the chunk size).
-    step: AtomicUsize,
+    /// Rows per replay step (src/journal/pace.rs). Replays take turns (`replay_lock`).
+    pace: std::sync::Mutex<pace::Pace>,
     /// Whether old segment files still wait to be imported (the journal was full).
     legacy_pending: AtomicBool,
     /// The randomized fault test's faults (none otherwise), for a fresh file too.
@@ -131,7 +131,7 @@ impl Journal {
             oldest: AtomicI64::new(0),
             full: AtomicBool::new(false),
             active: AtomicBool::new(false),
-            step: AtomicUsize::new(0),
+            pace: std::sync::Mutex::default(),
             legacy_pending: AtomicBool::new(true),
             faults,
         };

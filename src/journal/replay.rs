@@ -3,8 +3,9 @@
 //! (src/store/postgres/replay.rs), and nothing that can block it for good:
 //!
 //! - a step that passes its deadline is retried with half the rows (down to one), and
-//!   the size grows back after each step that did not: a chunk too slow for the deadline
-//!   drains in smaller steps instead of failing whole, again and again;
+//!   the size grows back in steps that finished, fast up to half the size that did not,
+//!   slowly past it (src/journal/pace.rs): a database too slow for whole chunks drains in
+//!   smaller steps instead of failing whole, again and again;
 //! - a step PostgreSQL refuses for its data is replayed row by row, and only the rows at
 //!   fault go to `rejected_deliveries`;
 //! - a row this version cannot read is set aside in `rejected_deliveries`;
@@ -144,7 +145,7 @@ impl Journal {
         let deadline = store.replay_deadline();
         let mut at = 0;
         while at < rows.len() {
-            let step = self.step_size(chunk_size);
+            let step = self.pace().next(chunk_size);
             let part = &rows[at..rows.len().min(at + step)];
             match tokio::time::timeout(deadline, store.replay(journal_id, part)).await {
                 Err(_) => self.step_timed_out(step, deadline)?,
@@ -156,8 +157,7 @@ impl Journal {
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(report)) => {
                     self.noted(&report).await;
-                    self.step
-                        .store(step.saturating_mul(2).min(chunk_size), Ordering::Relaxed);
+                    self.pace().finished(step, chunk_size);
                     at += part.len();
                 }
             }
@@ -216,25 +216,22 @@ impl Journal {
         Ok(())
     }
 
-    /// The rows per step now.
-    fn step_size(&self, chunk_size: usize) -> usize {
-        match self.step.load(Ordering::Relaxed) {
-            0 => chunk_size.max(1),
-            n => n.min(chunk_size.max(1)),
-        }
+    /// The step size's state (see src/journal/pace.rs).
+    fn pace(&self) -> std::sync::MutexGuard<'_, super::pace::Pace> {
+        self.pace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A step passed its deadline: the next one takes half the rows. A step of one row
     /// that cannot finish in time means the database cannot take writes now.
     fn step_timed_out(&self, step: usize, deadline: Duration) -> Result<(), StoreError> {
         metrics::counter!(m::JOURNAL_STEP_TIMEOUTS).increment(1);
-        if step <= 1 {
+        let Some(smaller) = self.pace().timed_out(step) else {
             return Err(StoreError::Unavailable(format!(
                 "replaying one journaled row did not finish within {deadline:?}"
             )));
-        }
-        let smaller = step / 2;
-        self.step.store(smaller, Ordering::Relaxed);
+        };
         tracing::warn!(
             rows = step,
             retry_with = smaller,
@@ -282,6 +279,7 @@ impl Journal {
         if self.events.load(Ordering::Relaxed) > 0 {
             return;
         }
+        self.pace().drained();
         let db = self.db.lock().await;
         if let Err(e) = db.shrink().await {
             tracing::debug!(error = %e, "could not shrink the drained journal");
