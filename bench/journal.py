@@ -30,10 +30,17 @@ more callhook binaries:
               the peak RSS while the restarted process replays the store, and checks the
               database as above.
 
+  slow-drain  (--only slow-drain) --slow-events callbacks journaled while PostgreSQL is
+              down; it returns with every insert into call_events costing --slow-ms (a
+              trigger's pg_sleep), so whole chunks pass the replay's deadline. Reports the
+              drain time and the replay steps that passed their deadline
+              (callhook_journal_step_timeouts_total), and checks the rows.
+
 Usage:
-  python3 bench/journal.py                       # build this tree; all of the above
+  python3 bench/journal.py                       # build this tree; throughput, outage, restart
   python3 bench/journal.py --bin old=/path/callhook --bin new=/path/callhook --only throughput
   python3 bench/journal.py --only outage --outage 300 --rate 1000
+  python3 bench/journal.py --only slow-drain --bin old=/path/callhook --bin new=target/release/callhook
 Exit code 1 if anything acknowledged was lost, doubled or overcounted, a delivery was
 dropped by the sender, or the store did not drain. Writes bench/results/journal-<timestamp>.jsonl
 and prints a Markdown summary.
@@ -641,6 +648,75 @@ def restart_run(binary, pg, workdir, args):
 
 
 # ---------------------------------------------------------------------------------------
+# d. The replay into a database that stays slow after it returns.
+
+def post_events(port, prefix, n, workers=8):
+    """Posts n unique status callbacks; returns how many were acknowledged (ErrorCode 0)."""
+    from concurrent.futures import ThreadPoolExecutor
+    url = (f"http://127.0.0.1:{port}/?sdkappid={bench.SDKAPPID}&command=call_end&contenttype=json"
+           f"&clientip=10.1.2.3&optplatform=Android")
+
+    def one(i):
+        req = urllib.request.Request(url, data=body_for(i, prefix), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read()).get("ErrorCode") == 0
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(one, range(n)))
+
+
+def metric(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def slow_drain_rep(label, binary, rep, pg, workdir, args):
+    """--slow-events callbacks journaled while PostgreSQL is down; it comes back with every
+    row costing --slow-ms (a trigger's pg_sleep). Times the drain and counts the replay
+    steps that passed their deadline."""
+    fresh_database(pg, binary)
+    seconds = args.slow_ms / 1000
+    pg.psql(f"CREATE FUNCTION bench_slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$", db=pg.dbname)
+    pg.psql("CREATE TRIGGER bench_slow BEFORE INSERT ON call_events FOR EACH ROW "
+            "EXECUTE FUNCTION bench_slow_row()", db=pg.dbname)
+    spool = tempfile.mkdtemp(prefix="spool-", dir=workdir)
+    server = start_callhook(binary, pg, spool, workdir, args.store_flag)
+    prefix = f"sd{rep}{label}"
+    try:
+        pg.crash()
+        if not wait_down(server.port):
+            raise RuntimeError("callhook's /readyz did not report the database down within 30 s")
+        acked = post_events(server.port, prefix, args.slow_events)
+        journaled = store_events(readyz(server.port))
+        timeouts_before = metric(server.port, "callhook_journal_step_timeouts_total")
+        pg.start()
+        up_at = time.time()
+        drained_at = wait_drained(server.port, args.drain_timeout)
+        rows, deliveries = pg.psql(
+            f"SELECT count(*), coalesce(sum(deliveries), 0) FROM call_events WHERE call_id LIKE '{prefix}-%'",
+            db=pg.dbname).strip().split("\t")
+        return {
+            "kind": "slow-drain", "label": label, "bin": binary, "rep": rep, "slow_ms": args.slow_ms,
+            "acked": acked, "journaled": journaled, "drained": drained_at is not None,
+            "drain_s": drained_at - up_at if drained_at else None,
+            "step_timeouts": metric(server.port, "callhook_journal_step_timeouts_total") - timeouts_before,
+            "rows": int(rows), "deliveries": int(deliveries),
+            "lost": max(acked - int(rows), 0), "doubled": 0, "overcounted": int(deliveries) - int(rows),
+        }
+    finally:
+        server.stop()
+        if not pg_running(pg):
+            pg.start()
+
+
+# ---------------------------------------------------------------------------------------
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -723,6 +799,21 @@ def summarize(records):
                   f"| drain | " + (f"{r['drain_s']:.1f} s, {r.get('drain_events_per_s', 0):,.0f} events/s |"
                                    if r["drain_s"] else "did not drain |"),
                   f"| lost / doubled | {r['lost']} / {r['doubled']} |", ""]
+    slow = [r for r in records if r["kind"] == "slow-drain"]
+    if slow:
+        r0 = slow[0]
+        lines += [f"The replay into a database that stays slow ({r0['slow_ms']:g} ms per row), "
+                  f"{r0['acked']:,} journaled events (median of reps; range in brackets):", "",
+                  "| build | reps | drain s | range | events/s | steps past their deadline | lost / overcounted |",
+                  "|---|---|---|---|---|---|---|"]
+        for label in dict.fromkeys(r["label"] for r in slow):
+            rs = [r for r in slow if r["label"] == label]
+            drains = [r["drain_s"] for r in rs if r["drain_s"]]
+            lines.append(f"| {label} | {len(rs)} | {med(drains):.1f} | {min(drains, default=0):.1f}–"
+                         f"{max(drains, default=0):.1f} | {med([r['acked'] / r['drain_s'] for r in rs if r['drain_s']]):.1f} "
+                         f"| {med([r['step_timeouts'] for r in rs]):.0f} | {sum(r['lost'] for r in rs)} / "
+                         f"{sum(r['overcounted'] for r in rs)} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -745,7 +836,8 @@ def main():
                     help="callhook binary, as PATH or LABEL=PATH; repeat to interleave builds "
                          "(default: this tree, built in release mode)")
     ap.add_argument("--only", default="throughput,outage,restart",
-                    help="which of throughput, outage, restart to run (comma-separated)")
+                    help="which of throughput, outage, restart, slow-drain to run (comma-separated; "
+                         "slow-drain only when named)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=int, default=20, help="seconds of wrk per throughput rep")
     ap.add_argument("--conns", type=int, default=64)
@@ -758,6 +850,8 @@ def main():
                     help="seconds of full load into the store before callhook is killed and restarted")
     ap.add_argument("--restart-timeout", type=float, default=60, help="seconds a restarted callhook has to serve")
     ap.add_argument("--drain-timeout", type=float, default=600)
+    ap.add_argument("--slow-events", type=int, default=2000, help="callbacks journaled in the slow-drain run")
+    ap.add_argument("--slow-ms", type=float, default=20, help="what each row costs PostgreSQL in the slow-drain run")
     ap.add_argument("--store-flag", default="--spool-dir", help="callhook's flag for the outage store's directory")
     ap.add_argument("--summary", help="only summarise an earlier journal-*.jsonl file")
     args = ap.parse_args()
@@ -803,6 +897,14 @@ def main():
                 rec["label"] = label
                 keep(rec)
                 log(f"outage {label}: lost {rec['lost']} doubled {rec['doubled']} overcounted {rec['overcounted']}")
+        if "slow-drain" in only:
+            for rep in range(1, args.reps + 1):
+                for label, binary in bins:
+                    rec = slow_drain_rep(label, binary, rep, pg, workdir, args)
+                    keep(rec)
+                    log(f"slow drain rep {rep} {label}: {rec['acked']} acknowledged, drained in "
+                        f"{rec['drain_s'] or float('nan'):.1f} s, {rec['step_timeouts']:.0f} steps past their "
+                        f"deadline, lost {rec['lost']} overcounted {rec['overcounted']}")
         if "restart" in only:
             for label, binary in bins:
                 rec = restart_run(binary, pg, workdir, args)
