@@ -59,8 +59,10 @@ fail() {
 }
 
 step "packages"
+# iptables: netavark writes the test network's NAT rules with it (Debian's podman only
+# suggests it, and a machine without it fails here).
 need=()
-for pkg in podman runc podman-compose netavark aardvark-dns openssl curl python3-yaml; do
+for pkg in podman runc podman-compose netavark aardvark-dns iptables openssl curl python3-yaml; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then

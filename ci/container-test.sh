@@ -54,9 +54,11 @@ elapsed() { echo $(($(date +%s) - started)); }
 
 # --- what this script needs from Debian ------------------------------------------------
 step "packages"
+# iptables: netavark writes the test network's NAT rules with it (Debian's podman only
+# suggests it, and a machine without it fails here).
 need=()
 for pkg in podman runc mmdebstrap nginx openssl prometheus python3-yaml curl shellcheck \
-  podman-compose netavark aardvark-dns; do
+  podman-compose netavark aardvark-dns iptables; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then
